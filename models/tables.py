@@ -1,0 +1,147 @@
+"""Everything stored, as SQLAlchemy 2 tables. The schema itself is created
+only by the Alembic migrations in ``migrations/``; a test checks they agree."""
+
+from __future__ import annotations
+
+from typing import Final
+
+from sqlalchemy import (
+    BigInteger,
+    Boolean,
+    Column,
+    DateTime,
+    Identity,
+    Index,
+    Integer,
+    LargeBinary,
+    MetaData,
+    Numeric,
+    String,
+    Table,
+    Text,
+    UniqueConstraint,
+    Uuid,
+    func,
+)
+
+from models.money import COST_SCALE, DISCOUNT_DECIMALS, PRICE_DECIMALS
+
+metadata = MetaData()
+
+MONEY: Final = Numeric(38, COST_SCALE)
+PRICE: Final = Numeric(20, PRICE_DECIMALS)
+TS: Final = DateTime(timezone=True)
+
+
+def _count(name: str) -> Column[int]:
+    return Column(name, BigInteger, nullable=False, server_default="0")
+
+
+def _money(name: str) -> Column[object]:
+    return Column(name, MONEY, nullable=False, server_default="0")
+
+
+price_book = Table(
+    "price_book",
+    metadata,
+    Column("id", Integer, Identity(), primary_key=True),
+    Column("model", Text, nullable=False),
+    Column("provider", Text, nullable=False),
+    Column("effective_from", TS, nullable=False),
+    Column("input_per_mtok", PRICE, nullable=False),
+    Column("output_per_mtok", PRICE, nullable=False),
+    Column("cache_read_per_mtok", PRICE, nullable=False),
+    Column("cache_write_per_mtok", PRICE, nullable=False),
+    Column("batch_discount", Numeric(5, DISCOUNT_DECIMALS), nullable=False),
+    Column("currency", String(3), nullable=False, server_default="USD"),
+    Column("source", Text, nullable=False),
+    Column("loaded_at", TS, nullable=False, server_default=func.now()),
+    UniqueConstraint("model", "provider", "effective_from", name="price_book_version"),
+)
+
+spend_window = Table(
+    "spend_window",
+    metadata,
+    Column("window_start", TS, primary_key=True),
+    Column("tenant", Text, primary_key=True),
+    Column("route", Text, primary_key=True),
+    Column("feature", Text, primary_key=True),
+    Column("provider", Text, primary_key=True),
+    Column("model", Text, primary_key=True),
+    _count("attempts"),
+    _count("requests"),
+    _count("retry_attempts"),
+    _count("failed_attempts"),
+    _count("unpriced_attempts"),
+    _count("input_tokens"),
+    _count("output_tokens"),
+    _count("cache_read_tokens"),
+    _count("cache_write_tokens"),
+    _money("cost_usd"),
+    _money("retry_cost_usd"),
+    _money("failed_cost_usd"),
+    Column("updated_at", TS, nullable=False, server_default=func.now()),
+    # Roll-ups by tenant over time ranges are the common report query.
+    Index("spend_window_tenant_time", "tenant", "window_start"),
+)
+
+# Events whose model had no price: kept with what repricing needs, so a price
+# loaded later can fix their windows exactly.
+unpriced_event = Table(
+    "unpriced_event",
+    metadata,
+    Column("event_key", Uuid, primary_key=True),
+    Column("ts", TS, nullable=False),
+    Column("window_start", TS, nullable=False),
+    Column("tenant", Text, nullable=False),
+    Column("route", Text, nullable=False),
+    Column("feature", Text, nullable=False),
+    Column("provider", Text, nullable=False),
+    Column("model", Text, nullable=False),
+    Column("attempt", Integer, nullable=False),
+    Column("failed", Boolean, nullable=False),
+    Column("batch", Boolean, nullable=False),
+    Column("input_tokens", BigInteger, nullable=False),
+    Column("output_tokens", BigInteger, nullable=False),
+    Column("cache_read_tokens", BigInteger, nullable=False),
+    Column("cache_write_tokens", BigInteger, nullable=False),
+    Index("unpriced_event_model", "model", "provider"),
+)
+
+# The dedup record: md5(event_id) as a uuid. Kept permanently for now (well
+# past the promised 7 days of event time); event_ts allows pruning by age.
+seen_event = Table(
+    "seen_event",
+    metadata,
+    Column("event_key", Uuid, primary_key=True),
+    Column("event_ts", TS, nullable=False),
+)
+
+# The sink's own offsets, written in the same transaction as the sums they
+# produced: the source of truth for what has been applied.
+sink_offset = Table(
+    "sink_offset",
+    metadata,
+    Column("sink", Text, primary_key=True),
+    Column("topic", Text, primary_key=True),
+    Column("partition", Integer, primary_key=True),
+    Column("next_offset", BigInteger, nullable=False),
+    _count("events_accepted"),
+    _count("events_duplicate"),
+    _count("lines_dead_lettered"),
+    Column("updated_at", TS, nullable=False, server_default=func.now()),
+)
+
+dead_letter = Table(
+    "dead_letter",
+    metadata,
+    Column("id", BigInteger, Identity(), primary_key=True),
+    Column("topic", Text, nullable=False),
+    Column("partition", Integer, nullable=False),
+    Column("offset", BigInteger, nullable=False),
+    Column("line", Integer, nullable=False),
+    Column("reason", Text, nullable=False),
+    Column("raw", LargeBinary, nullable=False),
+    Column("received_at", TS, nullable=False, server_default=func.now()),
+    UniqueConstraint("topic", "partition", "offset", "line", name="dead_letter_position"),
+)

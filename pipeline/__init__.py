@@ -1,0 +1,1 @@
+"""Stream processing, I/O adapters and the command line."""

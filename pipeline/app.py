@@ -1,0 +1,63 @@
+"""The faust app and its topics. Declarations only; the agent lives in
+``pipeline.spend_agent`` and the process around it in ``pipeline.worker``."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+import faust
+
+from pipeline.kafka import faust_broker
+from pipeline.settings import Settings
+
+
+@dataclass(frozen=True)
+class Topics:
+    usage: Any
+    usage_dlq: Any
+
+
+def build_app(settings: Settings, kafka_url: str) -> tuple[faust.App, Topics]:
+    app = faust.App(
+        settings.group_id,
+        broker=faust_broker(kafka_url),
+        # No faust tables: window state lives in the idempotent Postgres sink.
+        store="memory://",
+        datadir=str(settings.home / "faust"),
+        web_enabled=False,
+        # The leader-election topic costs a topic and a rebalance step we do not use.
+        topic_disable_leader=True,
+        topic_partitions=settings.partitions,
+        consumer_auto_offset_reset="earliest",
+        # Against Tansu a group join takes ~5 s; short sessions make a dead
+        # worker's partitions move in seconds, not the 60 s default.
+        broker_session_timeout=10.0,
+        broker_heartbeat_interval=1.0,
+        broker_rebalance_timeout=20.0,
+        broker_commit_interval=1.0,
+        broker_max_poll_records=500,
+        stream_buffer_maxsize=max(4096, settings.batch_messages * 4),
+        consumer_max_fetch_size=4 * 1024**2,
+        producer_max_request_size=max(1024**2, settings.max_message_bytes * 2),
+        loghandlers=[],
+    )
+    topics = Topics(
+        usage=app.topic(
+            settings.usage_topic,
+            value_type=bytes,
+            value_serializer="raw",
+            key_type=bytes,
+            key_serializer="raw",
+            partitions=settings.partitions,
+        ),
+        usage_dlq=app.topic(
+            settings.usage_dlq_topic,
+            value_type=bytes,
+            value_serializer="raw",
+            key_type=bytes,
+            key_serializer="raw",
+            partitions=settings.partitions,
+        ),
+    )
+    return app, topics

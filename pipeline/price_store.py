@@ -1,0 +1,165 @@
+"""The price book in PostgreSQL: load versions, read the book, reprice.
+
+Loading never rewrites history: an entry is keyed by (model, provider,
+effective_from); loading the same entry again changes nothing, and loading a
+different price for an existing key is refused (publish a new version with
+a later effective_from instead).
+"""
+
+from __future__ import annotations
+
+from collections import defaultdict
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+from decimal import Decimal
+
+from sqlalchemy import Engine, and_, delete, select, update
+from sqlalchemy.dialects.postgresql import insert
+
+from models.money import exact
+from models.prices import PriceBook, PriceEntry
+from models.tables import price_book, spend_window, unpriced_event
+
+_PRICE_COLS = (
+    "input_per_mtok",
+    "output_per_mtok",
+    "cache_read_per_mtok",
+    "cache_write_per_mtok",
+    "batch_discount",
+)
+
+
+@dataclass
+class LoadResult:
+    inserted: int = 0
+    unchanged: int = 0
+    conflicts: list[str] = field(default_factory=list)
+
+
+def load_entries(engine: Engine, entries: Iterable[PriceEntry], source: str) -> LoadResult:
+    result = LoadResult()
+    with engine.begin() as conn:
+        for e in entries:
+            row = e.model_dump(exclude={"currency"})
+            inserted = conn.execute(
+                insert(price_book)
+                .values(**row, currency=e.currency, source=source)
+                .on_conflict_do_nothing(constraint="price_book_version")
+                .returning(price_book.c.id)
+            ).first()
+            if inserted is not None:
+                result.inserted += 1
+                continue
+            existing = conn.execute(
+                select(*(price_book.c[c] for c in _PRICE_COLS)).where(
+                    price_book.c.model == e.model,
+                    price_book.c.provider == e.provider,
+                    price_book.c.effective_from == e.effective_from,
+                )
+            ).one()
+            if tuple(existing) == tuple(getattr(e, c) for c in _PRICE_COLS):
+                result.unchanged += 1
+            else:
+                result.conflicts.append(
+                    f"{e.model}/{e.provider} from {e.effective_from.isoformat()}: "
+                    f"already loaded with different prices"
+                )
+        if result.conflicts:
+            conn.rollback()
+            result.inserted = 0
+    return result
+
+
+def load_book(engine: Engine) -> PriceBook:
+    with engine.connect() as conn:
+        rows = conn.execute(select(price_book).order_by(price_book.c.id)).mappings().all()
+    return PriceBook(
+        tuple(
+            PriceEntry(
+                model=r["model"],
+                provider=r["provider"],
+                effective_from=r["effective_from"],
+                **{c: r[c] for c in _PRICE_COLS},
+            )
+            for r in rows
+        )
+    )
+
+
+@dataclass
+class Repriced:
+    events: int = 0
+    cost_usd: Decimal = Decimal(0)
+    still_unpriced: int = 0
+
+
+def reprice(engine: Engine) -> Repriced:
+    """Price stored unpriced events whose model now has a price in force at
+    their ts, and move that cost into their windows, in one transaction.
+    Rows are locked (SKIP LOCKED), so concurrent repricers never double-apply."""
+    book = load_book(engine)
+    result = Repriced()
+    deltas: dict[tuple[object, ...], dict[str, Decimal | int]] = defaultdict(
+        lambda: {
+            "cost_usd": Decimal(0),
+            "retry_cost_usd": Decimal(0),
+            "failed_cost_usd": Decimal(0),
+            "unpriced_attempts": 0,
+        }
+    )
+    done = []
+    with engine.begin() as conn:
+        rows = (
+            conn.execute(select(unpriced_event).with_for_update(skip_locked=True)).mappings().all()
+        )
+        for r in rows:
+            price = book.price_at(r["model"], r["provider"], r["ts"])
+            if price is None:
+                result.still_unpriced += 1
+                continue
+            cost = price.cost(
+                input_tokens=r["input_tokens"],
+                output_tokens=r["output_tokens"],
+                cache_read_tokens=r["cache_read_tokens"],
+                cache_write_tokens=r["cache_write_tokens"],
+                batch=r["batch"],
+            )
+            d = deltas[
+                (
+                    r["window_start"],
+                    r["tenant"],
+                    r["route"],
+                    r["feature"],
+                    r["provider"],
+                    r["model"],
+                )
+            ]
+            with exact():
+                d["cost_usd"] += cost
+                if r["attempt"] > 1:
+                    d["retry_cost_usd"] += cost
+                if r["failed"]:
+                    d["failed_cost_usd"] += cost
+                d["unpriced_attempts"] -= 1
+                result.cost_usd += cost
+            done.append(r["event_key"])
+        c = spend_window.c
+        for (ws, tenant, route, feature, provider, model), d in deltas.items():
+            conn.execute(
+                update(spend_window)
+                .where(
+                    and_(
+                        c.window_start == ws,
+                        c.tenant == tenant,
+                        c.route == route,
+                        c.feature == feature,
+                        c.provider == provider,
+                        c.model == model,
+                    )
+                )
+                .values(**{k: c[k] + v for k, v in d.items()})
+            )
+        if done:
+            conn.execute(delete(unpriced_event).where(unpriced_event.c.event_key.in_(done)))
+    result.events = len(done)
+    return result

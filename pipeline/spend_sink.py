@@ -1,0 +1,340 @@
+"""The idempotent PostgreSQL sink for spend windows.
+
+Per batch, ONE transaction:
+  1. lock this sink's offset rows of the batch's partitions (FOR UPDATE);
+  2. drop every event and dead letter below the stored next offset — a batch
+     replayed after a crash, a rebalance or a group reset is skipped here;
+  3. record event keys in ``seen_event``; keys already there are duplicates
+     (a re-sent event counts once, across batches and restarts);
+  4. add the window partial sums, store unpriced events and dead letters;
+  5. advance the offsets and the ingest counters.
+The stream acks the batch only after COMMIT. A crash anywhere before COMMIT
+leaves nothing behind and the batch is redelivered; a crash after COMMIT but
+before the ack redelivers a batch that step 2 skips. So each event counts
+exactly once, and a worker that lost its partitions (a zombie) cannot apply
+a stale batch twice: the row lock serialises it with the new owner.
+
+Connection failures are retried with backoff, forever: not acking is always
+safe, while letting the error escape the agent would make faust ack the
+batch and lose it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections import defaultdict
+from collections.abc import Sequence
+from contextlib import suppress
+from dataclasses import dataclass
+
+import polars as pl
+import psycopg
+from psycopg import AsyncConnection
+
+from models.prices import PriceBook, PriceEntry
+from pipeline.dead_letter import DeadLetter
+from pipeline.spend_batch import PreparedBatch, first_occurrences, unapplied
+from pipeline.spend_windows import COUNTERS, KEY, SpendWindow, aggregate, with_window
+
+log = logging.getLogger(__name__)
+
+SINK = "spend"
+
+_STAGE_DDL = """
+CREATE TEMP TABLE IF NOT EXISTS stage_event (
+    idx bigint NOT NULL, event_id text NOT NULL, ts timestamptz NOT NULL,
+    event_key uuid GENERATED ALWAYS AS (md5(event_id)::uuid) STORED
+) ON COMMIT DELETE ROWS;
+CREATE TEMP TABLE IF NOT EXISTS stage_window (LIKE spend_window INCLUDING DEFAULTS)
+    ON COMMIT DELETE ROWS;
+"""
+
+_DEDUP = """
+WITH ins AS (
+    INSERT INTO seen_event (event_key, event_ts)
+    SELECT event_key, ts FROM stage_event
+    ON CONFLICT DO NOTHING
+    RETURNING event_key
+)
+SELECT s.idx FROM stage_event s
+WHERE NOT EXISTS (SELECT 1 FROM ins WHERE ins.event_key = s.event_key)
+"""
+
+_MERGE_WINDOWS = (
+    f"INSERT INTO spend_window ({', '.join((*KEY, *COUNTERS))}) "
+    f"SELECT {', '.join((*KEY, *COUNTERS))} FROM stage_window "
+    f"ON CONFLICT ({', '.join(KEY)}) DO UPDATE SET "
+    + ", ".join(f"{c} = spend_window.{c} + excluded.{c}" for c in COUNTERS)
+    + ", updated_at = now()"
+)
+
+_UNPRICED_COLS = (
+    "event_key",
+    "ts",
+    "window_start",
+    "tenant",
+    "route",
+    "feature",
+    "provider",
+    "model",
+    "attempt",
+    "failed",
+    "batch",
+    "input_tokens",
+    "output_tokens",
+    "cache_read_tokens",
+    "cache_write_tokens",
+)
+
+
+@dataclass(frozen=True)
+class Applied:
+    accepted: int = 0
+    duplicates: int = 0
+    dead_lettered: int = 0
+    skipped: bool = False  # every message was already applied
+
+
+class SpendSink:
+    def __init__(self, database_url: str, topic: str, *, sink: str = SINK) -> None:
+        self._url = database_url
+        self._topic = topic
+        self._sink = sink
+        self._conn: AsyncConnection[tuple[object, ...]] | None = None
+
+    async def _connection(self) -> AsyncConnection[tuple[object, ...]]:
+        if self._conn is None or self._conn.closed:
+            conn = await psycopg.AsyncConnection.connect(self._url, autocommit=False)
+            async with conn.transaction():
+                await conn.execute(_STAGE_DDL)
+            self._conn = conn
+        return self._conn
+
+    async def close(self) -> None:
+        if self._conn is not None:
+            await self._conn.close()
+            self._conn = None
+
+    async def price_book(self) -> tuple[PriceBook, int]:
+        """The whole price book and its revision (the highest entry id)."""
+        return await self._retrying(self._load_price_book)
+
+    async def _load_price_book(self) -> tuple[PriceBook, int]:
+        conn = await self._connection()
+        async with conn.transaction():
+            cur = await conn.execute(
+                "SELECT model, provider, effective_from, input_per_mtok, output_per_mtok,"
+                " cache_read_per_mtok, cache_write_per_mtok, batch_discount, id"
+                " FROM price_book ORDER BY id"
+            )
+            rows = await cur.fetchall()
+        entries = tuple(
+            PriceEntry(
+                model=r[0],
+                provider=r[1],
+                effective_from=r[2],
+                input_per_mtok=r[3],
+                output_per_mtok=r[4],
+                cache_read_per_mtok=r[5],
+                cache_write_per_mtok=r[6],
+                batch_discount=r[7],
+            )
+            for r in rows
+        )
+        return PriceBook(entries), max((int(r[8]) for r in rows), default=0)  # type: ignore[call-overload]
+
+    async def price_book_revision(self) -> int:
+        async def query() -> int:
+            conn = await self._connection()
+            async with conn.transaction():
+                cur = await conn.execute("SELECT coalesce(max(id), 0) FROM price_book")
+                row = await cur.fetchone()
+            return int(row[0]) if row else 0  # type: ignore[call-overload]
+
+        return await self._retrying(query)
+
+    async def caught_up(self, targets: dict[int, int]) -> bool:
+        """Whether every partition has been applied up to its target end offset."""
+
+        async def query() -> bool:
+            conn = await self._connection()
+            async with conn.transaction():
+                cur = await conn.execute(
+                    "SELECT partition, next_offset FROM sink_offset WHERE sink = %s AND topic = %s",
+                    (self._sink, self._topic),
+                )
+                done = {int(p): int(o) for p, o in await cur.fetchall()}  # type: ignore[call-overload]
+            return all(done.get(p, 0) >= end for p, end in targets.items())
+
+        result: bool = await self._retrying(query)
+        return result
+
+    async def apply(self, batch: PreparedBatch, book: PriceBook) -> Applied:
+        return await self._retrying(lambda: self._apply_once(batch, book))
+
+    async def _retrying(self, op):  # type: ignore[no-untyped-def]
+        delay = 0.1
+        while True:
+            try:
+                return await op()
+            except (psycopg.OperationalError, psycopg.InterfaceError) as exc:
+                log.warning("postgres unavailable (%s); retrying in %.1fs", exc, delay)
+            except psycopg.Error as exc:
+                # Not a connection problem: still never ack what was not written.
+                log.error("sink transaction failed (%r); retrying in %.1fs", exc, delay)
+            await self._discard_connection()
+            await asyncio.sleep(delay)
+            delay = min(delay * 2, 10.0)
+
+    async def _discard_connection(self) -> None:
+        if self._conn is not None:
+            with suppress(psycopg.Error):
+                await self._conn.close()
+            self._conn = None
+
+    async def _apply_once(self, batch: PreparedBatch, book: PriceBook) -> Applied:
+        conn = await self._connection()
+        async with conn.transaction():
+            next_offsets = await self._lock_offsets(conn, batch.partitions)
+            todo = unapplied(batch, next_offsets)
+            fresh_partitions = [
+                p for p in batch.partitions if batch.last_offsets[p] >= next_offsets.get(p, 0)
+            ]
+            if not fresh_partitions:
+                return Applied(skipped=True)
+
+            unique = first_occurrences(todo.events).with_row_index("idx")
+            duplicates_in_batch = todo.events.height - unique.height
+            dup_idx = await self._dedup(conn, unique)
+            kept = unique.filter(~pl.col("idx").is_in(dup_idx)) if dup_idx else unique
+            await self._write_windows(conn, aggregate(kept, book))
+            await self._write_unpriced(conn, kept.filter(pl.col("price_id").is_null()))
+            await self._write_dead(conn, todo.dead)
+            await self._advance(conn, batch, fresh_partitions, kept, todo)
+        return Applied(
+            accepted=kept.height,
+            duplicates=duplicates_in_batch + len(dup_idx),
+            dead_lettered=len(todo.dead),
+        )
+
+    async def _lock_offsets(
+        self, conn: AsyncConnection[tuple[object, ...]], partitions: Sequence[int]
+    ) -> dict[int, int]:
+        async with conn.cursor() as cur:
+            await cur.executemany(
+                "INSERT INTO sink_offset (sink, topic, partition, next_offset)"
+                " VALUES (%s, %s, %s, 0) ON CONFLICT DO NOTHING",
+                [(self._sink, self._topic, p) for p in partitions],
+            )
+        cur = await conn.execute(
+            "SELECT partition, next_offset FROM sink_offset"
+            " WHERE sink = %s AND topic = %s AND partition = ANY(%s)"
+            " ORDER BY partition FOR UPDATE",
+            (self._sink, self._topic, list(partitions)),
+        )
+        return {int(p): int(o) for p, o in await cur.fetchall()}  # type: ignore[call-overload]
+
+    async def _dedup(
+        self, conn: AsyncConnection[tuple[object, ...]], unique: pl.DataFrame
+    ) -> list[int]:
+        if unique.is_empty():
+            return []
+        data = unique.select("idx", "event_id", "ts").write_csv(
+            include_header=False, datetime_format="%Y-%m-%dT%H:%M:%S%.6f%z"
+        )
+        async with conn.cursor() as cur:
+            async with cur.copy(
+                "COPY stage_event (idx, event_id, ts) FROM STDIN (FORMAT csv)"
+            ) as copy:
+                await copy.write(data)
+            await cur.execute(_DEDUP)
+            return [int(r[0]) for r in await cur.fetchall()]  # type: ignore[call-overload]
+
+    async def _write_windows(
+        self, conn: AsyncConnection[tuple[object, ...]], windows: list[SpendWindow]
+    ) -> None:
+        if not windows:
+            return
+        cols = (*KEY, *COUNTERS)
+        async with conn.cursor() as cur:
+            async with cur.copy(f"COPY stage_window ({', '.join(cols)}) FROM STDIN") as copy:
+                for w in windows:
+                    await copy.write_row([getattr(w, c) for c in cols])
+            await cur.execute(_MERGE_WINDOWS)
+
+    async def _write_unpriced(
+        self, conn: AsyncConnection[tuple[object, ...]], unpriced: pl.DataFrame
+    ) -> None:
+        if unpriced.is_empty():
+            return
+        rows = with_window(unpriced).select(
+            pl.col("event_id"),
+            "ts",
+            "window_start",
+            "tenant",
+            "route",
+            "feature",
+            "provider",
+            "model",
+            "attempt",
+            (pl.col("status") != "ok").alias("failed"),
+            "batch",
+            "input_tokens",
+            "output_tokens",
+            "cache_read_tokens",
+            "cache_write_tokens",
+        )
+        async with conn.cursor() as cur:
+            await cur.executemany(
+                f"INSERT INTO unpriced_event ({', '.join(_UNPRICED_COLS)})"
+                " VALUES (md5(%s)::uuid, "
+                + ", ".join(["%s"] * (len(_UNPRICED_COLS) - 1))
+                + ") ON CONFLICT DO NOTHING",
+                rows.rows(),
+            )
+
+    async def _write_dead(
+        self, conn: AsyncConnection[tuple[object, ...]], dead: list[DeadLetter]
+    ) -> None:
+        if not dead:
+            return
+        async with conn.cursor() as cur:
+            await cur.executemany(
+                'INSERT INTO dead_letter (topic, partition, "offset", line, reason, raw)'
+                " VALUES (%s, %s, %s, %s, %s, %s) ON CONFLICT DO NOTHING",
+                [(self._topic, d.partition, d.offset, d.line, d.reason, d.raw) for d in dead],
+            )
+
+    async def _advance(
+        self,
+        conn: AsyncConnection[tuple[object, ...]],
+        batch: PreparedBatch,
+        partitions: list[int],
+        kept: pl.DataFrame,
+        todo: PreparedBatch,
+    ) -> None:
+        accepted = dict(kept.group_by("partition").len().iter_rows())
+        seen = dict(todo.events.group_by("partition").len().iter_rows())
+        dead: dict[int, int] = defaultdict(int)
+        for d in todo.dead:
+            dead[d.partition] += 1
+        async with conn.cursor() as cur:
+            await cur.executemany(
+                "UPDATE sink_offset SET next_offset = %s, events_accepted = events_accepted + %s,"
+                " events_duplicate = events_duplicate + %s,"
+                " lines_dead_lettered = lines_dead_lettered + %s, updated_at = now()"
+                " WHERE sink = %s AND topic = %s AND partition = %s",
+                [
+                    (
+                        batch.last_offsets[p] + 1,
+                        accepted.get(p, 0),
+                        seen.get(p, 0) - accepted.get(p, 0),
+                        dead[p],
+                        self._sink,
+                        self._topic,
+                        p,
+                    )
+                    for p in partitions
+                ],
+            )

@@ -1,0 +1,223 @@
+"""Decode a batch of usage messages into one validated polars frame.
+
+Fast path: all lines of all messages go through polars' NDJSON reader at
+once and are checked column-wise. Any line the fast path cannot prove valid
+(a type error in its message, a failed check, an identifier that is not a
+JSON string, a text-bearing key) is re-validated alone by the pydantic
+contract, which either accepts it or gives the dead-letter reason. So the
+contract is the single authority, and a bad line costs the batch only the
+slow path for that line's message.
+"""
+
+from __future__ import annotations
+
+import io
+import re
+from collections.abc import Sequence
+from dataclasses import dataclass
+from datetime import UTC
+from typing import Final
+
+import polars as pl
+from pydantic import ValidationError
+
+from models.contracts import TEXT_FIELDS, UsageEvent
+from pipeline.dead_letter import DeadLetter, reason_for, redact
+
+IDENT_FIELDS: Final = (
+    "event_id",
+    "tenant",
+    "route",
+    "feature",
+    "model",
+    "provider",
+    "node_id",
+    "request_id",
+)
+TOKEN_FIELDS: Final = ("input_tokens", "output_tokens", "cache_read_tokens", "cache_write_tokens")
+OPTIONAL_TEXT: Final = ("retry_reason", "fallback_from")
+
+SCHEMA: Final[dict[str, pl.DataType]] = {
+    **{f: pl.String() for f in IDENT_FIELDS},
+    "ts": pl.String(),
+    "attempt": pl.Int64(),
+    **{f: pl.Int64() for f in TOKEN_FIELDS},
+    "batch": pl.Boolean(),
+    "status": pl.String(),
+    "retry_reason": pl.String(),
+    "fallback_from": pl.String(),
+    "latency_ms": pl.Int64(),
+    "ttft_ms": pl.Int64(),
+    "local_input_tokens": pl.Int64(),
+    "batch_size": pl.Int64(),
+    "response_cache_hit": pl.Boolean(),
+}
+TS_DTYPE: Final = pl.Datetime("us", "UTC")
+# Position columns: where each event came from, for offsets and dead letters.
+POSITION: Final = {"partition": pl.Int32(), "offset": pl.Int64(), "line": pl.Int32()}
+FRAME_SCHEMA: Final = {**POSITION, **SCHEMA, "ts": TS_DTYPE}
+
+# An identifier key whose value is not a JSON string (polars would coerce a
+# number, bool, object or array into text), or a key that carries prompt or
+# completion text: such lines must be judged by the contract, not the fast path.
+# Inside a JSON string a quote is escaped, so these cannot match string contents.
+_SUSPECT: Final = re.compile(
+    rb'"(?:'
+    + b"|".join(f.encode() for f in (*IDENT_FIELDS, "ts", "status", *OPTIONAL_TEXT))
+    + rb')"\s*:\s*[^"\s]|"(?:'
+    + b"|".join(f.encode() for f in sorted(TEXT_FIELDS))
+    + rb')"\s*:'
+)
+# The RFC 3339 subset the fast path parses itself; anything else goes to pydantic.
+_RFC3339: Final = r"^\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2}(\.\d{1,6})?(Z|[+-]\d{2}:\d{2})$"
+_TS_FORMAT: Final = "%Y-%m-%dT%H:%M:%S%.f%#z"
+_STATUSES: Final = ["ok", "error", "timeout", "refused", "invalid_output"]
+_MAX_TOKENS: Final = 10**12
+
+
+@dataclass(frozen=True)
+class Message:
+    partition: int
+    offset: int
+    value: bytes
+
+
+@dataclass(frozen=True)
+class Decoded:
+    events: pl.DataFrame  # FRAME_SCHEMA, one row per valid event
+    dead: list[DeadLetter]
+
+
+def split_lines(value: bytes) -> list[bytes]:
+    return [line for line in value.split(b"\n") if line.strip()]
+
+
+def decode(messages: Sequence[Message]) -> Decoded:
+    fast_lines: list[bytes] = []
+    fast_pos: list[tuple[int, int, int]] = []
+    slow: list[tuple[int, int, int, bytes]] = []
+    for m in messages:
+        lines = split_lines(m.value)
+        if _SUSPECT.search(m.value):
+            for i, line in enumerate(lines):
+                if _SUSPECT.search(line):
+                    slow.append((m.partition, m.offset, i, line))
+                else:
+                    fast_lines.append(line)
+                    fast_pos.append((m.partition, m.offset, i))
+        else:
+            fast_lines.extend(lines)
+            fast_pos.extend((m.partition, m.offset, i) for i in range(len(lines)))
+
+    frames: list[pl.DataFrame] = []
+    frame, rejected = _read_fast(fast_lines, fast_pos)
+    if frame is not None:
+        frames.append(frame)
+    slow.extend(rejected)
+
+    dead: list[DeadLetter] = []
+    rows: list[dict[str, object]] = []
+    for partition, offset, line_no, line in slow:
+        try:
+            event = UsageEvent.model_validate_json(line)
+        except ValidationError as exc:
+            reason = reason_for(exc)
+            raw = redact(line) if reason.startswith("text_field") else line
+            dead.append(DeadLetter(partition, offset, line_no, reason, raw))
+            continue
+        row: dict[str, object] = event.model_dump(mode="python")
+        row["ts"] = event.ts.astimezone(UTC)
+        row["status"] = event.status.value
+        row.update(partition=partition, offset=offset, line=line_no)
+        rows.append(row)
+    if rows:
+        frames.append(pl.DataFrame(rows, schema=FRAME_SCHEMA))
+    events = pl.concat(frames) if frames else pl.DataFrame(schema=FRAME_SCHEMA)
+    return Decoded(events, dead)
+
+
+def _read_fast(
+    lines: list[bytes], positions: list[tuple[int, int, int]]
+) -> tuple[pl.DataFrame | None, list[tuple[int, int, int, bytes]]]:
+    """Parse and check lines column-wise; return the good rows and the rest."""
+    if not lines:
+        return None, []
+    parsed = _read_ndjson(lines)
+    if parsed is None:
+        # Some line has a value of the wrong JSON type; find it per message.
+        return _read_per_message(lines, positions)
+    pos = pl.DataFrame(positions, schema=POSITION, orient="row")
+    frame = pl.concat([pos, parsed], how="horizontal")
+    frame = frame.with_columns(
+        pl.col("ts")
+        .str.to_datetime(_TS_FORMAT, strict=False, time_zone="UTC", time_unit="us")
+        .alias("_ts")
+    )
+    ok = _checks()
+    good = frame.filter(ok).with_columns(pl.col("_ts").alias("ts")).drop("_ts")
+    bad_idx = frame.with_row_index("_i").filter(~ok)["_i"].to_list()
+    rejected = [(*positions[i], lines[i]) for i in bad_idx]
+    return good.select(FRAME_SCHEMA.keys()), rejected
+
+
+def _read_per_message(
+    lines: list[bytes], positions: list[tuple[int, int, int]]
+) -> tuple[pl.DataFrame | None, list[tuple[int, int, int, bytes]]]:
+    frames: list[pl.DataFrame] = []
+    rejected: list[tuple[int, int, int, bytes]] = []
+    start = 0
+    while start < len(lines):
+        end = start
+        key = positions[start][:2]
+        while end < len(lines) and positions[end][:2] == key:
+            end += 1
+        chunk, chunk_pos = lines[start:end], positions[start:end]
+        if _read_ndjson(chunk) is None:
+            rejected.extend((*p, line) for p, line in zip(chunk_pos, chunk, strict=True))
+        else:
+            frame, bad = _read_fast(chunk, chunk_pos)
+            if frame is not None:
+                frames.append(frame)
+            rejected.extend(bad)
+        start = end
+    return (pl.concat(frames) if frames else None), rejected
+
+
+def _read_ndjson(lines: list[bytes]) -> pl.DataFrame | None:
+    try:
+        return pl.read_ndjson(io.BytesIO(b"\n".join(lines)), schema=SCHEMA)
+    except (pl.exceptions.ComputeError, pl.exceptions.PolarsError):
+        return None
+
+
+def _checks() -> pl.Expr:
+    """Column-wise twins of the contract's rules; a row failing any goes to pydantic."""
+    ident_ok = [
+        pl.col(f).is_not_null()
+        & pl.col(f).str.len_chars().is_between(1, 256)
+        & pl.col(f).str.contains(r"\S")
+        & ~pl.col(f).str.contains("\x00", literal=True)
+        for f in IDENT_FIELDS
+    ]
+    tokens_ok = [
+        pl.col(f).is_not_null() & pl.col(f).is_between(0, _MAX_TOKENS) for f in TOKEN_FIELDS
+    ]
+    optional_ok = [
+        pl.col("retry_reason").is_null() | (pl.col("retry_reason").str.len_chars() <= 256),
+        pl.col("fallback_from").is_null() | (pl.col("fallback_from").str.len_chars() <= 256),
+        pl.col("latency_ms").is_null() | (pl.col("latency_ms") >= 0),
+        pl.col("ttft_ms").is_null() | (pl.col("ttft_ms") >= 0),
+        pl.col("local_input_tokens").is_null()
+        | pl.col("local_input_tokens").is_between(0, _MAX_TOKENS),
+        pl.col("batch_size").is_null() | (pl.col("batch_size") >= 1),
+    ]
+    rest = [
+        pl.col("ts").is_not_null()
+        & pl.col("ts").str.contains(_RFC3339)
+        & pl.col("_ts").is_not_null(),
+        pl.col("attempt").is_not_null() & pl.col("attempt").is_between(1, 10_000),
+        pl.col("batch").is_not_null(),
+        pl.col("status").is_not_null() & pl.col("status").is_in(_STATUSES),
+        (pl.col("cache_read_tokens") + pl.col("cache_write_tokens")) <= pl.col("input_tokens"),
+    ]
+    return pl.all_horizontal([*ident_ok, *tokens_ok, *optional_ok, *rest]).fill_null(False)

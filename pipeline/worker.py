@@ -1,0 +1,105 @@
+"""A faust worker process running the spend agent.
+
+``drain=True`` (``finops worker --drain``) snapshots the end offsets of the
+usage topic at start, runs until the sink has committed every partition up
+to them, then stops cleanly and exits 0: a backfill or a test, not a service.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+import signal
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+import faust
+
+from pipeline.app import build_app
+from pipeline.db import engine
+from pipeline.kafka import end_offsets, ensure_topics
+from pipeline.price_store import reprice
+from pipeline.settings import Settings
+from pipeline.spend_agent import AgentStats, PriceBookCache, attach_spend_agent, stats_json
+from pipeline.spend_sink import SpendSink
+
+log = logging.getLogger(__name__)
+
+# Test-only: "POINT:N" SIGKILLs this worker the Nth time it reaches POINT
+# (before_commit or after_commit), to prove recovery at exact fault points.
+CRASH_ENV = "FINOPS_TEST_CRASH_AT"
+
+
+def crash_hook() -> Callable[[str], None]:
+    spec = os.environ.get(CRASH_ENV)
+    if not spec:
+        return lambda point: None
+    target, _, nth = spec.partition(":")
+    remaining = {target: int(nth or 1)}
+
+    def hook(point: str) -> None:
+        if point in remaining:
+            remaining[point] -= 1
+            if remaining[point] <= 0:
+                os.kill(os.getpid(), signal.SIGKILL)
+
+    return hook
+
+
+def run_worker(
+    settings: Settings,
+    kafka_url: str,
+    database_url: str,
+    *,
+    drain: bool = False,
+    stats_file: Path | None = None,
+    loglevel: str = "warning",
+) -> int:
+    topic = settings.usage_topic
+    asyncio.run(ensure_topics(kafka_url, [topic, settings.usage_dlq_topic], settings.partitions))
+    targets = asyncio.run(end_offsets(kafka_url, topic)) if drain else {}
+
+    # asyncio.run() above leaves no current loop; faust and mode want one.
+    asyncio.set_event_loop(asyncio.new_event_loop())
+    app, topics = build_app(settings, kafka_url)
+    sink = SpendSink(database_url, topic)
+    stats = AgentStats()
+    db = engine(database_url)
+
+    async def reprice_now() -> None:
+        result = await asyncio.to_thread(reprice, db)
+        if result.events:
+            log.warning("repriced %d events (+%s USD)", result.events, result.cost_usd)
+
+    prices = PriceBookCache(sink, reprice_now)
+    attach_spend_agent(app, topics, settings, sink, prices, stats, crash_hook())
+    worker = faust.Worker(app, loglevel=loglevel, quiet=True, redirect_stdouts=False)
+
+    def write_stats() -> None:
+        if stats_file is not None:
+            stats_file.write_text(stats_json(stats))
+
+    stopping: set[asyncio.Future[None]] = set()
+    if drain:
+
+        @app.task
+        async def watch_drain() -> None:
+            while not await sink.caught_up(targets):
+                await asyncio.sleep(0.2)
+            log.info("drained %s", targets)
+            stats.last_commit_at = stats.last_commit_at or time.time()
+            write_stats()
+            await sink.close()
+            stopping.add(asyncio.ensure_future(worker.stop()))
+
+    try:
+        worker.execute_from_commandline()
+    except SystemExit as exc:
+        code = exc.code if isinstance(exc.code, int) else 0
+    else:  # pragma: no cover - execute_from_commandline always exits
+        code = 0
+    write_stats()
+    db.dispose()
+    return code
