@@ -11,7 +11,7 @@ import asyncio
 import json
 import logging
 import time
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -21,7 +21,7 @@ from models.prices import PriceBook
 from pipeline.app import Topics
 from pipeline.pricing import book_frame
 from pipeline.settings import Settings
-from pipeline.spend_batch import prepare
+from pipeline.spend_batch import PreparedBatch, prepare
 from pipeline.spend_sink import SpendSink
 from pipeline.usage_codec import Message
 
@@ -37,15 +37,20 @@ class AgentStats:
     batches: int = 0
     first_message_at: float | None = None
     last_commit_at: float | None = None
+    # Where the time goes: pure batch work (in a thread) and the sink transaction.
+    prepare_s: float = 0.0
+    sink_s: float = 0.0
     started_at: float = field(default_factory=time.time)
 
 
 class PriceBookCache:
     """The worker's snapshot of the price book, refreshed when it changes."""
 
-    def __init__(self, sink: SpendSink, on_change: Callable[[], Any]) -> None:
-        self._sink = sink
-        self._on_change = on_change
+    def __init__(self, reader: SpendSink, reprice: Callable[[], Awaitable[None]]) -> None:
+        # The reader must be its own connection: the sink's is busy in a
+        # transaction while the next batch is being prepared.
+        self._sink = reader
+        self.reprice = reprice
         self.revision = -1
         self.book = PriceBook()
         self.frame = book_frame(self.book)
@@ -56,7 +61,7 @@ class PriceBookCache:
         self.book, self.revision = await self._sink.price_book()
         self.frame = book_frame(self.book)
         log.info("price book revision %s: %d entries", self.revision, len(self.book))
-        await self._on_change()
+        await self.reprice()
 
 
 def attach_spend_agent(
@@ -68,8 +73,33 @@ def attach_spend_agent(
     stats: AgentStats,
     fault_hook: Callable[[str], None] = lambda point: None,
 ) -> None:
+    async def commit(
+        stream: Any, events: list[Any], batch: PreparedBatch, book: PriceBook, revision: int
+    ) -> None:
+        fault_hook("before_commit")
+        t0 = time.perf_counter()
+        applied = await sink.apply(batch, book)
+        stats.sink_s += time.perf_counter() - t0
+        fault_hook("after_commit")
+        for e in events:
+            await stream.ack(e)
+        stats.messages += len(events)
+        stats.accepted += applied.accepted
+        stats.duplicates += applied.duplicates
+        stats.dead_lettered += applied.dead_lettered
+        stats.batches += 1
+        stats.last_commit_at = time.time()
+        if revision < prices.revision and batch.events["price_id"].null_count():
+            # Priced with a book older than the current one: its unpriced
+            # events may have missed the reprice that the new book triggered.
+            await prices.reprice()
+
     @app.agent(topics.usage, name="spend")
     async def spend(stream: Any) -> None:
+        # Two-stage pipeline: batch N+1 is decoded and priced in a thread while
+        # batch N's transaction runs. Commits (and so acks) stay in log order
+        # because a commit starts only after the previous one has finished.
+        pending: asyncio.Task[None] | None = None
         async for events in stream.noack_take(
             settings.batch_messages, within=settings.batch_within_s
         ):
@@ -80,7 +110,10 @@ def attach_spend_agent(
                 for e in events
             ]
             await prices.refresh()
-            batch = await asyncio.to_thread(prepare, messages, prices.frame)
+            book, frame, revision = prices.book, prices.frame, prices.revision
+            t0 = time.perf_counter()
+            batch = await asyncio.to_thread(prepare, messages, frame)
+            stats.prepare_s += time.perf_counter() - t0
             # At least once to the DLQ topic: published before the commit, so
             # a crash in between re-publishes rather than loses.
             published = [
@@ -97,17 +130,11 @@ def attach_spend_agent(
                 for d in batch.dead
             ]
             await asyncio.gather(*published)
-            fault_hook("before_commit")
-            applied = await sink.apply(batch, prices.book)
-            fault_hook("after_commit")
-            for e in events:
-                await stream.ack(e)
-            stats.messages += len(messages)
-            stats.accepted += applied.accepted
-            stats.duplicates += applied.duplicates
-            stats.dead_lettered += applied.dead_lettered
-            stats.batches += 1
-            stats.last_commit_at = time.time()
+            if pending is not None:
+                await pending
+            pending = asyncio.create_task(commit(stream, list(events), batch, book, revision))
+        if pending is not None:
+            await pending
 
 
 def stats_json(stats: AgentStats) -> str:

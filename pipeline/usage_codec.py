@@ -93,31 +93,42 @@ def split_lines(value: bytes) -> list[bytes]:
 
 
 def decode(messages: Sequence[Message]) -> Decoded:
-    fast_lines: list[bytes] = []
-    fast_pos: list[tuple[int, int, int]] = []
-    slow: list[tuple[int, int, int, bytes]] = []
+    lines: list[bytes] = []
+    counts: list[int] = []
     for m in messages:
-        lines = split_lines(m.value)
-        if _SUSPECT.search(m.value):
-            for i, line in enumerate(lines):
-                if _SUSPECT.search(line):
-                    slow.append((m.partition, m.offset, i, line))
-                else:
-                    fast_lines.append(line)
-                    fast_pos.append((m.partition, m.offset, i))
-        else:
-            fast_lines.extend(lines)
-            fast_pos.extend((m.partition, m.offset, i) for i in range(len(lines)))
+        split = split_lines(m.value)
+        lines.extend(split)
+        counts.append(len(split))
+    positions = (
+        pl.DataFrame(
+            {
+                "partition": [m.partition for m in messages],
+                "offset": [m.offset for m in messages],
+                "n": counts,
+            },
+            schema={"partition": pl.Int32(), "offset": pl.Int64(), "n": pl.Int32()},
+        )
+        .filter(pl.col("n") > 0)
+        .with_columns(pl.int_ranges(0, "n", dtype=pl.Int32()).alias("line"))
+        .explode("line")
+        .drop("n")
+    )
+    # Lines that are not UTF-8, or match _SUSPECT, are for the contract to judge.
+    text = pl.Series(lines, dtype=pl.Binary()).cast(pl.String(), strict=False)
+    suspect = (text.is_null() | text.str.contains(_SUSPECT.pattern.decode())).fill_null(True)
+    slow_idx = suspect.arg_true().to_list()
+    if slow_idx:
+        fast_mask = ~suspect
+        fast_idx = fast_mask.arg_true().to_list()
+        frame, rejected = _read_fast([lines[i] for i in fast_idx], positions.filter(fast_mask))
+        rejected.extend((lines[i], *_position(positions, i)) for i in slow_idx)
+    else:
+        frame, rejected = _read_fast(lines, positions)
 
-    frames: list[pl.DataFrame] = []
-    frame, rejected = _read_fast(fast_lines, fast_pos)
-    if frame is not None:
-        frames.append(frame)
-    slow.extend(rejected)
-
+    frames = [frame] if frame is not None else []
     dead: list[DeadLetter] = []
     rows: list[dict[str, object]] = []
-    for partition, offset, line_no, line in slow:
+    for line, partition, offset, line_no in rejected:
         try:
             event = UsageEvent.model_validate_json(line)
         except ValidationError as exc:
@@ -136,9 +147,17 @@ def decode(messages: Sequence[Message]) -> Decoded:
     return Decoded(events, dead)
 
 
+Rejected = tuple[bytes, int, int, int]  # line, partition, offset, line number
+
+
+def _position(positions: pl.DataFrame, i: int) -> tuple[int, int, int]:
+    p, o, n = positions.row(i)
+    return int(p), int(o), int(n)
+
+
 def _read_fast(
-    lines: list[bytes], positions: list[tuple[int, int, int]]
-) -> tuple[pl.DataFrame | None, list[tuple[int, int, int, bytes]]]:
+    lines: list[bytes], positions: pl.DataFrame
+) -> tuple[pl.DataFrame | None, list[Rejected]]:
     """Parse and check lines column-wise; return the good rows and the rest."""
     if not lines:
         return None, []
@@ -146,40 +165,37 @@ def _read_fast(
     if parsed is None:
         # Some line has a value of the wrong JSON type; find it per message.
         return _read_per_message(lines, positions)
-    pos = pl.DataFrame(positions, schema=POSITION, orient="row")
-    frame = pl.concat([pos, parsed], how="horizontal")
-    frame = frame.with_columns(
+    frame = pl.concat([positions, parsed], how="horizontal").with_columns(
         pl.col("ts")
         .str.to_datetime(_TS_FORMAT, strict=False, time_zone="UTC", time_unit="us")
         .alias("_ts")
     )
     ok = _checks()
     good = frame.filter(ok).with_columns(pl.col("_ts").alias("ts")).drop("_ts")
-    bad_idx = frame.with_row_index("_i").filter(~ok)["_i"].to_list()
-    rejected = [(*positions[i], lines[i]) for i in bad_idx]
+    bad_idx = frame.select((~ok).arg_true()).to_series().to_list()
+    rejected = [(lines[i], *_position(positions, i)) for i in bad_idx]
     return good.select(FRAME_SCHEMA.keys()), rejected
 
 
 def _read_per_message(
-    lines: list[bytes], positions: list[tuple[int, int, int]]
-) -> tuple[pl.DataFrame | None, list[tuple[int, int, int, bytes]]]:
+    lines: list[bytes], positions: pl.DataFrame
+) -> tuple[pl.DataFrame | None, list[Rejected]]:
     frames: list[pl.DataFrame] = []
-    rejected: list[tuple[int, int, int, bytes]] = []
-    start = 0
-    while start < len(lines):
-        end = start
-        key = positions[start][:2]
-        while end < len(lines) and positions[end][:2] == key:
-            end += 1
-        chunk, chunk_pos = lines[start:end], positions[start:end]
+    rejected: list[Rejected] = []
+    bounds = (
+        positions.with_row_index("_i")
+        .group_by("partition", "offset", maintain_order=True)
+        .agg(pl.col("_i").min().alias("start"), pl.col("_i").max().alias("end"))
+    )
+    for _, _, start, end in bounds.iter_rows():
+        chunk, chunk_pos = lines[start : end + 1], positions.slice(start, end - start + 1)
         if _read_ndjson(chunk) is None:
-            rejected.extend((*p, line) for p, line in zip(chunk_pos, chunk, strict=True))
+            rejected.extend((line, *_position(chunk_pos, k)) for k, line in enumerate(chunk))
         else:
             frame, bad = _read_fast(chunk, chunk_pos)
             if frame is not None:
                 frames.append(frame)
             rejected.extend(bad)
-        start = end
     return (pl.concat(frames) if frames else None), rejected
 
 

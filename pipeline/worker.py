@@ -73,7 +73,7 @@ def run_worker(
         if result.events:
             log.warning("repriced %d events (+%s USD)", result.events, result.cost_usd)
 
-    prices = PriceBookCache(sink, reprice_now)
+    prices = PriceBookCache(SpendSink(database_url, topic), reprice_now)
     attach_spend_agent(app, topics, settings, sink, prices, stats, crash_hook())
     worker = faust.Worker(app, loglevel=loglevel, quiet=True, redirect_stdouts=False)
 

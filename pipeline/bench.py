@@ -1,0 +1,204 @@
+"""``finops bench``: the pipeline against a raw consumer, same events, same run.
+
+For each message shape (batched NDJSON, one event per message) the same N
+simulated events go to a fresh topic. The baseline is a raw aiokafka
+consumer that reads every message and ``json.loads`` every event; the
+pipeline is ``finops worker --drain`` (validation, dedup, pricing, windows,
+Postgres commit) into a fresh database. Both are timed from their first
+message to their last event processed (the pipeline: to its last commit);
+start-up (group join) is reported apart, because it does not scale with N.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import subprocess
+import sys
+import tempfile
+import time
+import uuid
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from pathlib import Path
+
+import psycopg
+from aiokafka import AIOKafkaConsumer, TopicPartition
+from rich.console import Console
+from rich.progress import Progress
+from rich.table import Table
+from sqlalchemy.engine import make_url
+
+from pipeline import db
+from pipeline.kafka import bootstrap, end_offsets, ensure_topics
+from pipeline.producer import BatchingPublisher
+from pipeline.services import Services
+from pipeline.settings import Settings
+from pipeline.simulate import SimConfig, lines
+
+SHAPES = {"batched": 100, "single": 1}
+
+
+@dataclass(frozen=True)
+class Run:
+    events: int
+    seconds: float
+    startup_s: float
+
+    @property
+    def rate(self) -> float:
+        return self.events / self.seconds if self.seconds > 0 else float("inf")
+
+
+async def raw_consume(kafka_url: str, topic: str) -> Run:
+    """The baseline: read everything, json.loads every event, nothing else."""
+    t0 = time.time()
+    ends = await end_offsets(kafka_url, topic)
+    consumer = AIOKafkaConsumer(
+        bootstrap_servers=bootstrap(kafka_url),
+        enable_auto_commit=False,
+        max_partition_fetch_bytes=4 * 1024**2,
+    )
+    await consumer.start()
+    tps = [TopicPartition(topic, p) for p in ends]
+    consumer.assign(tps)
+    await consumer.seek_to_beginning(*tps)
+    remaining = {tp: ends[tp.partition] for tp in tps if ends[tp.partition] > 0}
+    events = 0
+    first = None
+    loads = json.loads
+    try:
+        while remaining:
+            batches = await consumer.getmany(timeout_ms=1000, max_records=5000)
+            for tp, records in batches.items():
+                if first is None:
+                    first = time.time()
+                for r in records:
+                    for line in (r.value or b"").split(b"\n"):
+                        if line:
+                            loads(line)
+                            events += 1
+                if records and records[-1].offset + 1 >= remaining.get(tp, 0):
+                    remaining.pop(tp, None)
+    finally:
+        await consumer.stop()
+    done = time.time()
+    return Run(events, done - (first or done), (first or done) - t0)
+
+
+def _fresh_database(database_url: str, name: str) -> str:
+    with psycopg.connect(database_url, autocommit=True) as conn:
+        conn.execute(f'CREATE DATABASE "{name}"')
+    url = make_url(database_url).set(database=name).render_as_string(hide_password=False)
+    db.upgrade(url)
+    return url
+
+
+def _drop_database(database_url: str, name: str) -> None:
+    with psycopg.connect(database_url, autocommit=True) as conn:
+        conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+
+
+def pipeline_drain(settings: Settings, services: Services, topic: str, database_url: str) -> Run:
+    from pipeline.cli import default_prices
+    from pipeline.price_store import load_entries
+
+    load_entries(db.engine(database_url), default_prices(), "default")
+    with tempfile.TemporaryDirectory() as tmp:
+        stats_file = Path(tmp) / "stats.json"
+        env = {
+            **os.environ,
+            "FINOPS_KAFKA_URL": services.kafka_url,
+            "FINOPS_DATABASE_URL": database_url,
+            "FINOPS_USAGE_TOPIC": topic,
+            "FINOPS_USAGE_DLQ_TOPIC": f"{topic}-dlq",
+            "FINOPS_GROUP_ID": f"bench-{uuid.uuid4().hex[:8]}",
+            "FINOPS_PARTITIONS": str(settings.partitions),
+        }
+        t0 = time.time()
+        subprocess.run(
+            [
+                sys.executable,
+                "-m",
+                "pipeline.cli",
+                "worker",
+                "--drain",
+                "--stats-file",
+                str(stats_file),
+            ],
+            env=env,
+            check=True,
+        )
+        stats = json.loads(stats_file.read_text())
+    first, last = stats["first_message_at"], stats["last_commit_at"]
+    return Run(stats["accepted"], last - first, first - t0)
+
+
+def run_bench(
+    settings: Settings, services: Services, n: int, shapes: tuple[str, ...], console: Console
+) -> None:
+    run_id = uuid.uuid4().hex[:8]
+    console.print(f"generating {n:,} simulated events ...")
+    cfg = SimConfig(
+        start=datetime(2025, 11, 3, tzinfo=UTC),
+        duration_s=10**9,
+        rate=200.0,
+        seed=20251103,
+        max_events=n,
+    )
+    events = list(lines(cfg))
+    table = Table(
+        "shape",
+        "events",
+        "messages",
+        "raw events/s",
+        "pipeline events/s",
+        "pipeline/raw",
+        "raw start-up s",
+        "pipeline start-up s",
+        title=f"finops bench, {n:,} events per shape, {os.cpu_count()} cores",
+    )
+    ratios: dict[str, float] = {}
+    for shape in shapes:
+        per_message = SHAPES[shape]
+        topic = f"bench-{run_id}-{shape}"
+        asyncio.run(ensure_topics(services.kafka_url, [topic, f"{topic}-dlq"], settings.partitions))
+        with Progress(console=console, transient=True) as progress:
+            task = progress.add_task(f"publish {shape}", total=n)
+            publisher = BatchingPublisher(
+                services.kafka_url,
+                topic,
+                events_per_message=per_message,
+                max_message_bytes=settings.max_message_bytes,
+                on_progress=lambda k, t=task: progress.update(t, completed=k),
+            )
+            published = asyncio.run(publisher.publish(events))
+        console.print(f"[{shape}] measuring the raw consumer ...")
+        raw = asyncio.run(raw_consume(services.kafka_url, topic))
+        console.print(f"[{shape}] measuring the pipeline ...")
+        db_name = f"finops_bench_{run_id}_{shape}"
+        database_url = _fresh_database(services.database_url, db_name)
+        try:
+            pipe = pipeline_drain(settings, services, topic, database_url)
+        finally:
+            _drop_database(services.database_url, db_name)
+        if raw.events != n or pipe.events != n:
+            raise RuntimeError(
+                f"{shape}: expected {n} events, raw saw {raw.events}, "
+                f"pipeline counted {pipe.events}"
+            )
+        ratios[shape] = pipe.rate / raw.rate
+        table.add_row(
+            shape,
+            f"{n:,}",
+            f"{published.messages:,}",
+            f"{raw.rate:,.0f}",
+            f"{pipe.rate:,.0f}",
+            f"{ratios[shape]:.2f}",
+            f"{raw.startup_s:.1f}",
+            f"{pipe.startup_s:.1f}",
+        )
+    console.print(table)
+    if "batched" in ratios:
+        console.print(f"batched-shape ratio pipeline/raw: {ratios['batched']:.2f}")
