@@ -112,7 +112,7 @@ def attach_spend_agent(
             await prices.refresh()
             book, frame, revision = prices.book, prices.frame, prices.revision
             t0 = time.perf_counter()
-            batch = await asyncio.to_thread(prepare, messages, frame)
+            batch = await asyncio.to_thread(prepare, messages, book, frame)
             stats.prepare_s += time.perf_counter() - t0
             # At least once to the DLQ topic: published before the commit, so
             # a crash in between re-publishes rather than loses.

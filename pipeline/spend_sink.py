@@ -23,7 +23,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections import defaultdict
+from collections import Counter, defaultdict
 from collections.abc import Sequence
 from contextlib import suppress
 from dataclasses import dataclass
@@ -34,8 +34,8 @@ from psycopg import AsyncConnection
 
 from models.prices import PriceBook, PriceEntry
 from pipeline.dead_letter import DeadLetter
-from pipeline.spend_batch import PreparedBatch, first_occurrences, unapplied
-from pipeline.spend_windows import COUNTERS, KEY, SpendWindow, aggregate, with_window
+from pipeline.spend_batch import PreparedBatch, already_applied, count_by_partition, without
+from pipeline.spend_windows import COUNTERS, KEY, SpendWindow, with_window
 
 log = logging.getLogger(__name__)
 
@@ -50,20 +50,23 @@ CREATE TEMP TABLE IF NOT EXISTS stage_window (LIKE spend_window INCLUDING DEFAUL
     ON COMMIT DELETE ROWS;
 """
 
-# Duplicates are the staged keys already in seen_event (every CTE reads the
-# snapshot from before the insert); the rest are inserted plainly. This is
-# 3-4x faster than ON CONFLICT DO NOTHING, whose speculative insertion costs
-# per row. Two workers inserting the same new key at once cannot both win:
-# the primary key fails one transaction, which is retried and then sees it.
+# Each staged key is probed in the primary key index (a correlated EXISTS is
+# a per-row index lookup; a join let the planner hash the whole, ever-growing
+# table every batch). Every CTE reads the snapshot from before the insert, so
+# `dup` marks keys already applied and the rest are inserted plainly: 3-4x
+# cheaper than ON CONFLICT DO NOTHING, whose speculative insertion costs per
+# row. Two workers inserting the same new key at once cannot both win: the
+# primary key fails one transaction, which is retried and then sees the key.
 _DEDUP = """
-WITH dup AS (
-    SELECT s.idx FROM stage_event s JOIN seen_event e ON e.event_key = s.event_key
+WITH marked AS MATERIALIZED (
+    SELECT s.idx, s.event_key, s.ts,
+           EXISTS (SELECT 1 FROM seen_event e WHERE e.event_key = s.event_key) AS dup
+    FROM stage_event s
 ), ins AS (
     INSERT INTO seen_event (event_key, event_ts)
-    SELECT event_key, ts FROM stage_event s
-    WHERE NOT EXISTS (SELECT 1 FROM dup WHERE dup.idx = s.idx)
+    SELECT event_key, ts FROM marked WHERE NOT dup
 )
-SELECT idx FROM dup
+SELECT idx FROM marked WHERE dup
 """
 
 _MERGE_WINDOWS = (
@@ -202,25 +205,26 @@ class SpendSink:
         conn = await self._connection()
         async with conn.transaction():
             next_offsets = await self._lock_offsets(conn, batch.partitions)
-            todo = unapplied(batch, next_offsets)
-            fresh_partitions = [
-                p for p in batch.partitions if batch.last_offsets[p] >= next_offsets.get(p, 0)
-            ]
-            if not fresh_partitions:
+            fresh = [p for p in batch.partitions if batch.last_offsets[p] >= next_offsets[p]]
+            if not fresh:
                 return Applied(skipped=True)
-
-            unique = first_occurrences(todo.events).with_row_index("idx")
-            duplicates_in_batch = todo.events.height - unique.height
-            dup_idx = await self._dedup(conn, unique)
-            kept = unique.filter(~pl.col("idx").is_in(dup_idx)) if dup_idx else unique
-            await self._write_windows(conn, aggregate(kept, book))
+            applied_before = already_applied(batch.events, next_offsets)
+            events = batch.events.with_row_index("idx")
+            dup_idx = await self._dedup(conn, events.filter(~applied_before))
+            drop = applied_before | events["idx"].is_in(dup_idx)
+            kept, windows = without(batch, drop, book)
+            dead = [d for d in batch.dead if d.offset >= next_offsets[d.partition]]
+            await self._write_windows(conn, windows)
             await self._write_unpriced(conn, kept.filter(pl.col("price_id").is_null()))
-            await self._write_dead(conn, todo.dead)
-            await self._advance(conn, batch, fresh_partitions, kept, todo)
+            await self._write_dead(conn, dead)
+            duplicates = batch.duplicates + count_by_partition(
+                events.filter(pl.col("idx").is_in(dup_idx))
+            )
+            await self._advance(conn, batch, fresh, kept, dead, duplicates)
         return Applied(
             accepted=kept.height,
-            duplicates=duplicates_in_batch + len(dup_idx),
-            dead_lettered=len(todo.dead),
+            duplicates=sum(duplicates.values()),
+            dead_lettered=len(dead),
         )
 
     async def _lock_offsets(
@@ -317,13 +321,15 @@ class SpendSink:
         batch: PreparedBatch,
         partitions: list[int],
         kept: pl.DataFrame,
-        todo: PreparedBatch,
+        dead: list[DeadLetter],
+        duplicates: Counter[int],
     ) -> None:
-        accepted = dict(kept.group_by("partition").len().iter_rows())
-        seen = dict(todo.events.group_by("partition").len().iter_rows())
-        dead: dict[int, int] = defaultdict(int)
-        for d in todo.dead:
-            dead[d.partition] += 1
+        """Move offsets past this batch and add to the ingest counters
+        (accepted + duplicates + dead-lettered = lines produced)."""
+        accepted = count_by_partition(kept)
+        dead_by: dict[int, int] = defaultdict(int)
+        for d in dead:
+            dead_by[d.partition] += 1
         async with conn.cursor() as cur:
             await cur.executemany(
                 "UPDATE sink_offset SET next_offset = %s, events_accepted = events_accepted + %s,"
@@ -333,9 +339,9 @@ class SpendSink:
                 [
                     (
                         batch.last_offsets[p] + 1,
-                        accepted.get(p, 0),
-                        seen.get(p, 0) - accepted.get(p, 0),
-                        dead[p],
+                        accepted[p],
+                        duplicates[p],
+                        dead_by[p],
                         self._sink,
                         self._topic,
                         p,

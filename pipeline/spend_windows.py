@@ -57,6 +57,15 @@ class SpendWindow:
             }
         return SpendWindow(**dict(zip(KEY, self.key(), strict=True)), **summed)  # type: ignore[arg-type]
 
+    def negated(self) -> SpendWindow:
+        return SpendWindow(
+            **dict(zip(KEY, self.key(), strict=True)),  # type: ignore[arg-type]
+            **{c: -getattr(self, c) for c in COUNTERS},
+        )
+
+    def is_zero(self) -> bool:
+        return all(not getattr(self, c) for c in COUNTERS)
+
 
 COUNTERS: Final = tuple(f.name for f in fields(SpendWindow) if f.name not in KEY)
 
@@ -68,50 +77,70 @@ def with_window(events: pl.DataFrame) -> pl.DataFrame:
 def aggregate(priced: pl.DataFrame, book: PriceBook) -> list[SpendWindow]:
     """Sum priced events (with ``price_id``) into window partial sums.
 
-    Events are first grouped by everything the cost depends on (price version
-    and batch flag) and by what splits the cost (retry, failure); each group's
-    cost is one exact Decimal evaluation of the cost rule on its summed tokens.
+    polars sums the tokens per (window key, price version, batch flag), once
+    for all attempts and once each for retries and failures; each of those
+    sums is then costed by one exact Decimal evaluation of the cost rule,
+    which is linear in the tokens. No float ever holds money.
     """
     if priced.is_empty():
         return []
+    retry = pl.col("attempt") > 1
+    failed = pl.col("status") != "ok"
     groups = (
         with_window(priced)
-        .with_columns(
-            (pl.col("attempt") > 1).alias("is_retry"),
-            (pl.col("status") != "ok").alias("is_failed"),
-        )
-        .group_by([*KEY, "price_id", "batch", "is_retry", "is_failed"])
+        .group_by([*KEY, "price_id", "batch"])
         .agg(
             pl.len().alias("attempts"),
             (pl.col("attempt") == 1).sum().alias("requests"),
+            retry.sum().alias("retry_attempts"),
+            failed.sum().alias("failed_attempts"),
             *[pl.col(t).sum() for t in TOKENS],
+            *[pl.col(t).filter(retry).sum().alias(f"retry_{t}") for t in TOKENS],
+            *[pl.col(t).filter(failed).sum().alias(f"failed_{t}") for t in TOKENS],
         )
     )
-    windows: dict[tuple[object, ...], SpendWindow] = {}
+    parts = []
     for g in groups.iter_rows(named=True):
-        price_id = g["price_id"]
-        cost = Decimal(0)
+        price_id, attempts = g["price_id"], g["attempts"]
+        costs = {
+            "cost_usd": Decimal(0),
+            "retry_cost_usd": Decimal(0),
+            "failed_cost_usd": Decimal(0),
+        }
         if price_id is not None:
-            cost = book.entries[price_id].cost(
-                input_tokens=g["input_tokens"],
-                output_tokens=g["output_tokens"],
-                cache_read_tokens=g["cache_read_tokens"],
-                cache_write_tokens=g["cache_write_tokens"],
-                batch=g["batch"],
+            price = book.entries[price_id]
+            for column, prefix in (
+                ("cost_usd", ""),
+                ("retry_cost_usd", "retry_"),
+                ("failed_cost_usd", "failed_"),
+            ):
+                costs[column] = price.cost(
+                    input_tokens=g[f"{prefix}input_tokens"],
+                    output_tokens=g[f"{prefix}output_tokens"],
+                    cache_read_tokens=g[f"{prefix}cache_read_tokens"],
+                    cache_write_tokens=g[f"{prefix}cache_write_tokens"],
+                    batch=g["batch"],
+                )
+        parts.append(
+            SpendWindow(
+                **{k: g[k] for k in KEY},
+                attempts=attempts,
+                requests=g["requests"],
+                retry_attempts=g["retry_attempts"],
+                failed_attempts=g["failed_attempts"],
+                unpriced_attempts=attempts if price_id is None else 0,
+                **{t: g[t] for t in TOKENS},
+                **costs,
             )
-        attempts = g["attempts"]
-        part = SpendWindow(
-            **{k: g[k] for k in KEY},
-            attempts=attempts,
-            requests=g["requests"],
-            retry_attempts=attempts if g["is_retry"] else 0,
-            failed_attempts=attempts if g["is_failed"] else 0,
-            unpriced_attempts=attempts if price_id is None else 0,
-            **{t: g[t] for t in TOKENS},
-            cost_usd=cost,
-            retry_cost_usd=cost if g["is_retry"] else Decimal(0),
-            failed_cost_usd=cost if g["is_failed"] else Decimal(0),
         )
-        key = part.key()
-        windows[key] = windows[key] + part if key in windows else part
-    return list(windows.values())
+    return combine(parts)
+
+
+def combine(*parts: list[SpendWindow]) -> list[SpendWindow]:
+    """Add partial sums by key; windows that cancel out entirely are dropped."""
+    windows: dict[tuple[object, ...], SpendWindow] = {}
+    for part in parts:
+        for w in part:
+            key = w.key()
+            windows[key] = windows[key] + w if key in windows else w
+    return [w for w in windows.values() if not w.is_zero()]

@@ -73,6 +73,7 @@ _RFC3339: Final = r"^\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2}(\.\d{1,6})?(Z|[+-]\d{2}
 _TS_FORMAT: Final = "%Y-%m-%dT%H:%M:%S%.f%#z"
 _STATUSES: Final = ["ok", "error", "timeout", "refused", "invalid_output"]
 _MAX_TOKENS: Final = 10**12
+_JSON_WS: Final = b" \t\r\n"
 
 
 @dataclass(frozen=True)
@@ -89,46 +90,30 @@ class Decoded:
 
 
 def split_lines(value: bytes) -> list[bytes]:
-    return [line for line in value.split(b"\n") if line.strip()]
+    return [line for line in value.split(b"\n") if line.strip(_JSON_WS)]
 
 
 def decode(messages: Sequence[Message]) -> Decoded:
-    lines: list[bytes] = []
-    counts: list[int] = []
-    for m in messages:
-        split = split_lines(m.value)
-        lines.extend(split)
-        counts.append(len(split))
-    positions = (
-        pl.DataFrame(
-            {
-                "partition": [m.partition for m in messages],
-                "offset": [m.offset for m in messages],
-                "n": counts,
-            },
-            schema={"partition": pl.Int32(), "offset": pl.Int64(), "n": pl.Int32()},
+    lines, positions, slow = _lines(messages)
+    suspect = lines.str.contains(_SUSPECT.pattern.decode()).fill_null(True)
+    # The common case: every line is clean, so the messages joined as they
+    # are is exactly the NDJSON the reader needs (blank lines it skips, and a
+    # row count check guards the positions).
+    raw = None if slow else b"\n".join(m.value for m in messages)
+    if suspect.any():
+        raw = None
+        slow.extend(
+            (text.encode(), *_position(positions, i))
+            for i, text in zip(suspect.arg_true().to_list(), lines.filter(suspect), strict=True)
         )
-        .filter(pl.col("n") > 0)
-        .with_columns(pl.int_ranges(0, "n", dtype=pl.Int32()).alias("line"))
-        .explode("line")
-        .drop("n")
-    )
-    # Lines that are not UTF-8, or match _SUSPECT, are for the contract to judge.
-    text = pl.Series(lines, dtype=pl.Binary()).cast(pl.String(), strict=False)
-    suspect = (text.is_null() | text.str.contains(_SUSPECT.pattern.decode())).fill_null(True)
-    slow_idx = suspect.arg_true().to_list()
-    if slow_idx:
-        fast_mask = ~suspect
-        fast_idx = fast_mask.arg_true().to_list()
-        frame, rejected = _read_fast([lines[i] for i in fast_idx], positions.filter(fast_mask))
-        rejected.extend((lines[i], *_position(positions, i)) for i in slow_idx)
-    else:
-        frame, rejected = _read_fast(lines, positions)
+        lines, positions = lines.filter(~suspect), positions.filter(~suspect)
+    frame, rejected = _read_fast(lines, positions, raw)
+    slow.extend(rejected)
 
     frames = [frame] if frame is not None else []
     dead: list[DeadLetter] = []
     rows: list[dict[str, object]] = []
-    for line, partition, offset, line_no in rejected:
+    for line, partition, offset, line_no in slow:
         try:
             event = UsageEvent.model_validate_json(line)
         except ValidationError as exc:
@@ -147,6 +132,50 @@ def decode(messages: Sequence[Message]) -> Decoded:
     return Decoded(events, dead)
 
 
+def _lines(messages: Sequence[Message]) -> tuple[pl.Series, pl.DataFrame, list[Rejected]]:
+    """Split messages into non-blank lines inside polars, with their positions.
+    A message that is not UTF-8 is split in Python and all its lines go to the
+    slow path (returned third)."""
+    values = [m.value for m in messages]
+    try:
+        text = pl.Series(values, dtype=pl.Binary()).cast(pl.String())
+        slow: list[Rejected] = []
+    except pl.exceptions.ComputeError:
+        decoded = [_utf8_or_none(v) for v in values]
+        slow = [
+            (line, m.partition, m.offset, i)
+            for m, d in zip(messages, decoded, strict=True)
+            if d is None
+            for i, line in enumerate(split_lines(m.value))
+        ]
+        text = pl.Series(decoded, dtype=pl.String())
+    frame = (
+        pl.DataFrame(
+            {
+                "partition": [m.partition for m in messages],
+                "offset": [m.offset for m in messages],
+                "text": text,
+            },
+            schema={"partition": pl.Int32(), "offset": pl.Int64(), "text": pl.String()},
+        )
+        .drop_nulls("text")
+        .with_columns(pl.col("text").str.split("\n"))
+        .explode("text")
+        .filter(pl.col("text").str.strip_chars(_JSON_WS.decode()) != "")
+        .with_columns(
+            pl.int_range(pl.len(), dtype=pl.Int32()).over("partition", "offset").alias("line")
+        )
+    )
+    return frame["text"], frame.select("partition", "offset", "line"), slow
+
+
+def _utf8_or_none(value: bytes) -> str | None:
+    try:
+        return value.decode("utf-8")
+    except UnicodeDecodeError:
+        return None
+
+
 Rejected = tuple[bytes, int, int, int]  # line, partition, offset, line number
 
 
@@ -156,12 +185,12 @@ def _position(positions: pl.DataFrame, i: int) -> tuple[int, int, int]:
 
 
 def _read_fast(
-    lines: list[bytes], positions: pl.DataFrame
+    lines: pl.Series, positions: pl.DataFrame, raw: bytes | None = None
 ) -> tuple[pl.DataFrame | None, list[Rejected]]:
     """Parse and check lines column-wise; return the good rows and the rest."""
-    if not lines:
+    if lines.is_empty():
         return None, []
-    parsed = _read_ndjson(lines)
+    parsed = _read_ndjson(lines, raw)
     if parsed is None:
         # Some line has a value of the wrong JSON type; find it per message.
         return _read_per_message(lines, positions)
@@ -172,25 +201,30 @@ def _read_fast(
     )
     ok = _checks()
     good = frame.filter(ok).with_columns(pl.col("_ts").alias("ts")).drop("_ts")
-    bad_idx = frame.select((~ok).arg_true()).to_series().to_list()
-    rejected = [(lines[i], *_position(positions, i)) for i in bad_idx]
+    bad = frame.select((~ok).alias("bad")).to_series()
+    rejected = [
+        (text.encode(), *_position(positions, i))
+        for i, text in zip(bad.arg_true().to_list(), lines.filter(bad), strict=True)
+    ]
     return good.select(FRAME_SCHEMA.keys()), rejected
 
 
 def _read_per_message(
-    lines: list[bytes], positions: pl.DataFrame
+    lines: pl.Series, positions: pl.DataFrame
 ) -> tuple[pl.DataFrame | None, list[Rejected]]:
     frames: list[pl.DataFrame] = []
     rejected: list[Rejected] = []
     bounds = (
         positions.with_row_index("_i")
         .group_by("partition", "offset", maintain_order=True)
-        .agg(pl.col("_i").min().alias("start"), pl.col("_i").max().alias("end"))
+        .agg(pl.col("_i").min().alias("start"), pl.len().alias("n"))
     )
-    for _, _, start, end in bounds.iter_rows():
-        chunk, chunk_pos = lines[start : end + 1], positions.slice(start, end - start + 1)
+    for _, _, start, n in bounds.iter_rows():
+        chunk, chunk_pos = lines.slice(start, n), positions.slice(start, n)
         if _read_ndjson(chunk) is None:
-            rejected.extend((line, *_position(chunk_pos, k)) for k, line in enumerate(chunk))
+            rejected.extend(
+                (text.encode(), *_position(chunk_pos, k)) for k, text in enumerate(chunk)
+            )
         else:
             frame, bad = _read_fast(chunk, chunk_pos)
             if frame is not None:
@@ -199,11 +233,16 @@ def _read_per_message(
     return (pl.concat(frames) if frames else None), rejected
 
 
-def _read_ndjson(lines: list[bytes]) -> pl.DataFrame | None:
+def _read_ndjson(lines: pl.Series, raw: bytes | None = None) -> pl.DataFrame | None:
+    """All lines parsed at once, or None if any line does not fit the schema.
+    A row count that differs from the line count (a line the reader skipped
+    or split) also counts as a failure, so positions can never shift."""
+    data = raw if raw is not None else lines.str.join("\n").item().encode()
     try:
-        return pl.read_ndjson(io.BytesIO(b"\n".join(lines)), schema=SCHEMA)
-    except (pl.exceptions.ComputeError, pl.exceptions.PolarsError):
+        parsed = pl.read_ndjson(io.BytesIO(data), schema=SCHEMA)
+    except pl.exceptions.PolarsError:
         return None
+    return parsed if parsed.height == lines.len() else None
 
 
 def _checks() -> pl.Expr:

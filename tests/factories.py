@@ -1,0 +1,45 @@
+"""Builders for test events: plain dicts as a producer would send them."""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+from pipeline.usage_codec import Message
+
+
+def event(**overrides: Any) -> dict[str, Any]:
+    base: dict[str, Any] = {
+        "event_id": "e-1",
+        "ts": "2025-11-01T10:00:30Z",
+        "tenant": "acme",
+        "route": "/v1/chat",
+        "feature": "support-bot",
+        "model": "claude-4.5-sonnet",
+        "provider": "anthropic",
+        "node_id": "gw-1",
+        "request_id": "r-1",
+        "attempt": 1,
+        "input_tokens": 4000,
+        "output_tokens": 500,
+        "cache_read_tokens": 0,
+        "cache_write_tokens": 0,
+        "batch": False,
+        "status": "ok",
+    }
+    base.update(overrides)
+    return base
+
+
+def line(ev: dict[str, Any]) -> bytes:
+    return json.dumps(ev, separators=(",", ":")).encode()
+
+
+def messages(
+    events: list[dict[str, Any]], per_message: int = 3, partition: int = 0
+) -> list[Message]:
+    lines = [line(e) for e in events]
+    return [
+        Message(partition, i, b"\n".join(lines[k : k + per_message]))
+        for i, k in enumerate(range(0, len(lines), per_message))
+    ]

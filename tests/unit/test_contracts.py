@@ -1,0 +1,86 @@
+import pytest
+from pydantic import ValidationError
+
+from models.contracts import CacheEvent, GpuTelemetrySample, UsageEvent
+from tests.factories import event
+
+
+def test_valid_event_parses_and_normalises_nothing() -> None:
+    e = UsageEvent.model_validate(event(retry_reason="timeout", unknown_field={"x": 1}))
+    assert e.input_tokens == 4000 and e.retry_reason == "timeout"
+    assert not hasattr(e, "unknown_field")
+
+
+@pytest.mark.parametrize(
+    ("change", "fragment"),
+    [
+        ({"input_tokens": -1}, "greater than or equal"),
+        ({"output_tokens": 1.5}, "valid integer"),
+        ({"attempt": 0}, "greater than or equal to 1"),
+        ({"tenant": ""}, "at least 1 character"),
+        ({"tenant": "   "}, "pattern"),
+        ({"route": 5}, "valid string"),
+        ({"batch": "yes"}, "valid boolean"),
+        ({"status": "great"}, "'ok'"),
+        ({"ts": "2025-11-01T10:00:00"}, "timezone"),
+        ({"ts": "yesterday"}, "datetime"),
+        ({"cache_read_tokens": 3000, "cache_write_tokens": 1001}, "must not exceed input_tokens"),
+        ({"prompt": "tell me a secret"}, "prompt/completion text"),
+        ({"node_id": "a\x00b"}, "NUL"),
+    ],
+)
+def test_each_rule_rejects(change: dict[str, object], fragment: str) -> None:
+    with pytest.raises(ValidationError, match=fragment):
+        UsageEvent.model_validate(event(**change))
+
+
+def test_missing_required_field_rejected() -> None:
+    ev = event()
+    del ev["request_id"]
+    with pytest.raises(ValidationError, match="request_id"):
+        UsageEvent.model_validate(ev)
+
+
+def test_telemetry_and_cache_contracts() -> None:
+    GpuTelemetrySample.model_validate(
+        {
+            "node_id": "n",
+            "gpu": "0",
+            "ts": "2025-11-01T00:00:00Z",
+            "power_w": 350.5,
+            "energy_mj": 123456789,
+        }
+    )
+    with pytest.raises(ValidationError):
+        GpuTelemetrySample.model_validate(
+            {
+                "node_id": "n",
+                "gpu": "0",
+                "ts": "2025-11-01T00:00:00Z",
+                "power_w": float("nan"),
+                "energy_mj": 1,
+            }
+        )
+    CacheEvent.model_validate(
+        {
+            "node_id": "n",
+            "ts": "2025-11-01T00:00:00Z",
+            "tenant": "a",
+            "route": "r",
+            "layer": "prefix",
+            "op": "hit",
+            "tokens": 10,
+        }
+    )
+    with pytest.raises(ValidationError, match="owner_tenant"):
+        CacheEvent.model_validate(
+            {
+                "node_id": "n",
+                "ts": "2025-11-01T00:00:00Z",
+                "tenant": "a",
+                "route": "r",
+                "layer": "prefix",
+                "op": "evict",
+                "tokens": 10,
+            }
+        )

@@ -1,0 +1,110 @@
+from decimal import Decimal, Inexact
+
+import pytest
+
+from models.money import check_scale, exact, to_cents, token_cost
+from models.prices import PriceEntry
+from tests.factories import event
+
+SONNET = PriceEntry(
+    model="claude-4.5-sonnet",
+    provider="anthropic",
+    effective_from="2025-09-29T00:00:00Z",
+    input_per_mtok=Decimal("3"),
+    output_per_mtok=Decimal("15"),
+    cache_read_per_mtok=Decimal("0.30"),
+    cache_write_per_mtok=Decimal("3.75"),
+    batch_discount=Decimal("0.5"),
+)
+
+
+def day_cost(cache_read: int) -> Decimal:
+    one = SONNET.cost(
+        input_tokens=4000,
+        output_tokens=500,
+        cache_read_tokens=cache_read,
+        cache_write_tokens=0,
+        batch=False,
+    )
+    with exact():
+        return one * 10_000
+
+
+def test_worked_example_uncached_day_is_exactly_195_dollars() -> None:
+    assert day_cost(0) == Decimal("195")
+    assert str(to_cents(day_cost(0))) == "195.00"
+
+
+def test_worked_example_cached_day_is_exactly_114_dollars() -> None:
+    assert day_cost(3000) == Decimal("114")
+
+
+def test_cost_is_linear_so_summed_tokens_cost_the_sum() -> None:
+    e = event()
+    single = SONNET.cost(
+        input_tokens=e["input_tokens"],
+        output_tokens=e["output_tokens"],
+        cache_read_tokens=0,
+        cache_write_tokens=0,
+        batch=False,
+    )
+    summed = SONNET.cost(
+        input_tokens=3 * e["input_tokens"],
+        output_tokens=3 * e["output_tokens"],
+        cache_read_tokens=0,
+        cache_write_tokens=0,
+        batch=False,
+    )
+    assert summed == 3 * single
+
+
+def test_batch_discount_halves_the_cost() -> None:
+    full = SONNET.cost(
+        input_tokens=1000,
+        output_tokens=100,
+        cache_read_tokens=200,
+        cache_write_tokens=100,
+        batch=False,
+    )
+    half = SONNET.cost(
+        input_tokens=1000,
+        output_tokens=100,
+        cache_read_tokens=200,
+        cache_write_tokens=100,
+        batch=True,
+    )
+    assert half * 2 == full
+
+
+def test_cache_write_tokens_are_priced_at_the_write_rate() -> None:
+    cost = token_cost(
+        input_tokens=1_000_000,
+        output_tokens=0,
+        cache_read_tokens=0,
+        cache_write_tokens=1_000_000,
+        input_per_mtok=Decimal(3),
+        output_per_mtok=Decimal(15),
+        cache_read_per_mtok=Decimal("0.3"),
+        cache_write_per_mtok=Decimal("3.75"),
+        batch_discount=Decimal(0),
+        batch=False,
+    )
+    assert cost == Decimal("3.75")
+
+
+def test_exact_context_refuses_to_round() -> None:
+    with pytest.raises(Inexact), exact():
+        Decimal(1) / Decimal(3)
+
+
+def test_invoice_rounding_is_half_even() -> None:
+    assert to_cents(Decimal("0.125")) == Decimal("0.12")
+    assert to_cents(Decimal("0.135")) == Decimal("0.14")
+
+
+def test_scale_guard_rejects_too_many_places() -> None:
+    assert check_scale(Decimal("0.000001"), 6, "p") == Decimal("0.000001")
+    with pytest.raises(ValueError, match="decimal places"):
+        check_scale(Decimal("0.0000001"), 6, "p")
+    with pytest.raises(ValueError, match="finite"):
+        check_scale(Decimal("NaN"), 6, "p")
