@@ -33,7 +33,8 @@ db_app = typer.Typer(help="Database schema.", no_args_is_help=True)
 prices_app = typer.Typer(help="The versioned price book.", no_args_is_help=True)
 app.add_typer(db_app, name="db")
 app.add_typer(prices_app, name="prices")
-console = Console()
+# Piped output (logs, CI, tests) gets room for the wide tables instead of 80 columns.
+console = Console() if sys.stdout.isatty() else Console(width=160)
 
 
 def _services() -> tuple[Settings, Services]:
@@ -364,7 +365,12 @@ def print_spend(
         end = end or span[1] + timedelta(minutes=1)
     rows = spend(engine, start, end, by)
     table = Table(
-        *by,
+        title=f"Spend {start.isoformat()} .. {end.isoformat()} (USD, rounded half-even "
+        "to the cent for display; stored exactly)"
+    )
+    for d in by:
+        table.add_column(d, no_wrap=True)
+    for h in (
         "requests",
         "attempts",
         "input tok",
@@ -374,9 +380,8 @@ def print_spend(
         "failed $",
         "unpriced",
         "cost $",
-        title=f"Spend {start.isoformat()} .. {end.isoformat()} (USD, rounded half-even "
-        "to the cent for display; stored exactly)",
-    )
+    ):
+        table.add_column(h, justify="right")
     total = Decimal(0)
     for r in rows:
         v = r.values

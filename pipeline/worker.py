@@ -91,7 +91,6 @@ def run_worker(
             log.info("drained %s", targets)
             stats.last_commit_at = stats.last_commit_at or time.time()
             write_stats()
-            await sink.close()
             stopping.add(asyncio.ensure_future(worker.stop()))
 
     try:

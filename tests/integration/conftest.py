@@ -1,0 +1,125 @@
+"""Real parts: one embedded PostgreSQL and one Tansu broker per test session,
+on private directories and free ports; each test gets its own database
+(cloned from a migrated template) and its own topics and consumer group."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import uuid
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import psycopg
+import pytest
+from sqlalchemy.engine import make_url
+
+from pipeline import db, embedded
+
+pytestmark = pytest.mark.integration
+
+
+@dataclass(frozen=True)
+class Stack:
+    kafka_url: str
+    admin_url: str  # the server's maintenance database
+    template: str
+
+
+@dataclass(frozen=True)
+class Env:
+    """One test's private slice of the stack, and how to run the CLI in it."""
+
+    kafka_url: str
+    database_url: str
+    topic: str
+    home: Path
+
+    @property
+    def vars(self) -> dict[str, str]:
+        return {
+            **os.environ,
+            "FINOPS_KAFKA_URL": self.kafka_url,
+            "FINOPS_DATABASE_URL": self.database_url,
+            "FINOPS_USAGE_TOPIC": self.topic,
+            "FINOPS_USAGE_DLQ_TOPIC": f"{self.topic}-dlq",
+            "FINOPS_GROUP_ID": f"g-{self.topic}",
+            "FINOPS_PARTITIONS": "3",
+            "FINOPS_HOME": str(self.home),
+        }
+
+    def finops(
+        self,
+        *args: str,
+        check: bool = True,
+        timeout: float = 300,
+        extra: dict[str, str] | None = None,
+    ) -> subprocess.CompletedProcess[str]:
+        return run_cli(args, {**self.vars, **(extra or {})}, check=check, timeout=timeout)
+
+    def spawn(self, *args: str, extra: dict[str, str] | None = None) -> subprocess.Popen[str]:
+        return subprocess.Popen(
+            [sys.executable, "-m", "pipeline.cli", *args],
+            env={**self.vars, **(extra or {})},
+            text=True,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+        )
+
+    def query(self, sql: str, params: tuple[object, ...] = ()) -> list[tuple[object, ...]]:
+        with psycopg.connect(self.database_url) as conn:
+            return conn.execute(sql, params).fetchall()  # type: ignore[arg-type]
+
+
+def run_cli(
+    args: tuple[str, ...], env: dict[str, str], *, check: bool = True, timeout: float = 300
+) -> subprocess.CompletedProcess[str]:
+    proc = subprocess.run(
+        [sys.executable, "-m", "pipeline.cli", *args],
+        env=env,
+        text=True,
+        capture_output=True,
+        timeout=timeout,
+    )
+    if check and proc.returncode != 0:
+        raise AssertionError(
+            f"finops {' '.join(args)} exited {proc.returncode}:\n{proc.stdout}\n{proc.stderr}"
+        )
+    return proc
+
+
+@pytest.fixture(scope="session")
+def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
+    root = tmp_path_factory.mktemp("stack")
+    pgdata = root / "pgdata"
+    admin_url = embedded.start_postgres(pgdata).replace("/finops?", "/postgres?", 1)
+    port = embedded.free_port()
+    broker = embedded.spawn_broker(port, root / "broker.log")
+    template = "finops_template"
+    with psycopg.connect(admin_url, autocommit=True) as conn:
+        conn.execute(f'CREATE DATABASE "{template}"')
+    db.upgrade(_with_db(admin_url, template))
+    try:
+        yield Stack(f"kafka://127.0.0.1:{port}", admin_url, template)
+    finally:
+        broker.send_signal(signal.SIGTERM)
+        try:
+            broker.wait(10)
+        except subprocess.TimeoutExpired:
+            broker.kill()
+        embedded.stop_postgres(pgdata)
+
+
+def _with_db(url: str, name: str) -> str:
+    return make_url(url).set(database=name).render_as_string(hide_password=False)
+
+
+@pytest.fixture
+def env(stack: Stack, tmp_path: Path) -> Env:
+    name = f"t_{uuid.uuid4().hex[:10]}"
+    with psycopg.connect(stack.admin_url, autocommit=True) as conn:
+        conn.execute(f'CREATE DATABASE "{name}" TEMPLATE "{stack.template}"')
+    return Env(stack.kafka_url, _with_db(stack.admin_url, name), f"usage-{name}", tmp_path)

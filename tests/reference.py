@@ -1,0 +1,100 @@
+"""An independent reference for what the pipeline must compute.
+
+Deliberately shares no code with ``models``/``pipeline``: it reads the price
+CSV with the csv module, finds the version in force by a plain scan, and
+applies the cost rule as written in the issue, in Decimal.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+from collections import defaultdict
+from datetime import datetime
+from decimal import Decimal, localcontext
+from typing import Any
+
+
+def parse_prices(text: str) -> list[dict[str, Any]]:
+    rows = []
+    for r in csv.DictReader(io.StringIO(text)):
+        rows.append(
+            {
+                "model": r["model"],
+                "provider": r["provider"],
+                "from": datetime.fromisoformat(r["effective_from"].replace("Z", "+00:00")),
+                **{
+                    k: Decimal(r[k])
+                    for k in (
+                        "input_per_mtok",
+                        "output_per_mtok",
+                        "cache_read_per_mtok",
+                        "cache_write_per_mtok",
+                        "batch_discount",
+                    )
+                },
+            }
+        )
+    return rows
+
+
+def price_at(
+    prices: list[dict[str, Any]], model: str, provider: str, ts: datetime
+) -> dict[str, Any] | None:
+    best = None
+    for p in prices:
+        if (
+            p["model"] == model
+            and p["provider"] == provider
+            and p["from"] <= ts
+            and (best is None or p["from"] > best["from"])
+        ):
+            best = p
+    return best
+
+
+def cost(event: dict[str, Any], prices: list[dict[str, Any]]) -> Decimal | None:
+    ts = datetime.fromisoformat(event["ts"].replace("Z", "+00:00"))
+    p = price_at(prices, event["model"], event["provider"], ts)
+    if p is None:
+        return None
+    with localcontext() as ctx:
+        ctx.prec = 80
+        uncached = event["input_tokens"] - event["cache_read_tokens"] - event["cache_write_tokens"]
+        c = (
+            uncached * p["input_per_mtok"]
+            + event["cache_read_tokens"] * p["cache_read_per_mtok"]
+            + event["cache_write_tokens"] * p["cache_write_per_mtok"]
+            + event["output_tokens"] * p["output_per_mtok"]
+        ) / Decimal(10**6)
+        if event["batch"]:
+            c *= 1 - p["batch_discount"]
+        return c
+
+
+def totals_by_tenant(
+    events: list[dict[str, Any]], prices: list[dict[str, Any]]
+) -> dict[str, dict[str, Any]]:
+    """Per tenant: cost, retry/failed cost, tokens, attempts, unpriced; each
+    event_id counted once (the first occurrence)."""
+    seen: set[str] = set()
+    out: dict[str, dict[str, Any]] = defaultdict(lambda: defaultdict(lambda: Decimal(0)))
+    for e in events:
+        if e["event_id"] in seen:
+            continue
+        seen.add(e["event_id"])
+        t = out[e["tenant"]]
+        c = cost(e, prices)
+        t["attempts"] += 1
+        t["requests"] += e["attempt"] == 1
+        for k in ("input_tokens", "output_tokens", "cache_read_tokens", "cache_write_tokens"):
+            t[k] += e[k]
+        if c is None:
+            t["unpriced_attempts"] += 1
+            continue
+        t["cost_usd"] += c
+        if e["attempt"] > 1:
+            t["retry_cost_usd"] += c
+        if e["status"] != "ok":
+            t["failed_cost_usd"] += c
+    return {k: dict(v) for k, v in out.items()}
