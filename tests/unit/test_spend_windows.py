@@ -1,0 +1,123 @@
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from decimal import Decimal
+from typing import Any
+
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from models.money import exact
+from models.prices import PriceBook, parse_csv
+from pipeline.pricing import book_frame
+from pipeline.spend_batch import prepare
+from pipeline.spend_windows import TOKENS, combine
+from tests.factories import event, messages
+
+BOOK = PriceBook(
+    tuple(
+        parse_csv(
+            "model,provider,effective_from,input_per_mtok,output_per_mtok,cache_read_per_mtok,"
+            "cache_write_per_mtok,batch_discount\n"
+            "m1,p,2025-01-01T00:00:00Z,3,15,0.30,3.75,0.5\n"
+            "m1,p,2025-11-01T10:01:30Z,2.5,12.5,0.25,3.125,0.5\n"
+            "m2,p,2025-01-01T00:00:00Z,0.14,0.28,0.014,0.14,0\n"
+        )
+    )
+)
+FRAME = book_frame(BOOK)
+
+
+def test_worked_example_as_windows_is_195_and_114_dollars() -> None:
+    def day(cache_read: int) -> Decimal:
+        evs = [
+            event(
+                event_id=f"e{i}",
+                model="claude-4.5-sonnet",
+                provider="anthropic",
+                cache_read_tokens=cache_read,
+                ts=f"2025-11-01T{i % 24:02d}:{i % 60:02d}:00Z",
+            )
+            for i in range(10_000)
+        ]
+        from pipeline.cli import default_prices
+
+        book = PriceBook(tuple(default_prices()))
+        windows = prepare(messages(evs, per_message=100), book, book_frame(book)).windows
+        return sum((w.cost_usd for w in windows), Decimal(0))
+
+    assert day(0) == Decimal("195")
+    assert day(3000) == Decimal("114")
+
+
+def test_a_price_change_inside_a_minute_prices_each_event_by_its_own_ts() -> None:
+    before = event(event_id="a", model="m1", provider="p", ts="2025-11-01T10:01:29Z")
+    after = event(event_id="b", model="m1", provider="p", ts="2025-11-01T10:01:30Z")
+    (w,) = prepare(messages([before, after]), BOOK, FRAME).windows
+    assert w.window_start == datetime(2025, 11, 1, 10, 1, tzinfo=UTC)
+    assert w.cost_usd == Decimal("0.0195") + Decimal("0.01625")
+
+
+_event = st.builds(
+    lambda i, model, inp, out, attempt, status, batch, sec, unknown: event(
+        event_id=f"e{i}",
+        model="nope" if unknown else model,
+        provider="p",
+        input_tokens=inp,
+        output_tokens=out,
+        cache_read_tokens=inp // 2,
+        cache_write_tokens=inp // 5,
+        attempt=attempt,
+        status=status,
+        batch=batch,
+        ts=f"2025-11-01T10:{sec // 60:02d}:{sec % 60:02d}Z",
+        tenant=f"t{i % 3}",
+    ),
+    st.integers(0, 10**6),
+    st.sampled_from(["m1", "m2"]),
+    st.integers(0, 10**7),
+    st.integers(0, 10**6),
+    st.integers(1, 4),
+    st.sampled_from(["ok", "error", "timeout"]),
+    st.booleans(),
+    st.integers(0, 299),
+    st.booleans(),
+)
+
+
+def _cost(e: dict[str, Any]) -> Decimal:
+    ts = datetime.fromisoformat(e["ts"].replace("Z", "+00:00"))
+    price = BOOK.price_at(e["model"], e["provider"], ts)
+    if price is None:
+        return Decimal(0)
+    return price.cost(**{t: e[t] for t in TOKENS}, batch=e["batch"])
+
+
+@settings(max_examples=150, deadline=None)
+@given(st.lists(_event, max_size=60, unique_by=lambda e: e["event_id"]), st.integers(1, 7))
+def test_window_sums_conserve_costs_tokens_and_attempts(
+    evs: list[dict[str, Any]], per_message: int
+) -> None:
+    windows = prepare(messages(evs, per_message=per_message), BOOK, FRAME).windows
+    with exact():
+        assert sum((w.cost_usd for w in windows), Decimal(0)) == sum(
+            (_cost(e) for e in evs), Decimal(0)
+        )
+        assert sum((w.retry_cost_usd for w in windows), Decimal(0)) == sum(
+            (_cost(e) for e in evs if e["attempt"] > 1), Decimal(0)
+        )
+        assert sum((w.failed_cost_usd for w in windows), Decimal(0)) == sum(
+            (_cost(e) for e in evs if e["status"] != "ok"), Decimal(0)
+        )
+    for t in TOKENS:
+        assert sum(getattr(w, t) for w in windows) == sum(e[t] for e in evs)
+    assert sum(w.attempts for w in windows) == len(evs)
+    assert sum(w.unpriced_attempts for w in windows) == sum(e["model"] == "nope" for e in evs)
+    assert len({w.key() for w in windows}) == len(windows)
+
+
+@given(st.lists(_event, min_size=1, max_size=30, unique_by=lambda e: e["event_id"]))
+@settings(max_examples=50, deadline=None)
+def test_adding_a_windows_negation_cancels_it(evs: list[dict[str, Any]]) -> None:
+    windows = prepare(messages(evs), BOOK, FRAME).windows
+    assert combine(windows, [w.negated() for w in windows]) == []
