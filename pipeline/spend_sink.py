@@ -24,9 +24,10 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections import Counter, defaultdict
-from collections.abc import Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from contextlib import suppress
 from dataclasses import dataclass
+from typing import TypeVar
 
 import polars as pl
 import psycopg
@@ -38,6 +39,7 @@ from pipeline.spend_batch import PreparedBatch, already_applied, count_by_partit
 from pipeline.spend_windows import COUNTERS, KEY, SpendWindow, with_window
 
 log = logging.getLogger(__name__)
+T = TypeVar("T")
 
 SINK = "spend"
 
@@ -181,7 +183,7 @@ class SpendSink:
     async def apply(self, batch: PreparedBatch, book: PriceBook) -> Applied:
         return await self._retrying(lambda: self._apply_once(batch, book))
 
-    async def _retrying(self, op):  # type: ignore[no-untyped-def]
+    async def _retrying(self, op: Callable[[], Awaitable[T]]) -> T:
         delay = 0.1
         while True:
             try:

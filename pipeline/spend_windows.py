@@ -10,7 +10,7 @@ from __future__ import annotations
 from dataclasses import dataclass, fields
 from datetime import datetime
 from decimal import Decimal
-from typing import Final
+from typing import Any, Final
 
 import polars as pl
 
@@ -102,7 +102,7 @@ def aggregate(priced: pl.DataFrame, book: PriceBook) -> list[SpendWindow]:
     parts = []
     for g in groups.iter_rows(named=True):
         price_id, attempts = g["price_id"], g["attempts"]
-        costs = {
+        costs: dict[str, Any] = {
             "cost_usd": Decimal(0),
             "retry_cost_usd": Decimal(0),
             "failed_cost_usd": Decimal(0),

@@ -84,7 +84,7 @@ def run_worker(
     stopping: set[asyncio.Future[None]] = set()
     if drain:
 
-        @app.task
+        @app.task  # type: ignore[untyped-decorator]
         async def watch_drain() -> None:
             while not await sink.caught_up(targets):
                 await asyncio.sleep(0.2)

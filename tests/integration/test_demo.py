@@ -1,0 +1,41 @@
+"""The README's first command, as a user runs it: no URLs set, a private home."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+
+from tests.integration.conftest import run_cli
+
+pytestmark = pytest.mark.integration
+
+
+def test_demo_starts_everything_and_prints_per_tenant_spend(tmp_path: Path) -> None:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("FINOPS_")}
+    env["FINOPS_HOME"] = str(tmp_path / "home")
+    try:
+        out = run_cli(("demo", "--rate", "3"), env, timeout=400).stdout
+        assert "Spend" in out and "total cost: $" in out
+        tenants = [
+            t
+            for t in (
+                "acme",
+                "globex",
+                "initech",
+                "umbrella",
+                "hooli",
+                "stark",
+                "wayne",
+                "wonka",
+                "tyrell",
+                "cyberdyne",
+            )
+            if t in out
+        ]
+        assert len(tenants) == 10, out
+        status = run_cli(("status",), env).stdout
+        assert '"running": true' in status
+    finally:
+        run_cli(("down",), env, check=False)
