@@ -10,7 +10,8 @@ from __future__ import annotations
 import csv
 import io
 from collections import defaultdict
-from datetime import datetime
+from collections.abc import Callable
+from datetime import UTC, datetime
 from decimal import Decimal, localcontext
 from typing import Any
 
@@ -72,21 +73,42 @@ def cost(event: dict[str, Any], prices: list[dict[str, Any]]) -> Decimal | None:
         return c
 
 
+def window_key(e: dict[str, Any]) -> tuple[Any, ...]:
+    """(minute in UTC, tenant, route, feature, provider, model)."""
+    ts = datetime.fromisoformat(e["ts"].replace("Z", "+00:00")).astimezone(UTC)
+    return (
+        ts.replace(second=0, microsecond=0),
+        e["tenant"],
+        e["route"],
+        e["feature"],
+        e["provider"],
+        e["model"],
+    )
+
+
 def totals_by_tenant(
     events: list[dict[str, Any]], prices: list[dict[str, Any]]
-) -> dict[str, dict[str, Any]]:
-    """Per tenant: cost, retry/failed cost, tokens, attempts, unpriced; each
-    event_id counted once (the first occurrence)."""
+) -> dict[Any, dict[str, Any]]:
+    return totals(events, prices, lambda e: e["tenant"])
+
+
+def totals(
+    events: list[dict[str, Any]], prices: list[dict[str, Any]], key: Callable[[dict[str, Any]], Any]
+) -> dict[Any, dict[str, Any]]:
+    """Counts, tokens and costs per key; each event_id counted once (the
+    first occurrence in the order given)."""
     seen: set[str] = set()
-    out: dict[str, dict[str, Any]] = defaultdict(lambda: defaultdict(lambda: Decimal(0)))
+    out: dict[Any, dict[str, Any]] = defaultdict(lambda: defaultdict(lambda: Decimal(0)))
     for e in events:
         if e["event_id"] in seen:
             continue
         seen.add(e["event_id"])
-        t = out[e["tenant"]]
+        t = out[key(e)]
         c = cost(e, prices)
         t["attempts"] += 1
         t["requests"] += e["attempt"] == 1
+        t["retry_attempts"] += e["attempt"] > 1
+        t["failed_attempts"] += e["status"] != "ok"
         for k in ("input_tokens", "output_tokens", "cache_read_tokens", "cache_write_tokens"):
             t[k] += e[k]
         if c is None:

@@ -11,6 +11,7 @@ from decimal import Decimal
 from pathlib import Path
 from typing import Any
 
+import psycopg
 import pytest
 
 from tests import reference
@@ -102,35 +103,42 @@ def jsonl(lines: list[bytes]) -> bytes:
     return b"\n".join(lines) + b"\n"
 
 
-def tenant_totals(env_vars: dict[str, str]) -> dict[str, dict[str, Any]]:
-    import psycopg
+COLUMNS = (
+    "attempts",
+    "requests",
+    "retry_attempts",
+    "failed_attempts",
+    "input_tokens",
+    "output_tokens",
+    "cache_read_tokens",
+    "cache_write_tokens",
+    "cost_usd",
+    "retry_cost_usd",
+    "failed_cost_usd",
+    "unpriced_attempts",
+)
 
-    url = json.loads(Path(env_vars["FINOPS_HOME"], "embedded.json").read_text())["database_url"]
-    cols = (
-        "attempts",
-        "requests",
-        "input_tokens",
-        "output_tokens",
-        "cache_read_tokens",
-        "cache_write_tokens",
-        "cost_usd",
-        "retry_cost_usd",
-        "failed_cost_usd",
-        "unpriced_attempts",
-    )
-    with psycopg.connect(url) as conn:
+
+def database_url(env_vars: dict[str, str]) -> str:
+    state = json.loads(Path(env_vars["FINOPS_HOME"], "embedded.json").read_text())
+    return str(state["database_url"])
+
+
+def stored_windows(env_vars: dict[str, str]) -> dict[Any, dict[str, Any]]:
+    """Every spend_window row, keyed as the reference keys windows."""
+    with psycopg.connect(database_url(env_vars)) as conn:
         rows = conn.execute(
-            f"SELECT tenant, {', '.join(f'sum({c})' for c in cols)} FROM spend_window"
-            " GROUP BY tenant"
+            "SELECT window_start, tenant, route, feature, provider, model, "
+            f"{', '.join(COLUMNS)} FROM spend_window"
         ).fetchall()
-    return {r[0]: dict(zip(cols, r[1:], strict=True)) for r in rows}
+    return {tuple(r[:6]): dict(zip(COLUMNS, r[6:], strict=True)) for r in rows}
 
 
-def assert_matches(actual: dict[str, dict[str, Any]], expected: dict[str, dict[str, Any]]) -> None:
+def assert_matches(actual: dict[Any, dict[str, Any]], expected: dict[Any, dict[str, Any]]) -> None:
     assert set(actual) == set(expected)
-    for tenant, exp in expected.items():
-        for col, value in actual[tenant].items():
-            assert Decimal(value) == Decimal(exp.get(col, 0)), (tenant, col, value, exp.get(col))
+    for key, exp in expected.items():
+        for col, value in actual[key].items():
+            assert Decimal(value) == Decimal(exp.get(col, 0)), (key, col, value, exp.get(col))
 
 
 def test_cli_flow_on_an_unseen_stream_is_exact(tmp_path: Path) -> None:
@@ -172,12 +180,14 @@ def test_cli_flow_on_an_unseen_stream_is_exact(tmp_path: Path) -> None:
 
         prices = reference.parse_prices(PRICES)
         produced = first + resent_in_file + second + resent_later
-        assert_matches(tenant_totals(env), reference.totals_by_tenant(produced, prices))
+        # Every window row, every column, to the last digit.
+        assert_matches(
+            stored_windows(env), reference.totals(produced, prices, reference.window_key)
+        )
 
-        url = json.loads((tmp_path / "home" / "embedded.json").read_text())["database_url"]
-        import psycopg
-
-        with psycopg.connect(url) as conn:
+        with psycopg.connect(database_url(env)) as conn:
+            assert conn.execute("SELECT count(*) FROM seen_event").fetchone() == (len(events),)
+            assert conn.execute("SELECT count(*) FROM price_book").fetchone() == (3,)
             dead = conn.execute("SELECT raw, reason FROM dead_letter").fetchall()
             accepted, dups, dl = conn.execute(
                 "SELECT sum(events_accepted), sum(events_duplicate), sum(lines_dead_lettered)"
@@ -202,8 +212,11 @@ def test_cli_flow_on_an_unseen_stream_is_exact(tmp_path: Path) -> None:
         out = run_cli(("prices", "load", str(tmp_path / "late.csv")), env).stdout
         assert f"repriced {mystery}" in out
         prices = reference.parse_prices(PRICES + LATE_PRICE.split("\n", 1)[1])
-        expected = reference.totals_by_tenant(produced, prices)
-        assert_matches(tenant_totals(env), expected)
+        assert_matches(
+            stored_windows(env), reference.totals(produced, prices, reference.window_key)
+        )
+        with psycopg.connect(database_url(env)) as conn:
+            assert conn.execute("SELECT count(*) FROM unpriced_event").fetchone() == (0,)
 
         report = run_cli(("spend", "--by", "tenant"), env).stdout
         assert "tenant-1" in report and "total cost" in report
