@@ -42,22 +42,19 @@ def build_app(settings: Settings, kafka_url: str) -> tuple[faust.App, Topics]:
         producer_max_request_size=max(1024**2, settings.max_message_bytes * 2),
         loghandlers=[],
     )
+
+    def raw_topic(name: str) -> Any:
+        # Bytes in, bytes out: decoding is the agent's job, batched.
+        return app.topic(
+            name,
+            value_type=bytes,
+            value_serializer="raw",
+            key_type=bytes,
+            key_serializer="raw",
+            partitions=settings.partitions,
+        )
+
     topics = Topics(
-        usage=app.topic(
-            settings.usage_topic,
-            value_type=bytes,
-            value_serializer="raw",
-            key_type=bytes,
-            key_serializer="raw",
-            partitions=settings.partitions,
-        ),
-        usage_dlq=app.topic(
-            settings.usage_dlq_topic,
-            value_type=bytes,
-            value_serializer="raw",
-            key_type=bytes,
-            key_serializer="raw",
-            partitions=settings.partitions,
-        ),
+        usage=raw_topic(settings.usage_topic), usage_dlq=raw_topic(settings.usage_dlq_topic)
     )
     return app, topics

@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import Annotated
 
 import typer
+from rich.bar import Bar
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
@@ -382,10 +383,14 @@ def print_spend(
         "cost $",
     ):
         table.add_column(h, justify="right")
+    table.add_column("share of the top row")
+    top = max((Decimal(r.values["cost_usd"]) for r in rows), default=Decimal(0))
     total = Decimal(0)
     for r in rows:
         v = r.values
         total += Decimal(v["cost_usd"])
+        share = float(Decimal(v["cost_usd"]) / top) if top else 0.0  # display only
+
         table.add_row(
             *r.key,
             f"{v['requests']:,}",
@@ -397,6 +402,7 @@ def print_spend(
             f"{to_cents(Decimal(v['failed_cost_usd'])):,}",
             f"{v['unpriced_attempts']:,}",
             f"{to_cents(Decimal(v['cost_usd'])):,}",
+            Bar(1.0, 0.0, share, width=24, color="cyan"),
         )
     console.print(table)
     console.print(f"total cost: [bold]${to_cents(total):,}[/] (exact: ${total})")

@@ -112,6 +112,10 @@ class SpendSink:
         self._topic = topic
         self._sink = sink
         self._conn: AsyncConnection[tuple[object, ...]] | None = None
+        # One connection, one transaction at a time: callers in other tasks
+        # (the drain watcher, the price-book refresh) wait their turn instead
+        # of interleaving statements of two transactions.
+        self._lock = asyncio.Lock()
 
     async def _connection(self) -> AsyncConnection[tuple[object, ...]]:
         if self._conn is None or self._conn.closed:
@@ -187,13 +191,15 @@ class SpendSink:
         delay = 0.1
         while True:
             try:
-                return await op()
+                async with self._lock:
+                    return await op()
             except (psycopg.OperationalError, psycopg.InterfaceError) as exc:
                 log.warning("postgres unavailable (%s); retrying in %.1fs", exc, delay)
             except psycopg.Error as exc:
                 # Not a connection problem: still never ack what was not written.
                 log.error("sink transaction failed (%r); retrying in %.1fs", exc, delay)
-            await self._discard_connection()
+            async with self._lock:
+                await self._discard_connection()
             await asyncio.sleep(delay)
             delay = min(delay * 2, 10.0)
 
@@ -279,22 +285,12 @@ class SpendSink:
     ) -> None:
         if unpriced.is_empty():
             return
+        # Same order as _UNPRICED_COLS; event_key is computed from event_id in SQL.
         rows = with_window(unpriced).select(
-            pl.col("event_id"),
-            "ts",
-            "window_start",
-            "tenant",
-            "route",
-            "feature",
-            "provider",
-            "model",
-            "attempt",
+            "event_id",
+            *_UNPRICED_COLS[1:8],
             (pl.col("status") != "ok").alias("failed"),
-            "batch",
-            "input_tokens",
-            "output_tokens",
-            "cache_read_tokens",
-            "cache_write_tokens",
+            *_UNPRICED_COLS[9:],
         )
         async with conn.cursor() as cur:
             await cur.executemany(

@@ -83,10 +83,12 @@ def run_worker(
 
     stopping: set[asyncio.Future[None]] = set()
     if drain:
+        # Its own connection, so polling never waits behind a commit.
+        progress = SpendSink(database_url, topic)
 
         @app.task  # type: ignore[untyped-decorator]
         async def watch_drain() -> None:
-            while not await sink.caught_up(targets):
+            while not await progress.caught_up(targets):
                 await asyncio.sleep(0.2)
             log.info("drained %s", targets)
             stats.last_commit_at = stats.last_commit_at or time.time()
