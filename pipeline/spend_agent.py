@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
+import os
 import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
@@ -47,7 +48,7 @@ class PriceBookCache:
     """The worker's snapshot of the price book, refreshed when it changes."""
 
     def __init__(self, reader: SpendSink, reprice: Callable[[], Awaitable[None]]) -> None:
-        # The reader must be its own connection: the sink's is busy in a
+        # Its own connection, so a refresh never waits behind the sink's
         # transaction while the next batch is being prepared.
         self._sink = reader
         self.reprice = reprice
@@ -73,38 +74,23 @@ def attach_spend_agent(
     stats: AgentStats,
     fault_hook: Callable[[str], None] = lambda point: None,
 ) -> None:
-    async def commit(
-        stream: Any, events: list[Any], batch: PreparedBatch, book: PriceBook, revision: int
-    ) -> None:
-        fault_hook("before_commit")
-        t0 = time.perf_counter()
-        applied = await sink.apply(batch, book)
-        stats.sink_s += time.perf_counter() - t0
-        fault_hook("after_commit")
-        for e in events:
-            await stream.ack(e)
-        stats.messages += len(events)
-        stats.accepted += applied.accepted
-        stats.duplicates += applied.duplicates
-        stats.dead_lettered += applied.dead_lettered
-        stats.batches += 1
-        stats.last_commit_at = time.time()
-        if revision < prices.revision and batch.events["price_id"].null_count():
-            # Priced with a book older than the current one: its unpriced
-            # events may have missed the reprice that the new book triggered.
-            await prices.reprice()
+    """Three stages joined by small bounded queues, so each overlaps the others:
 
-    @app.agent(topics.usage, name="spend")
-    async def spend(stream: Any) -> None:
-        # Two-stage pipeline: batch N+1 is decoded and priced in a thread while
-        # batch N's transaction runs. Commits (and so acks) stay in log order
-        # because a commit starts only after the previous one has finished.
-        pending: asyncio.Task[None] | None = None
-        async for events in stream.noack_take(
-            settings.batch_messages, within=settings.batch_within_s
-        ):
-            if stats.first_message_at is None:
-                stats.first_message_at = time.time()
+    intake (the agent loop) -> prepare (decode, price, sum; in a thread)
+    -> commit (the sink transaction, then the acks).
+
+    ``noack_take`` refills its buffer only when the loop asks for the next
+    batch, so the loop must hand a batch over and come straight back; with
+    one event per message, faust's per-message intake is the largest cost.
+    Each stage is one task taking batches in order, so commits and acks stay
+    in log order. A full queue blocks the stage before it: back-pressure.
+    """
+
+    async def prepare_stage(
+        inbox: asyncio.Queue[list[Any]], outbox: asyncio.Queue[Prepared]
+    ) -> None:
+        while True:
+            events = await inbox.get()
             messages = [
                 Message(e.message.partition, e.message.offset, e.message.value or b"")
                 for e in events
@@ -130,11 +116,70 @@ def attach_spend_agent(
                 for d in batch.dead
             ]
             await asyncio.gather(*published)
-            if pending is not None:
-                await pending
-            pending = asyncio.create_task(commit(stream, list(events), batch, book, revision))
-        if pending is not None:
-            await pending
+            await outbox.put(Prepared(events, batch, book, revision))
+
+    async def commit_stage(stream: Any, inbox: asyncio.Queue[Prepared]) -> None:
+        while True:
+            p = await inbox.get()
+            fault_hook("before_commit")
+            t0 = time.perf_counter()
+            applied = await sink.apply(p.batch, p.book)
+            stats.sink_s += time.perf_counter() - t0
+            fault_hook("after_commit")
+            for e in p.events:
+                await stream.ack(e)
+            stats.messages += len(p.events)
+            stats.accepted += applied.accepted
+            stats.duplicates += applied.duplicates
+            stats.dead_lettered += applied.dead_lettered
+            stats.batches += 1
+            stats.last_commit_at = time.time()
+            if p.revision < prices.revision and p.batch.events["price_id"].null_count():
+                # Priced with an older book than the current one: its unpriced
+                # events may have missed the reprice the new book triggered.
+                await prices.reprice()
+
+    @app.agent(topics.usage, name="spend")
+    async def spend(stream: Any) -> None:
+        to_prepare: asyncio.Queue[list[Any]] = asyncio.Queue(maxsize=2)
+        to_commit: asyncio.Queue[Prepared] = asyncio.Queue(maxsize=1)
+        stages = [
+            asyncio.create_task(_fatal_on_error(prepare_stage(to_prepare, to_commit))),
+            asyncio.create_task(_fatal_on_error(commit_stage(stream, to_commit))),
+        ]
+        try:
+            async for events in stream.noack_take(
+                settings.batch_messages, within=settings.batch_within_s
+            ):
+                if stats.first_message_at is None:
+                    stats.first_message_at = time.time()
+                await to_prepare.put(list(events))
+        finally:
+            for task in stages:
+                task.cancel()
+
+
+@dataclass(frozen=True)
+class Prepared:
+    events: list[Any]  # the faust events to ack once committed
+    batch: PreparedBatch
+    book: PriceBook
+    revision: int
+
+
+async def _fatal_on_error(stage: Awaitable[None]) -> None:
+    """A stage that fails for any reason but cancellation takes the process
+    down: nothing it held was acked, so a restart redelivers it, whereas a
+    stage that died quietly would stall the partitions forever. (Database
+    errors never get here: the sink retries them.)"""
+    try:
+        await stage
+    except asyncio.CancelledError:
+        raise
+    except BaseException:
+        log.critical("a pipeline stage failed; exiting so nothing unacked is lost", exc_info=True)
+        logging.shutdown()
+        os._exit(70)
 
 
 def stats_json(stats: AgentStats) -> str:

@@ -285,12 +285,11 @@ class SpendSink:
     ) -> None:
         if unpriced.is_empty():
             return
-        # Same order as _UNPRICED_COLS; event_key is computed from event_id in SQL.
+        # One expression per column of _UNPRICED_COLS, in its order; event_key
+        # is computed from event_id in SQL.
+        derived = {"event_key": pl.col("event_id"), "failed": pl.col("status") != "ok"}
         rows = with_window(unpriced).select(
-            "event_id",
-            *_UNPRICED_COLS[1:8],
-            (pl.col("status") != "ok").alias("failed"),
-            *_UNPRICED_COLS[9:],
+            derived.get(c, pl.col(c)).alias(c) for c in _UNPRICED_COLS
         )
         async with conn.cursor() as cur:
             await cur.executemany(
