@@ -9,6 +9,7 @@ their partial sums, which in the common case are none.
 
 from __future__ import annotations
 
+import hashlib
 from collections import Counter
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
@@ -46,6 +47,7 @@ def prepare(
         last[m.partition] = max(m.offset, last.get(m.partition, -1))
     priced = attach_prices(decoded.events, book_frame)
     unique = first_occurrences(priced)
+    unique = unique.with_columns(event_keys(unique["event_id"]))
     return PreparedBatch(
         events=unique,
         dead=decoded.dead,
@@ -57,6 +59,17 @@ def prepare(
 
 def count_by_partition(events: pl.DataFrame) -> Counter[int]:
     return Counter(dict(events.group_by("partition").len().iter_rows()))
+
+
+def event_keys(event_ids: pl.Series) -> pl.Series:
+    """The dedup key: md5 of the event_id's UTF-8 bytes, as 32 hex digits,
+    byte for byte what PostgreSQL's ``md5(event_id)::uuid`` gives."""
+    md5 = hashlib.md5
+    return pl.Series(
+        "event_key",
+        [md5(e.encode()).hexdigest() for e in event_ids.to_list()],
+        dtype=pl.String(),
+    )
 
 
 def first_occurrences(events: pl.DataFrame) -> pl.DataFrame:
