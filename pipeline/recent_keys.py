@@ -4,7 +4,8 @@ A fast path, never the authority: a key found here was committed to
 ``seen_event`` by this process, so its event is certainly a duplicate; a key
 not found here may still be one, and the database's primary key decides.
 Keys are added only after their transaction committed. The newest keys are
-kept, up to a capacity: re-sends mostly arrive soon after the original.
+kept, up to a capacity (about 110 bytes each): re-sends mostly arrive soon
+after the original.
 """
 
 from __future__ import annotations
@@ -17,26 +18,23 @@ import polars as pl
 class RecentKeys:
     def __init__(self, capacity: int) -> None:
         self._capacity = capacity
-        self._chunks: deque[pl.Series] = deque()
-        self._size = 0
-        self._all: pl.Series | None = None
+        self._keys: set[str] = set()
+        # Chunks in commit order, so the oldest can be forgotten as a whole.
+        self._chunks: deque[list[str]] = deque()
 
     def known(self, keys: pl.Series) -> pl.Series:
         """For each key: was it committed by this worker recently?"""
-        if not self._chunks:
-            return pl.Series(values=[False] * len(keys), dtype=pl.Boolean())
-        if self._all is None:
-            self._all = pl.concat(list(self._chunks), rechunk=True)
-        return keys.is_in(self._all)
+        seen = self._keys
+        return pl.Series(values=[k in seen for k in keys.to_list()], dtype=pl.Boolean())
 
     def add(self, keys: pl.Series) -> None:
-        if keys.is_empty():
+        chunk = keys.to_list()
+        if not chunk:
             return
-        self._chunks.append(keys)
-        self._size += len(keys)
-        self._all = None
-        while self._size > self._capacity and len(self._chunks) > 1:
-            self._size -= len(self._chunks.popleft())
+        self._chunks.append(chunk)
+        self._keys.update(chunk)
+        while len(self._keys) > self._capacity and len(self._chunks) > 1:
+            self._keys.difference_update(self._chunks.popleft())
 
     def __len__(self) -> int:
-        return self._size
+        return len(self._keys)

@@ -112,7 +112,7 @@ def _csv(frame: pl.DataFrame) -> str:
 
 class SpendSink:
     def __init__(
-        self, database_url: str, topic: str, *, sink: str = SINK, recent_keys: int = 2_000_000
+        self, database_url: str, topic: str, *, sink: str = SINK, recent_keys: int = 1_000_000
     ) -> None:
         self._url = database_url
         self._topic = topic
@@ -282,9 +282,11 @@ class SpendSink:
         if rest.is_empty():
             return dup_idx
         try:
-            async with conn.transaction(), conn.cursor() as cur, cur.copy(
-                "COPY seen_event (event_key, event_ts) FROM STDIN (FORMAT csv)"
-            ) as copy:
+            async with (
+                conn.transaction(),
+                conn.cursor() as cur,
+                cur.copy("COPY seen_event (event_key, event_ts) FROM STDIN (FORMAT csv)") as copy,
+            ):
                 await copy.write(_csv(rest.select("event_key", "ts")))
             return dup_idx
         except psycopg.errors.UniqueViolation:
