@@ -29,7 +29,6 @@ from aiokafka import AIOKafkaConsumer, TopicPartition
 from rich.console import Console
 from rich.progress import Progress, TaskID
 from rich.table import Table
-from sqlalchemy.engine import make_url
 
 from pipeline import db
 from pipeline.kafka import bootstrap, end_offsets, ensure_topics
@@ -91,7 +90,7 @@ async def raw_consume(kafka_url: str, topic: str) -> Run:
 def _fresh_database(database_url: str, name: str) -> str:
     with psycopg.connect(database_url, autocommit=True) as conn:
         conn.execute(f'CREATE DATABASE "{name}"')
-    url = make_url(database_url).set(database=name).render_as_string(hide_password=False)
+    url = db.with_database(database_url, name)
     db.upgrade(url)
     return url
 

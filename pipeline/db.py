@@ -6,7 +6,7 @@ from pathlib import Path
 
 from alembic import command
 from alembic.config import Config
-from sqlalchemy import Engine, create_engine
+from sqlalchemy import Engine, create_engine, make_url
 
 import migrations
 
@@ -19,8 +19,9 @@ def sqlalchemy_url(url: str) -> str:
     return url
 
 
-def libpq_url(url: str) -> str:
-    return url.replace("postgresql+psycopg://", "postgresql://", 1)
+def with_database(url: str, name: str) -> str:
+    """The same server and credentials, another database."""
+    return make_url(url).set(database=name).render_as_string(hide_password=False)
 
 
 def engine(url: str) -> Engine:

@@ -152,7 +152,9 @@ def start_postgres(pgdata: Path) -> str:
         exists = conn.execute("SELECT 1 FROM pg_database WHERE datname = %s", (DATABASE,))
         if exists.fetchone() is None:
             conn.execute(f'CREATE DATABASE "{DATABASE}"')
-    return admin_url.replace("/postgres?", f"/{DATABASE}?", 1)
+    from pipeline.db import with_database
+
+    return with_database(admin_url, DATABASE)
 
 
 def stop_postgres(pgdata: Path) -> bool:

@@ -103,7 +103,6 @@ class Applied:
     accepted: int = 0
     duplicates: int = 0
     dead_lettered: int = 0
-    skipped: bool = False  # every message was already applied
 
 
 def _csv(frame: pl.DataFrame) -> str:
@@ -222,19 +221,18 @@ class SpendSink:
             next_offsets = await self._lock_offsets(conn, batch.partitions)
             fresh = [p for p in batch.partitions if batch.last_offsets[p] >= next_offsets[p]]
             if not fresh:
-                return Applied(skipped=True)
+                return Applied()  # every message was applied before
             applied_before = already_applied(batch.events, next_offsets)
             events = batch.events.with_row_index("idx")
             dup_idx = await self._dedup(conn, events.filter(~applied_before))
-            drop = applied_before | events["idx"].is_in(dup_idx)
+            is_dup = events["idx"].is_in(dup_idx)
+            drop = applied_before | is_dup
             kept, windows = without(batch, drop, book)
             dead = [d for d in batch.dead if d.offset >= next_offsets[d.partition]]
             await self._write_windows(conn, windows)
             await self._write_unpriced(conn, kept.filter(pl.col("price_id").is_null()))
             await self._write_dead(conn, dead)
-            duplicates = batch.duplicates + count_by_partition(
-                events.filter(pl.col("idx").is_in(dup_idx))
-            )
+            duplicates = batch.duplicates + count_by_partition(events.filter(is_dup))
             await self._advance(conn, batch, fresh, kept, dead, duplicates)
         # Committed: only now may the cache vouch for these keys.
         self._recent.add(kept["event_key"])

@@ -96,17 +96,16 @@ def split_lines(value: bytes) -> list[bytes]:
 def decode(messages: Sequence[Message]) -> Decoded:
     lines, positions, slow = _lines(messages)
     suspect = lines.str.contains(_SUSPECT.pattern.decode()).fill_null(True)
-    # The common case: every line is clean, so the messages joined as they
-    # are is exactly the NDJSON the reader needs (blank lines it skips, and a
-    # row count check guards the positions).
-    raw = None if slow else b"\n".join(m.value for m in messages)
     if suspect.any():
-        raw = None
         slow.extend(
             (text.encode(), *_position(positions, i))
             for i, text in zip(suspect.arg_true().to_list(), lines.filter(suspect), strict=True)
         )
         lines, positions = lines.filter(~suspect), positions.filter(~suspect)
+    # The common case: every line is clean, so the messages joined as they
+    # are is exactly the NDJSON the reader needs (blank lines it skips, and a
+    # row count check guards the positions).
+    raw = None if slow else b"\n".join(m.value for m in messages)
     frame, rejected = _read_fast(lines, positions, raw)
     slow.extend(rejected)
 

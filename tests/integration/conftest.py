@@ -15,7 +15,6 @@ from pathlib import Path
 
 import psycopg
 import pytest
-from sqlalchemy.engine import make_url
 
 from pipeline import db, embedded
 
@@ -95,13 +94,13 @@ def run_cli(
 def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
     root = tmp_path_factory.mktemp("stack")
     pgdata = root / "pgdata"
-    admin_url = embedded.start_postgres(pgdata).replace("/finops?", "/postgres?", 1)
+    admin_url = db.with_database(embedded.start_postgres(pgdata), "postgres")
     port = embedded.free_port()
     broker = embedded.spawn_broker(port, root / "broker.log")
     template = "finops_template"
     with psycopg.connect(admin_url, autocommit=True) as conn:
         conn.execute(f'CREATE DATABASE "{template}"')
-    db.upgrade(_with_db(admin_url, template))
+    db.upgrade(db.with_database(admin_url, template))
     try:
         yield Stack(f"kafka://127.0.0.1:{port}", admin_url, template)
     finally:
@@ -113,13 +112,9 @@ def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
         embedded.stop_postgres(pgdata)
 
 
-def _with_db(url: str, name: str) -> str:
-    return make_url(url).set(database=name).render_as_string(hide_password=False)
-
-
 @pytest.fixture
 def env(stack: Stack, tmp_path: Path) -> Env:
     name = f"t_{uuid.uuid4().hex[:10]}"
     with psycopg.connect(stack.admin_url, autocommit=True) as conn:
         conn.execute(f'CREATE DATABASE "{name}" TEMPLATE "{stack.template}"')
-    return Env(stack.kafka_url, _with_db(stack.admin_url, name), f"usage-{name}", tmp_path)
+    return Env(stack.kafka_url, db.with_database(stack.admin_url, name), f"usage-{name}", tmp_path)
