@@ -10,22 +10,11 @@ from typing import Final
 from sqlalchemy import Engine, func, select
 
 from models.tables import spend_window
+from pipeline.spend_windows import COUNTERS
 
 DIMENSIONS: Final = ("tenant", "route", "feature", "provider", "model")
-MEASURES: Final = (
-    "attempts",
-    "requests",
-    "retry_attempts",
-    "failed_attempts",
-    "unpriced_attempts",
-    "input_tokens",
-    "output_tokens",
-    "cache_read_tokens",
-    "cache_write_tokens",
-    "cost_usd",
-    "retry_cost_usd",
-    "failed_cost_usd",
-)
+# Every summed column of spend_window, as the window type defines them.
+MEASURES: Final = COUNTERS
 
 
 @dataclass(frozen=True)

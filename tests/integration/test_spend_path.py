@@ -14,6 +14,7 @@ from typing import Any
 import psycopg
 import pytest
 
+from pipeline.spend_windows import COUNTERS
 from tests import reference
 from tests.integration.conftest import run_cli
 
@@ -103,20 +104,7 @@ def jsonl(lines: list[bytes]) -> bytes:
     return b"\n".join(lines) + b"\n"
 
 
-COLUMNS = (
-    "attempts",
-    "requests",
-    "retry_attempts",
-    "failed_attempts",
-    "input_tokens",
-    "output_tokens",
-    "cache_read_tokens",
-    "cache_write_tokens",
-    "cost_usd",
-    "retry_cost_usd",
-    "failed_cost_usd",
-    "unpriced_attempts",
-)
+COLUMNS = COUNTERS  # every summed column of spend_window
 
 
 def database_url(env_vars: dict[str, str]) -> str:

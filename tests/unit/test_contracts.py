@@ -61,26 +61,15 @@ def test_telemetry_and_cache_contracts() -> None:
                 "energy_mj": 1,
             }
         )
-    CacheEvent.model_validate(
-        {
-            "node_id": "n",
-            "ts": "2025-11-01T00:00:00Z",
-            "tenant": "a",
-            "route": "r",
-            "layer": "prefix",
-            "op": "hit",
-            "tokens": 10,
-        }
-    )
+    hit = {
+        "node_id": "n",
+        "ts": "2025-11-01T00:00:00Z",
+        "tenant": "a",
+        "route": "r",
+        "layer": "prefix",
+        "op": "hit",
+        "tokens": 10,
+    }
+    CacheEvent.model_validate(hit)
     with pytest.raises(ValidationError, match="owner_tenant"):
-        CacheEvent.model_validate(
-            {
-                "node_id": "n",
-                "ts": "2025-11-01T00:00:00Z",
-                "tenant": "a",
-                "route": "r",
-                "layer": "prefix",
-                "op": "evict",
-                "tokens": 10,
-            }
-        )
+        CacheEvent.model_validate({**hit, "op": "evict"})

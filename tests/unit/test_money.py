@@ -59,20 +59,14 @@ def test_cost_is_linear_so_summed_tokens_cost_the_sum() -> None:
 
 
 def test_batch_discount_halves_the_cost() -> None:
-    full = SONNET.cost(
-        input_tokens=1000,
-        output_tokens=100,
-        cache_read_tokens=200,
-        cache_write_tokens=100,
-        batch=False,
-    )
-    half = SONNET.cost(
-        input_tokens=1000,
-        output_tokens=100,
-        cache_read_tokens=200,
-        cache_write_tokens=100,
-        batch=True,
-    )
+    tokens = {
+        "input_tokens": 1000,
+        "output_tokens": 100,
+        "cache_read_tokens": 200,
+        "cache_write_tokens": 100,
+    }
+    full = SONNET.cost(**tokens, batch=False)
+    half = SONNET.cost(**tokens, batch=True)
     assert half * 2 == full
 
 
