@@ -108,13 +108,17 @@ unpriced_event = Table(
     Index("unpriced_event_model", "model", "provider"),
 )
 
-# The dedup record: md5(event_id) as a uuid. Kept permanently for now (well
-# past the promised 7 days of event time); event_ts allows pruning by age.
+# The dedup record, kept permanently behind its primary key: event_key is
+# md5(tenant, node_id, event_id), fingerprint the md5 of the canonical
+# payload, so a re-send is a duplicate and a different payload a conflict.
+# (Rows written before migration 0002 have no fingerprint and were keyed by
+# event_id alone.)
 seen_event = Table(
     "seen_event",
     metadata,
     Column("event_key", Uuid, primary_key=True),
     Column("event_ts", TS, nullable=False),
+    Column("fingerprint", Uuid, nullable=True),
 )
 
 # The sink's own offsets, written in the same transaction as the sums they
@@ -130,6 +134,9 @@ sink_offset = Table(
     _count("events_duplicate"),
     _count("lines_dead_lettered"),
     Column("updated_at", TS, nullable=False, server_default=func.now()),
+    # Bumped by each worker that is assigned the partition; a batch is applied
+    # only by the worker holding the current epoch (zombie fencing).
+    Column("owner_epoch", BigInteger, nullable=False, server_default="0"),
 )
 
 dead_letter = Table(
@@ -143,5 +150,7 @@ dead_letter = Table(
     Column("reason", Text, nullable=False),
     Column("raw", LargeBinary, nullable=False),
     Column("received_at", TS, nullable=False, server_default=func.now()),
+    # Set when `finops dead-letters replay` re-published the line.
+    Column("replayed_at", TS, nullable=True),
     UniqueConstraint("topic", "partition", "offset", "line", name="dead_letter_position"),
 )

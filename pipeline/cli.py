@@ -34,6 +34,8 @@ db_app = typer.Typer(help="Database schema.", no_args_is_help=True)
 prices_app = typer.Typer(help="The versioned price book.", no_args_is_help=True)
 app.add_typer(db_app, name="db")
 app.add_typer(prices_app, name="prices")
+dead_app = typer.Typer(help="Review and replay rejected input.", no_args_is_help=True)
+app.add_typer(dead_app, name="dead-letters")
 # Piped output (logs, CI, tests) gets room for the wide tables instead of 80 columns.
 console = Console() if sys.stdout.isatty() else Console(width=160)
 
@@ -467,6 +469,141 @@ def bench(
 
     settings, services = _services()
     run_bench(settings, services, events, tuple(s.strip() for s in shapes.split(",")), console)
+
+
+@app.command()
+def reconcile(
+    ledger: Annotated[
+        bool, typer.Option("--ledger", help="recompute the windows from the retained usage log")
+    ] = False,
+) -> None:
+    """Check the stored windows against an independent recomputation."""
+    from pipeline.reconcile import reconcile_ledger
+
+    if not ledger:
+        raise typer.BadParameter("say what to reconcile against: --ledger", param_hint="--ledger")
+    settings, services = _services()
+    console.print("reading the usage log and recomputing the windows ...")
+    rec = reconcile_ledger(
+        services.kafka_url,
+        services.database_url,
+        settings.usage_topic,
+        settings.admission(datetime.now(UTC)),
+    )
+    want, c = rec.ledger, rec.counters
+    table = Table(title="ledger vs sink", title_justify="left")
+    for col in ("", "ledger (from the log)", "sink (PostgreSQL)"):
+        table.add_column(col, justify="right" if col else "left")
+    table.add_row(
+        "lines in the log", str(want.produced), str(c.accepted + c.duplicates + c.dead_lettered)
+    )
+    table.add_row("counted", str(want.counted), str(c.accepted))
+    table.add_row("duplicates", str(want.duplicates), str(c.duplicates))
+    table.add_row("dead-lettered", str(want.dead_lettered), str(c.dead_lettered))
+    table.add_row("windows", str(len(want.windows)), "")
+    console.print(table)
+    if rec.diffs:
+        diffs = Table(title=f"{len(rec.diffs)} differing window columns", title_justify="left")
+        for col in ("window", "column", "ledger", "stored"):
+            diffs.add_column(col)
+        for d in rec.diffs[:50]:
+            diffs.add_row(" ".join(str(k) for k in d.key), d.column, str(d.expected), str(d.stored))
+        console.print(diffs)
+    verdict = "equal" if rec.ok else "DIFFERENT"
+    print(
+        f"reconcile: {verdict} lost={rec.lost} double_counted={rec.double_counted}"
+        f" differing_columns={len(rec.diffs)} balanced={'yes' if rec.balanced else 'no'}"
+    )
+    raise typer.Exit(0 if rec.ok else 1)
+
+
+@dead_app.command("list")
+def dead_list() -> None:
+    """Dead letters by reason."""
+    from pipeline.dead_letters import summary
+
+    _, services = _services()
+    table = Table(title="dead letters", title_justify="left")
+    for col in ("reason", "count", "replayed"):
+        table.add_column(col, justify="left" if col == "reason" else "right")
+    for row in summary(services.database_url):
+        table.add_row(row.reason, str(row.count), str(row.replayed))
+    console.print(table)
+
+
+@dead_app.command("replay")
+def dead_replay(
+    reason: Annotated[str, typer.Option(help="reason prefix, e.g. ts_in_future or schema")],
+) -> None:
+    """Re-publish reviewed dead letters to the usage topic (safe to repeat)."""
+    from pipeline.dead_letters import replay
+
+    settings, services = _services()
+    n = replay(
+        services.database_url,
+        services.kafka_url,
+        settings.usage_topic,
+        reason,
+        max_message_bytes=settings.max_message_bytes,
+    )
+    console.print(f"re-published {n} dead letters with reason {reason!r}")
+
+
+@app.command()
+def metrics() -> None:
+    """Ingest counters and dead letters in the Prometheus text format."""
+    from pipeline.metrics import exposition
+
+    _, services = _services()
+    print(exposition(services.database_url), end="")
+
+
+@app.command()
+def chaos(
+    scenario: Annotated[str, typer.Option(help="kill-worker, sink-error, rebalance, ...")],
+    events: Annotated[int, typer.Option(help="simulated events to send")] = 100_000,
+    seed: int = 1,
+    kills: Annotated[int, typer.Option(help="kill-worker: random SIGKILLs")] = 20,
+    stall_s: Annotated[float, typer.Option(help="broker-stall: seconds frozen")] = 20.0,
+    keep: Annotated[bool, typer.Option(help="keep the run's database even if it passes")] = False,
+) -> None:
+    """Run a fault scenario against real workers; the last line is the verdict."""
+    from pipeline.chaos.harness import Target, embedded_target
+    from pipeline.chaos.run import run_scenario
+    from pipeline.chaos.scenarios import SCENARIOS, Intensity
+
+    if scenario not in SCENARIOS:
+        raise typer.BadParameter(f"choose one of {', '.join(SCENARIOS)}", param_hint="--scenario")
+    settings = Settings()
+    if settings.kafka_url and settings.database_url:
+        target = Target(settings.kafka_url, settings.database_url)
+    else:
+        target = embedded_target(settings.home)
+    with Progress(
+        TextColumn("draining"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TimeElapsedColumn(),
+        console=console,
+        transient=True,
+    ) as progress:
+        task = progress.add_task("drain", total=None)
+        verdict = run_scenario(
+            target,
+            scenario,
+            events,
+            seed=seed,
+            intensity=Intensity(kills=kills, stall_s=stall_s),
+            keep=keep,
+            say=console.print,
+            on_progress=lambda done, total: progress.update(task, completed=done, total=total),
+        )
+    for line in verdict.details:
+        console.print(f"  {line}", markup=False, highlight=False)
+    for leak in verdict.leaks:
+        console.print(f"  canary found in {leak}", markup=False)
+    print(verdict.line())
+    raise typer.Exit(0 if verdict.ok else 1)
 
 
 if __name__ == "__main__":

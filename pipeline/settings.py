@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+from datetime import datetime, timedelta
 from pathlib import Path
 
 import platformdirs
 from pydantic import Field
 from pydantic_settings import BaseSettings, SettingsConfigDict
+
+from pipeline.admission import Admission
 
 
 class Settings(BaseSettings):
@@ -28,3 +31,18 @@ class Settings(BaseSettings):
     # What our producers pack into one NDJSON message.
     events_per_message: int = Field(default=100, ge=1)
     max_message_bytes: int = Field(default=900_000, ge=1024)
+
+    # Admission bounds on event time (Stripe's meter events: 35 days back, 5
+    # minutes ahead); events outside are dead-lettered and can be replayed.
+    max_event_age_days: float = Field(default=35, gt=0)
+    max_future_s: float = Field(default=300, ge=0)
+    # On SIGTERM, how long batches already taken may take to commit.
+    shutdown_grace_s: float = Field(default=10, ge=0)
+
+    def admission(self, now: datetime) -> Admission:
+        return Admission(
+            now=now,
+            max_age=timedelta(days=self.max_event_age_days),
+            max_future=timedelta(seconds=self.max_future_s),
+            max_message_bytes=self.max_message_bytes,
+        )

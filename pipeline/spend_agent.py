@@ -13,7 +13,9 @@ import logging
 import os
 import time
 from collections.abc import Awaitable, Callable
+from contextlib import suppress
 from dataclasses import dataclass, field
+from datetime import UTC, datetime
 from typing import Any
 
 import faust
@@ -35,6 +37,8 @@ class AgentStats:
     accepted: int = 0
     duplicates: int = 0
     dead_lettered: int = 0
+    conflicts: int = 0
+    fenced_batches: int = 0
     batches: int = 0
     first_message_at: float | None = None
     last_commit_at: float | None = None
@@ -87,10 +91,9 @@ def attach_spend_agent(
     """
 
     async def prepare_stage(
-        inbox: asyncio.Queue[list[Any]], outbox: asyncio.Queue[Prepared]
+        inbox: asyncio.Queue[list[Any] | None], outbox: asyncio.Queue[Prepared | None]
     ) -> None:
-        while True:
-            events = await inbox.get()
+        while (events := await inbox.get()) is not None:
             messages = [
                 Message(e.message.partition, e.message.offset, e.message.value or b"")
                 for e in events
@@ -98,7 +101,8 @@ def attach_spend_agent(
             await prices.refresh()
             book, frame, revision = prices.book, prices.frame, prices.revision
             t0 = time.perf_counter()
-            batch = await asyncio.to_thread(prepare, messages, book, frame)
+            admission = settings.admission(datetime.now(UTC))
+            batch = await asyncio.to_thread(prepare, messages, book, frame, admission)
             stats.prepare_s += time.perf_counter() - t0
             # At least once to the DLQ topic: published before the commit, so
             # a crash in between re-publishes rather than loses.
@@ -117,21 +121,26 @@ def attach_spend_agent(
             ]
             await asyncio.gather(*published)
             await outbox.put(Prepared(events, batch, book, revision))
+        await outbox.put(None)
 
-    async def commit_stage(stream: Any, inbox: asyncio.Queue[Prepared]) -> None:
-        while True:
-            p = await inbox.get()
+    async def commit_stage(stream: Any, inbox: asyncio.Queue[Prepared | None]) -> None:
+        while (p := await inbox.get()) is not None:
             fault_hook("before_commit")
             t0 = time.perf_counter()
             applied = await sink.apply(p.batch, p.book)
             stats.sink_s += time.perf_counter() - t0
             fault_hook("after_commit")
+            # A fenced partition's messages were not applied: acking them
+            # would let the group commit past them.
             for e in p.events:
-                await stream.ack(e)
+                if e.message.partition not in applied.fenced:
+                    await stream.ack(e)
             stats.messages += len(p.events)
             stats.accepted += applied.accepted
             stats.duplicates += applied.duplicates
             stats.dead_lettered += applied.dead_lettered
+            stats.conflicts += applied.conflicts
+            stats.fenced_batches += bool(applied.fenced)
             stats.batches += 1
             stats.last_commit_at = time.time()
             if p.revision < prices.revision and p.batch.events["price_id"].null_count():
@@ -141,8 +150,8 @@ def attach_spend_agent(
 
     @app.agent(topics.usage, name="spend")
     async def spend(stream: Any) -> None:
-        to_prepare: asyncio.Queue[list[Any]] = asyncio.Queue(maxsize=2)
-        to_commit: asyncio.Queue[Prepared] = asyncio.Queue(maxsize=1)
+        to_prepare: asyncio.Queue[list[Any] | None] = asyncio.Queue(maxsize=2)
+        to_commit: asyncio.Queue[Prepared | None] = asyncio.Queue(maxsize=1)
         stages = [
             asyncio.create_task(_fatal_on_error(prepare_stage(to_prepare, to_commit))),
             asyncio.create_task(_fatal_on_error(commit_stage(stream, to_commit))),
@@ -155,8 +164,21 @@ def attach_spend_agent(
                     stats.first_message_at = time.time()
                 await to_prepare.put(list(events))
         finally:
-            for task in stages:
-                task.cancel()
+            await _wind_down(stages, to_prepare, settings.shutdown_grace_s)
+
+
+async def _wind_down(
+    stages: list[asyncio.Task[None]], inbox: asyncio.Queue[Any], grace_s: float
+) -> None:
+    """Graceful stop (SIGTERM): let the batches already taken commit and ack,
+    for up to ``grace_s``, then cancel the rest. What is cancelled was never
+    acked, so it is redelivered; what committed is not re-read."""
+    with suppress(TimeoutError):
+        await asyncio.wait_for(inbox.put(None), timeout=grace_s)
+        done, _ = await asyncio.wait(stages, timeout=grace_s)
+        log.info("shutdown: %d of %d stages finished their batches", len(done), len(stages))
+    for task in stages:
+        task.cancel()
 
 
 @dataclass(frozen=True)

@@ -1,10 +1,11 @@
 """One stream batch on its way to the sink. Pure functions: no I/O, no clock.
 
 ``prepare`` does all the work that does not need the database, in a thread
-while the previous batch's transaction runs: decode, price, drop in-batch
-duplicates, and sum the windows. The sink then only learns which events it
-must *not* count (offsets already applied, keys already seen) and subtracts
-their partial sums, which in the common case are none.
+while the previous batch's transaction runs: admit, decode, price, drop
+in-batch duplicates, dead-letter in-batch conflicts, and sum the windows.
+The sink then only learns which events it must *not* count (offsets already
+applied, keys already seen) and subtracts their partial sums, which in the
+common case are none.
 """
 
 from __future__ import annotations
@@ -17,64 +18,126 @@ from dataclasses import dataclass
 import polars as pl
 
 from models.prices import PriceBook
-from pipeline.dead_letter import DeadLetter
+from pipeline.admission import Admission
+from pipeline.dead_letter import DeadLetter, dead_letter
 from pipeline.pricing import attach_prices
 from pipeline.spend_windows import SpendWindow, aggregate, combine
-from pipeline.usage_codec import Message, decode
+from pipeline.usage_codec import SCHEMA, Message, decode, split_lines
+
+CONFLICT = "conflict"
+# What identifies an event (DESIGN: the idempotency key, scoped by who sent it).
+KEY_FIELDS = ("tenant", "node_id", "event_id")
+# The contract refuses NUL in identifiers, so joining them with NUL is unambiguous.
+_SEP = "\x00"
 
 
 @dataclass(frozen=True)
 class PreparedBatch:
-    events: pl.DataFrame  # valid, priced (price_id null: unpriced), first copy of each event_id
+    # Valid, admitted, priced (price_id null: unpriced); the first copy of
+    # each event key, with its ``event_key`` and payload ``fingerprint``.
+    events: pl.DataFrame
     dead: list[DeadLetter]
     # partition -> last offset in this batch (every message counts, valid or
     # not: its offset is consumed either way)
     last_offsets: dict[int, int]
+    first_offsets: dict[int, int]
     windows: list[SpendWindow]  # partial sums of `events`
-    duplicates: Counter[int]  # partition -> repeated event_ids within this batch
+    duplicates: Counter[int]  # partition -> repeated events within this batch
+    raw: Mapping[tuple[int, int], bytes]  # (partition, offset) -> message value
 
     @property
     def partitions(self) -> list[int]:
         return sorted(self.last_offsets)
 
+    def conflicts(self, rows: pl.DataFrame, where: str) -> list[DeadLetter]:
+        """Dead letters for events whose key was seen with another payload."""
+        return [
+            dead_letter(
+                p,
+                o,
+                n,
+                f"{CONFLICT}: same (tenant, node_id, event_id) as {where}, different payload",
+                raw_line(self.raw[(p, o)], n),
+            )
+            for p, o, n in rows.select("partition", "offset", "line").iter_rows()
+        ]
+
 
 def prepare(
-    messages: Sequence[Message], book: PriceBook, book_frame: pl.DataFrame
+    messages: Sequence[Message], book: PriceBook, book_frame: pl.DataFrame, admission: Admission
 ) -> PreparedBatch:
-    decoded = decode(messages)
     last: dict[int, int] = {}
+    first: dict[int, int] = {}
     for m in messages:
         last[m.partition] = max(m.offset, last.get(m.partition, -1))
-    priced = attach_prices(decoded.events, book_frame)
-    unique = first_occurrences(priced)
-    unique = unique.with_columns(event_keys(unique["event_id"]))
-    return PreparedBatch(
-        events=unique,
-        dead=decoded.dead,
-        last_offsets=last,
-        windows=aggregate(unique, book),
-        duplicates=count_by_partition(priced) - count_by_partition(unique),
+        first[m.partition] = min(m.offset, first.get(m.partition, m.offset))
+    raw = {(m.partition, m.offset): m.value for m in messages}
+    dead: list[DeadLetter] = []
+    admitted: list[Message] = []
+    for m in messages:
+        too_large = admission.size_verdict(len(m.value))
+        if too_large:
+            dead.append(dead_letter(m.partition, m.offset, 0, too_large, m.value))
+        else:
+            admitted.append(m)
+    decoded = decode(admitted)
+    dead.extend(decoded.dead)
+    events = decoded.events.with_columns(admission.ts_verdict().alias("_late"))
+    out_of_bounds = events.filter(pl.col("_late").is_not_null())
+    dead.extend(
+        dead_letter(p, o, n, reason, raw_line(raw[(p, o)], n))
+        for p, o, n, reason in out_of_bounds.select("partition", "offset", "line", "_late").rows()
     )
+    events = events.filter(pl.col("_late").is_null()).drop("_late")
+    priced = with_keys(attach_prices(events, book_frame)).sort("partition", "offset", "line")
+    is_first = pl.col("event_key").is_first_distinct()
+    unique = priced.filter(is_first)
+    # A later copy in this batch is a duplicate if its payload is the first
+    # copy's, else a conflict: rejected, never merged.
+    repeats = priced.filter(~is_first).join(
+        unique.select("event_key", pl.col("fingerprint").alias("_first")), on="event_key"
+    )
+    conflicting = repeats.filter(pl.col("fingerprint") != pl.col("_first"))
+    batch = PreparedBatch(
+        events=unique,
+        dead=dead,
+        last_offsets=last,
+        first_offsets=first,
+        windows=aggregate(unique, book),
+        duplicates=count_by_partition(repeats.filter(pl.col("fingerprint") == pl.col("_first"))),
+        raw=raw,
+    )
+    batch.dead.extend(batch.conflicts(conflicting, "an earlier line of this batch"))
+    return batch
+
+
+def raw_line(value: bytes, line: int) -> bytes:
+    lines = split_lines(value)
+    return lines[line] if 0 <= line < len(lines) else value
 
 
 def count_by_partition(events: pl.DataFrame) -> Counter[int]:
     return Counter(dict(events.group_by("partition").len().iter_rows()))
 
 
-def event_keys(event_ids: pl.Series) -> pl.Series:
-    """The dedup key: md5 of the event_id's UTF-8 bytes, as 32 hex digits,
-    byte for byte what PostgreSQL's ``md5(event_id)::uuid`` gives."""
-    md5 = hashlib.md5
-    return pl.Series(
-        "event_key",
-        [md5(e.encode()).hexdigest() for e in event_ids.to_list()],
-        dtype=pl.String(),
+def with_keys(events: pl.DataFrame) -> pl.DataFrame:
+    """Add ``event_key``, md5 of tenant, node_id and event_id, and
+    ``fingerprint``, md5 of every contract field in canonical form (so a
+    re-send that only reorders keys or writes ``Z`` for ``+00:00`` matches).
+    Both as 32 hex digits, which PostgreSQL reads as a uuid."""
+    canonical = [
+        pl.col(c).dt.strftime("%Y-%m-%dT%H:%M:%S%.6fZ") if c == "ts" else pl.col(c).cast(pl.String)
+        for c in SCHEMA
+    ]
+    texts = events.select(
+        pl.concat_str([pl.col(c) for c in KEY_FIELDS], separator=_SEP).alias("k"),
+        pl.concat_str([c.fill_null("\x00null") for c in canonical], separator=_SEP).alias("f"),
     )
-
-
-def first_occurrences(events: pl.DataFrame) -> pl.DataFrame:
-    """Keep the first copy of each event_id in log order."""
-    return events.sort("partition", "offset", "line").filter(pl.col("event_id").is_first_distinct())
+    md5 = hashlib.md5
+    return events.with_columns(
+        pl.Series("event_key", [md5(k.encode()).hexdigest() for k in texts["k"]], pl.String()),
+        pl.Series("fingerprint", [md5(f.encode()).hexdigest() for f in texts["f"]], pl.String()),
+    )
 
 
 def already_applied(events: pl.DataFrame, next_offsets: Mapping[int, int]) -> pl.Series:

@@ -22,7 +22,7 @@ import polars as pl
 from pydantic import ValidationError
 
 from models.contracts import TEXT_FIELDS, UsageEvent
-from pipeline.dead_letter import DeadLetter, reason_for, redact
+from pipeline.dead_letter import DeadLetter, dead_letter, reason_for
 
 IDENT_FIELDS: Final = (
     "event_id",
@@ -68,6 +68,11 @@ _SUSPECT: Final = re.compile(
     + b"|".join(f.encode() for f in sorted(TEXT_FIELDS))
     + rb')"\s*:'
 )
+# Every known key with a non-null value. A line where this count differs from
+# the fields the reader filled has a duplicate key (polars keeps the first
+# value, pydantic the last) or a known key nested in an unknown object: the
+# contract must judge it.
+_KNOWN_KEY: Final = r'"(?:' + "|".join(re.escape(f) for f in SCHEMA) + r')"\s*:\s*[^n\s]'
 # The RFC 3339 subset the fast path parses itself; anything else goes to pydantic.
 _RFC3339: Final = r"^\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2}(\.\d{1,6})?(Z|[+-]\d{2}:\d{2})$"
 _TS_FORMAT: Final = "%Y-%m-%dT%H:%M:%S%.f%#z"
@@ -116,9 +121,7 @@ def decode(messages: Sequence[Message]) -> Decoded:
         try:
             event = UsageEvent.model_validate_json(line)
         except ValidationError as exc:
-            reason = reason_for(exc)
-            raw = redact(line) if reason.startswith("text_field") else line
-            dead.append(DeadLetter(partition, offset, line_no, reason, raw))
+            dead.append(dead_letter(partition, offset, line_no, reason_for(exc), line))
             continue
         row: dict[str, object] = event.model_dump(mode="python")
         row["ts"] = event.ts.astimezone(UTC)
@@ -198,7 +201,8 @@ def _read_fast(
         .str.to_datetime(_TS_FORMAT, strict=False, time_zone="UTC", time_unit="us")
         .alias("_ts")
     )
-    ok = _checks()
+    filled = pl.sum_horizontal(pl.col(f).is_not_null() for f in SCHEMA)
+    ok = _checks() & (filled == pl.Series(lines.str.count_matches(_KNOWN_KEY)))
     good = frame.filter(ok).with_columns(pl.col("_ts").alias("ts")).drop("_ts")
     bad = frame.select((~ok).alias("bad")).to_series()
     rejected = [

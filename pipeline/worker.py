@@ -14,6 +14,7 @@ import signal
 import time
 from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import faust
 
@@ -58,6 +59,7 @@ def run_worker(
     loglevel: str = "warning",
 ) -> int:
     topic = settings.usage_topic
+    settings.home.mkdir(parents=True, exist_ok=True)  # faust keeps its data dir there
     asyncio.run(ensure_topics(kafka_url, [topic, settings.usage_dlq_topic], settings.partitions))
     targets = asyncio.run(end_offsets(kafka_url, topic)) if drain else {}
 
@@ -75,6 +77,14 @@ def run_worker(
 
     prices = PriceBookCache(SpendSink(database_url, topic), reprice_now)
     attach_spend_agent(app, topics, settings, sink, prices, stats, crash_hook())
+
+    @app.on_partitions_assigned.connect
+    async def claim(sender: Any, /, *args: Any, signal: Any, **kwargs: Any) -> None:
+        # Runs while the new partitions are still paused, before any of their
+        # messages is processed: from now on a previous owner is fenced.
+        (assigned,) = args
+        await sink.claim([tp.partition for tp in assigned if tp.topic == topic])
+
     worker = faust.Worker(app, loglevel=loglevel, quiet=True, redirect_stdouts=False)
 
     def write_stats() -> None:

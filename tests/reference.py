@@ -95,14 +95,15 @@ def totals_by_tenant(
 def totals(
     events: list[dict[str, Any]], prices: list[dict[str, Any]], key: Callable[[dict[str, Any]], Any]
 ) -> dict[Any, dict[str, Any]]:
-    """Counts, tokens and costs per key; each event_id counted once (the
-    first occurrence in the order given)."""
-    seen: set[str] = set()
+    """Counts, tokens and costs per key; each (tenant, node_id, event_id)
+    counted once (the first occurrence in the order given)."""
+    seen: set[tuple[str, str, str]] = set()
     out: dict[Any, dict[str, Any]] = defaultdict(lambda: defaultdict(lambda: Decimal(0)))
     for e in events:
-        if e["event_id"] in seen:
+        ident = (e["tenant"], e["node_id"], e["event_id"])
+        if ident in seen:
             continue
-        seen.add(e["event_id"])
+        seen.add(ident)
         t = out[key(e)]
         c = cost(e, prices)
         t["attempts"] += 1

@@ -26,6 +26,8 @@ class Stack:
     kafka_url: str
     admin_url: str  # the server's maintenance database
     template: str
+    broker_pid: int
+    pgdata: Path
 
 
 @dataclass(frozen=True)
@@ -48,6 +50,8 @@ class Env:
             "FINOPS_GROUP_ID": f"g-{self.topic}",
             "FINOPS_PARTITIONS": "3",
             "FINOPS_HOME": str(self.home),
+            # Test streams are dated 2025; the age bound has its own tests.
+            "FINOPS_MAX_EVENT_AGE_DAYS": "3650",
         }
 
     def finops(
@@ -102,7 +106,7 @@ def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
         conn.execute(f'CREATE DATABASE "{template}"')
     db.upgrade(db.with_database(admin_url, template))
     try:
-        yield Stack(f"kafka://127.0.0.1:{port}", admin_url, template)
+        yield Stack(f"kafka://127.0.0.1:{port}", admin_url, template, broker.pid, pgdata)
     finally:
         broker.send_signal(signal.SIGTERM)
         try:

@@ -22,7 +22,7 @@ from pipeline.cli import default_prices
 from pipeline.pricing import book_frame
 from pipeline.spend_batch import prepare
 from pipeline.spend_sink import SpendSink
-from tests.factories import event, messages
+from tests.factories import ADMISSION, event, messages
 from tests.integration.conftest import Env
 
 pytestmark = pytest.mark.integration
@@ -89,8 +89,9 @@ def _reset(url: str) -> None:
 async def _feed(url: str, batches: list[list[Any]]) -> None:
     sink = SpendSink(url, "usage")
     try:
+        await sink.claim([0])
         for batch in batches:
-            await sink.apply(prepare(batch, BOOK, FRAME), BOOK)
+            await sink.apply(prepare(batch, BOOK, FRAME, ADMISSION), BOOK)
     finally:
         await sink.close()
 
@@ -120,14 +121,18 @@ def test_replaying_any_prefix_changes_nothing(
     assert _snapshot(env.database_url) == once
 
     # And the windows hold exactly the per-event costs of the first copies.
-    seen: set[str] = set()
+    # (A later copy with another payload is a conflict and counts nothing.)
+    seen: set[tuple[str, str, str]] = set()
     expected = Decimal(0)
     for e in events:
-        if e["event_id"] in seen:
+        key = (e["tenant"], e["node_id"], e["event_id"])
+        if key in seen:
             continue
-        seen.add(e["event_id"])
+        seen.add(key)
         price = BOOK.price_at(
-            e["model"], e["provider"], prepare(messages([e]), BOOK, FRAME).events["ts"][0]
+            e["model"],
+            e["provider"],
+            prepare(messages([e]), BOOK, FRAME, ADMISSION).events["ts"][0],
         )
         if price is not None:
             expected += price.cost(

@@ -12,7 +12,7 @@ from models.prices import PriceBook, parse_csv
 from pipeline.pricing import book_frame
 from pipeline.spend_batch import prepare
 from pipeline.spend_windows import TOKENS, combine
-from tests.factories import event, messages
+from tests.factories import ADMISSION, event, messages
 
 BOOK = PriceBook(
     tuple(
@@ -43,7 +43,7 @@ def test_worked_example_as_windows_is_195_and_114_dollars() -> None:
         from pipeline.cli import default_prices
 
         book = PriceBook(tuple(default_prices()))
-        windows = prepare(messages(evs, per_message=100), book, book_frame(book)).windows
+        windows = prepare(messages(evs, per_message=100), book, book_frame(book), ADMISSION).windows
         return sum((w.cost_usd for w in windows), Decimal(0))
 
     assert day(0) == Decimal("195")
@@ -53,7 +53,7 @@ def test_worked_example_as_windows_is_195_and_114_dollars() -> None:
 def test_a_price_change_inside_a_minute_prices_each_event_by_its_own_ts() -> None:
     before = event(event_id="a", model="m1", provider="p", ts="2025-11-01T10:01:29Z")
     after = event(event_id="b", model="m1", provider="p", ts="2025-11-01T10:01:30Z")
-    (w,) = prepare(messages([before, after]), BOOK, FRAME).windows
+    (w,) = prepare(messages([before, after]), BOOK, FRAME, ADMISSION).windows
     assert w.window_start == datetime(2025, 11, 1, 10, 1, tzinfo=UTC)
     assert w.cost_usd == Decimal("0.0195") + Decimal("0.01625")
 
@@ -98,7 +98,7 @@ def _cost(e: dict[str, Any]) -> Decimal:
 def test_window_sums_conserve_costs_tokens_and_attempts(
     evs: list[dict[str, Any]], per_message: int
 ) -> None:
-    windows = prepare(messages(evs, per_message=per_message), BOOK, FRAME).windows
+    windows = prepare(messages(evs, per_message=per_message), BOOK, FRAME, ADMISSION).windows
     with exact():
         assert sum((w.cost_usd for w in windows), Decimal(0)) == sum(
             (_cost(e) for e in evs), Decimal(0)
@@ -119,5 +119,5 @@ def test_window_sums_conserve_costs_tokens_and_attempts(
 @given(st.lists(_event, min_size=1, max_size=30, unique_by=lambda e: e["event_id"]))
 @settings(max_examples=50, deadline=None)
 def test_adding_a_windows_negation_cancels_it(evs: list[dict[str, Any]]) -> None:
-    windows = prepare(messages(evs), BOOK, FRAME).windows
+    windows = prepare(messages(evs), BOOK, FRAME, ADMISSION).windows
     assert combine(windows, [w.negated() for w in windows]) == []

@@ -1,0 +1,1 @@
+"""The fault suite: ``finops chaos`` and ``pytest -m faults``."""
