@@ -5,7 +5,7 @@ Events of one node_id share a message (up to ``events_per_message`` lines or
 ``events_per_message=1`` gives one event per message, as simple gateways send.
 Producers run without idempotence (the embedded broker refuses
 InitProducerId); a re-sent message is harmless because the pipeline dedups
-by event_id.
+by (tenant, node_id, event_id).
 """
 
 from __future__ import annotations

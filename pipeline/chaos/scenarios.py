@@ -12,7 +12,7 @@ from __future__ import annotations
 import os
 import random
 import signal
-import subprocess
+import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -22,9 +22,9 @@ from typing import TypeVar
 import psycopg
 
 from pipeline import embedded
-from pipeline.chaos.harness import ChaosRun
+from pipeline.chaos.harness import ChaosRun, Worker
 from pipeline.chaos.poison import conflicting, hostile_lines, oversized
-from pipeline.simulate import SimConfig, generate, lines
+from pipeline.simulate import SimConfig, lines
 from pipeline.worker import CRASH_ENV
 
 
@@ -52,6 +52,17 @@ def simulated(events: int, seed: int) -> list[bytes]:
 def _halves(lines_: list[bytes]) -> tuple[list[bytes], list[bytes]]:
     mid = len(lines_) // 2
     return lines_[:mid], lines_[mid:]
+
+
+def _two_workers_and_traffic(
+    run: ChaosRun, lines_: list[bytes], k: Intensity
+) -> tuple[Worker, threading.Thread]:
+    """Half the traffic sent, two workers started, the other half flowing."""
+    first, rest = _halves(lines_)
+    run.produce(first)
+    w1 = run.start_worker()
+    run.start_worker()
+    return w1, run.produce_in_background(rest, k.traffic_s)
 
 
 def kill_worker(run: ChaosRun, lines_: list[bytes], rng: random.Random, k: Intensity) -> None:
@@ -86,11 +97,7 @@ def kill_worker(run: ChaosRun, lines_: list[bytes], rng: random.Random, k: Inten
 
 def sink_error(run: ChaosRun, lines_: list[bytes], rng: random.Random, k: Intensity) -> None:
     """pg_terminate_backend on every worker connection, again and again."""
-    first, rest = _halves(lines_)
-    run.produce(first)
-    run.start_worker()
-    run.start_worker()
-    traffic = run.produce_in_background(rest, k.traffic_s)
+    _, traffic = _two_workers_and_traffic(run, lines_, k)
     killed = 0
     deadline = time.monotonic() + k.traffic_s + 10
     while time.monotonic() < deadline:
@@ -134,11 +141,7 @@ def broker_stall(run: ChaosRun, lines_: list[bytes], rng: random.Random, k: Inte
     """SIGSTOP the broker mid-stream, SIGCONT it later; producers and
     workers must recover on their own."""
     pid = _require(run.target.broker_pid, "the broker's pid (embedded broker only)")
-    first, rest = _halves(lines_)
-    run.produce(first)
-    run.start_worker()
-    run.start_worker()
-    traffic = run.produce_in_background(rest, k.traffic_s)
+    _, traffic = _two_workers_and_traffic(run, lines_, k)
     time.sleep(rng.uniform(8, 12))
     run.say(f"  SIGSTOP broker for {k.stall_s:.0f}s")
     os.kill(pid, signal.SIGSTOP)
@@ -152,11 +155,7 @@ def broker_stall(run: ChaosRun, lines_: list[bytes], rng: random.Random, k: Inte
 def worker_stall(run: ChaosRun, lines_: list[bytes], rng: random.Random, k: Intensity) -> None:
     """SIGSTOP a worker past its session timeout so its partitions move, then
     SIGCONT it: a zombie with batches in flight, which fencing must stop."""
-    first, rest = _halves(lines_)
-    run.produce(first)
-    w1 = run.start_worker()
-    run.start_worker()
-    traffic = run.produce_in_background(rest, k.traffic_s)
+    w1, traffic = _two_workers_and_traffic(run, lines_, k)
     time.sleep(rng.uniform(10, 14))
     run.say("  SIGSTOP w1 for 25s (session timeout 10s)")
     run.signal(w1, signal.SIGSTOP)
@@ -169,11 +168,7 @@ def worker_stall(run: ChaosRun, lines_: list[bytes], rng: random.Random, k: Inte
 def postgres_restart(run: ChaosRun, lines_: list[bytes], rng: random.Random, k: Intensity) -> None:
     """Restart PostgreSQL in immediate mode (a crash, WAL recovery) mid-drain."""
     pgdata = _require(run.target.pgdata, "the cluster's data directory (embedded only)")
-    first, rest = _halves(lines_)
-    run.produce(first)
-    run.start_worker()
-    run.start_worker()
-    traffic = run.produce_in_background(rest, k.traffic_s)
+    _, traffic = _two_workers_and_traffic(run, lines_, k)
     for _ in range(2):
         time.sleep(rng.uniform(8, 14))
         run.say("  pg_ctl restart -m immediate")
@@ -282,5 +277,3 @@ SCENARIOS: dict[str, Scenario] = {
     "replay": replay,
     "poison": poison,
 }
-
-__all__ = ["SCENARIOS", "Intensity", "generate", "simulated", "subprocess"]

@@ -14,8 +14,10 @@ from models.prices import PriceBook
 from pipeline.admission import Admission
 from pipeline.cli import default_prices
 from pipeline.dead_letter import redact
+from pipeline.ledger import expected
 from pipeline.pricing import book_frame
 from pipeline.spend_batch import prepare
+from pipeline.spend_windows import combine
 from pipeline.usage_codec import Message, decode, split_lines
 from tests.factories import ADMISSION, event, line, messages
 
@@ -161,3 +163,45 @@ def test_every_line_is_counted_duplicate_or_dead_lettered_exactly_once(
     places += [(d.offset, d.line) for d in batch.dead]
     assert len(places) == len(set(places))  # no line in two places
     assert batch.events.height + len(batch.dead) + sum(batch.duplicates.values()) == produced
+
+
+# --- aggregation: shuffles, batch splits and repetitions give the same totals --
+
+_priced = st.builds(
+    lambda i, tenant, model, tokens, minute: event(
+        event_id=f"e{i}",
+        tenant=tenant,
+        model=model,
+        input_tokens=tokens,
+        output_tokens=tokens // 7,
+        ts=f"2025-11-01T10:{minute:02d}:30Z",
+    ),
+    st.integers(0, 10**6),
+    st.sampled_from(["a", "b"]),
+    st.sampled_from(["claude-4.5-sonnet", "gpt-4o", "not-in-the-book"]),
+    st.integers(0, 10**6),
+    st.integers(0, 3),
+)
+
+
+@settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(
+    st.lists(_priced, min_size=1, max_size=25, unique_by=lambda e: e["event_id"]),
+    st.randoms(use_true_random=False),
+    st.integers(1, 6),
+)
+def test_shuffle_split_and_repeat_give_the_same_totals(
+    evs: list[dict[str, Any]], rnd: Any, parts: int
+) -> None:
+    whole = expected(messages(evs, per_message=4), BOOK, ADMISSION)
+    noisy = [*evs, *rnd.sample(evs, len(evs) // 2)]  # re-sends
+    rnd.shuffle(noisy)
+    again = expected([Message(0, i, line(e)) for i, e in enumerate(noisy)], BOOK, ADMISSION)
+    assert again.windows == whole.windows
+    assert again.duplicates == len(evs) // 2
+
+    # Split into batches (no repeats across them): partial sums add up exactly.
+    cuts = sorted(rnd.sample(range(1, len(evs)), min(parts, len(evs)) - 1))
+    chunks = [evs[a:b] for a, b in zip([0, *cuts], [*cuts, len(evs)], strict=True)]
+    partial = [prepare(messages(c), BOOK, FRAME, ADMISSION).windows for c in chunks]
+    assert {w.key(): w for w in combine(*partial)} == whole.windows
