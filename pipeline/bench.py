@@ -20,7 +20,7 @@ import tempfile
 import time
 import uuid
 from dataclasses import dataclass
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from functools import partial
 from pathlib import Path
 
@@ -144,10 +144,12 @@ def run_bench(
 ) -> None:
     run_id = uuid.uuid4().hex[:8]
     console.print(f"generating {n:,} simulated events ...")
+    # Event time ends about now: the stream admits events up to 35 days old.
+    rate = 200.0
     cfg = SimConfig(
-        start=datetime(2025, 11, 3, tzinfo=UTC),
+        start=datetime.now(UTC) - timedelta(seconds=n / rate),
         duration_s=10**9,
-        rate=200.0,
+        rate=rate,
         seed=20251103,
         max_events=n,
     )

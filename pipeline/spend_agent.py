@@ -12,7 +12,7 @@ import json
 import logging
 import os
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Mapping
 from contextlib import suppress
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -204,5 +204,6 @@ async def _fatal_on_error(stage: Awaitable[None]) -> None:
         os._exit(70)
 
 
-def stats_json(stats: AgentStats) -> str:
-    return json.dumps(stats.__dict__)
+def stats_json(stats: AgentStats, faults: Mapping[str, int]) -> str:
+    """The worker's counters, and the faults it met by kind (see ``fault`` log lines)."""
+    return json.dumps({**stats.__dict__, "faults": dict(faults)})

@@ -75,7 +75,8 @@ def run_worker(
         if result.events:
             log.warning("repriced %d events (+%s USD)", result.events, result.cost_usd)
 
-    prices = PriceBookCache(SpendSink(database_url, topic), reprice_now)
+    prices_reader = SpendSink(database_url, topic)
+    prices = PriceBookCache(prices_reader, reprice_now)
     attach_spend_agent(app, topics, settings, sink, prices, stats, crash_hook())
 
     @app.on_partitions_assigned.connect
@@ -89,7 +90,7 @@ def run_worker(
 
     def write_stats() -> None:
         if stats_file is not None:
-            stats_file.write_text(stats_json(stats))
+            stats_file.write_text(stats_json(stats, sink.faults + prices_reader.faults))
 
     stopping: set[asyncio.Future[None]] = set()
     if drain:

@@ -73,6 +73,7 @@ class Verdict:
     details: list[str] = field(default_factory=list)
     faults: dict[str, int] = field(default_factory=dict)  # logged by the workers
     restarts: int = 0  # workers that died on their own and were restarted
+    unclean_stops: list[str] = field(default_factory=list)  # SIGTERM that did not exit 0
 
     @property
     def ok(self) -> bool:
@@ -134,6 +135,7 @@ class ChaosRun:
         self.database_url = db.with_database(target.server_url, self.db_name)
         self.workers: list[Worker] = []
         self.restarts = 0
+        self.unclean_stops: list[str] = []
         self.produced_lines = 0
         self._serial = 0
         self._lock = threading.Lock()
@@ -216,12 +218,19 @@ class ChaosRun:
             worker.proc.send_signal(sig)
 
     def stop(self, worker: Worker, timeout: float = 30) -> int | None:
+        """Graceful stop (SIGTERM); one that fails or hangs is recorded."""
+        if worker.proc.poll() is not None:
+            return worker.proc.returncode
         self.signal(worker, signal.SIGTERM)
         try:
-            return worker.proc.wait(timeout)
+            code = worker.proc.wait(timeout)
         except subprocess.TimeoutExpired:
             self.signal(worker, signal.SIGKILL)
+            self.unclean_stops.append(f"{worker.name} ignored SIGTERM for {timeout:.0f}s")
             return worker.proc.wait(10)
+        if code != 0:
+            self.unclean_stops.append(f"{worker.name} exited {code} on SIGTERM")
+        return code
 
     def stop_all(self) -> None:
         for w in self.workers:

@@ -35,6 +35,8 @@ def run_scenario(
         verdict = run.verdict()
         verdict.faults = dict(run.fault_lines())
         verdict.restarts = run.restarts
+        verdict.unclean_stops = list(run.unclean_stops)
+        verdict.details.extend(run.unclean_stops)
         verdict.details.append(f"worker faults logged: {verdict.faults or 'none'}")
         verdict.details.append(f"workers started {len(run.workers)}, restarted {run.restarts}")
         verdict.details.append(f"logs in {workdir}")
