@@ -114,13 +114,14 @@ class UsageEvent(_Contract):
 
 
 class GpuTelemetrySample(_Contract):
-    """A DCGM-like sample; ``energy_mj`` is a monotonic counter in millijoules."""
+    """A DCGM-like sample; ``energy_mj`` is a monotonic counter in millijoules,
+    absent when the GPU does not report one (energy then comes from power)."""
 
     node_id: Ident
     gpu: Ident
     ts: AwareDatetime
     power_w: Annotated[float, Field(ge=0, allow_inf_nan=False)]
-    energy_mj: Annotated[StrictInt, Field(ge=0)]
+    energy_mj: Annotated[StrictInt, Field(ge=0)] | None = None
     model: str | None = None
 
 

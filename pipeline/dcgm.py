@@ -1,0 +1,51 @@
+"""NVIDIA dcgm-exporter's Prometheus text format to GPU telemetry samples.
+
+Read with prometheus_client's own parser. ``DCGM_FI_DEV_POWER_USAGE`` is in
+watts, ``DCGM_FI_DEV_TOTAL_ENERGY_CONSUMPTION`` in millijoules; each GPU is
+identified by the ``Hostname`` (our node_id) and ``gpu`` labels, and
+``modelName`` is kept. A scrape has no timestamps of its own unless the
+exporter writes them, so the caller gives the scrape time.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime
+from decimal import Decimal
+
+from prometheus_client.parser import text_string_to_metric_families
+
+from models.contracts import GpuTelemetrySample
+
+POWER = "DCGM_FI_DEV_POWER_USAGE"
+ENERGY = "DCGM_FI_DEV_TOTAL_ENERGY_CONSUMPTION"
+
+
+def parse_scrape(text: str, scraped_at: datetime) -> list[GpuTelemetrySample]:
+    power: dict[tuple[str, str], Decimal] = {}
+    energy: dict[tuple[str, str], int] = {}
+    models: dict[tuple[str, str], str] = {}
+    for family in text_string_to_metric_families(text):
+        if family.name not in (POWER, ENERGY):
+            continue
+        for sample in family.samples:
+            labels = sample.labels
+            gpu_key = (labels.get("Hostname", ""), labels.get("gpu", ""))
+            if not all(gpu_key):
+                continue
+            if "modelName" in labels:
+                models[gpu_key] = labels["modelName"]
+            if family.name == POWER:
+                power[gpu_key] = Decimal(repr(sample.value))
+            else:
+                energy[gpu_key] = int(sample.value)
+    return [
+        GpuTelemetrySample(
+            node_id=node,
+            gpu=gpu,
+            ts=scraped_at,
+            power_w=float(power[(node, gpu)]),
+            energy_mj=energy.get((node, gpu)),
+            model=models.get((node, gpu)),
+        )
+        for node, gpu in sorted(power)
+    ]
