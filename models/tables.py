@@ -154,3 +154,91 @@ dead_letter = Table(
     Column("replayed_at", TS, nullable=True),
     UniqueConstraint("topic", "partition", "offset", "line", name="dead_letter_position"),
 )
+
+
+# --- energy and cache attribution (issue 5) ---------------------------------
+
+_ENERGY_KEY = ("model", "tenant", "route", "feature", "batch_bucket", "cache_state")
+
+# Usage on self-hosted nodes, summed per node-window and attribution key with
+# its attribution weight; written in the spend transaction, so exactly once.
+energy_usage = Table(
+    "energy_usage",
+    metadata,
+    Column("window_start", TS, primary_key=True),
+    Column("node_id", Text, primary_key=True),
+    *(Column(k, Text, primary_key=True) for k in _ENERGY_KEY),
+    _count("attempts"),
+    _count("input_tokens"),
+    _count("output_tokens"),
+    _count("cache_read_tokens"),
+    _count("weight"),
+)
+
+# Measured energy per node and minute (integer millijoules), and its split.
+node_energy_window = Table(
+    "node_energy_window",
+    metadata,
+    Column("window_start", TS, primary_key=True),
+    Column("node_id", Text, primary_key=True),
+    _count("measured_mj"),
+    _count("unmeasured_ms"),
+    _count("attributed_mj"),
+    _count("idle_mj"),
+    # Split into energy_window; cleared when late usage or telemetry arrives,
+    # so the finalizer splits it again (each re-split counts in `splits`).
+    Column("final", Boolean, nullable=False, server_default="false"),
+    _count("splits"),
+)
+
+# The last sample seen per GPU: the start of the next measured interval.
+gpu_last_sample = Table(
+    "gpu_last_sample",
+    metadata,
+    Column("node_id", Text, primary_key=True),
+    Column("gpu", Text, primary_key=True),
+    Column("ts", TS, nullable=False),
+    Column("power_w", Numeric(12, 3), nullable=False),
+    Column("energy_mj", BigInteger, nullable=True),
+)
+
+# Energy per attribution key: measured (a node-window's split) or estimated
+# (external APIs, from the per-model coefficient table), never mixed.
+energy_window = Table(
+    "energy_window",
+    metadata,
+    Column("window_start", TS, primary_key=True),
+    Column("node_id", Text, primary_key=True),
+    *(Column(k, Text, primary_key=True) for k in _ENERGY_KEY),
+    Column("source", Text, primary_key=True),  # measured | estimated
+    _count("attempts"),
+    _count("input_tokens"),
+    _count("output_tokens"),
+    _count("cache_read_tokens"),
+    _count("energy_mj"),
+)
+
+cache_window = Table(
+    "cache_window",
+    metadata,
+    Column("window_start", TS, primary_key=True),
+    Column("tenant", Text, primary_key=True),
+    Column("route", Text, primary_key=True),
+    Column("layer", Text, primary_key=True),
+    _count("hits"),
+    _count("misses"),
+    _count("hit_tokens"),
+    _count("miss_tokens"),
+    _count("inserts"),
+)
+
+cache_eviction_window = Table(
+    "cache_eviction_window",
+    metadata,
+    Column("window_start", TS, primary_key=True),
+    Column("evicting_tenant", Text, primary_key=True),
+    Column("evicted_tenant", Text, primary_key=True),
+    Column("layer", Text, primary_key=True),
+    _count("evictions"),
+    _count("evicted_tokens"),
+)

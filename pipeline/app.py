@@ -16,6 +16,10 @@ from pipeline.settings import Settings
 class Topics:
     usage: Any
     usage_dlq: Any
+    telemetry: Any
+    telemetry_dlq: Any
+    cache: Any
+    cache_dlq: Any
 
 
 def build_app(settings: Settings, kafka_url: str) -> tuple[faust.App, Topics]:
@@ -54,7 +58,13 @@ def build_app(settings: Settings, kafka_url: str) -> tuple[faust.App, Topics]:
             partitions=settings.partitions,
         )
 
+    t, c = settings.telemetry_topic, settings.cache_topic
     topics = Topics(
-        usage=raw_topic(settings.usage_topic), usage_dlq=raw_topic(settings.usage_dlq_topic)
+        usage=raw_topic(settings.usage_topic),
+        usage_dlq=raw_topic(settings.usage_dlq_topic),
+        telemetry=raw_topic(t),
+        telemetry_dlq=raw_topic(f"{t}-dlq"),
+        cache=raw_topic(c),
+        cache_dlq=raw_topic(f"{c}-dlq"),
     )
     return app, topics

@@ -224,16 +224,3 @@ def _group(
         s[3] += a.cache_read_tokens
         s[4] += mj
     return [Share(w, node, key, *values) for key, values in sums.items()]
-
-
-def batch_bucket(batch_size: int | None) -> str:
-    if batch_size is None:
-        return "unknown"
-    for upper, label in ((1, "1"), (4, "2-4"), (16, "5-16"), (64, "17-64")):
-        if batch_size <= upper:
-            return label
-    return "65+"
-
-
-def cache_state(cache_read_tokens: int, response_cache_hit: bool | None) -> str:
-    return "hit" if cache_read_tokens > 0 or response_cache_hit else "miss"

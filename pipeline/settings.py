@@ -23,6 +23,9 @@ class Settings(BaseSettings):
     partitions: int = Field(default=6, ge=1)
     usage_topic: str = "usage"
     usage_dlq_topic: str = "usage-dlq"
+    # Co-partitioned with usage (same key, node_id; same partition count).
+    telemetry_topic: str = "gpu-telemetry"
+    cache_topic: str = "cache-events"
     group_id: str = "finops-spend"
 
     # Messages per stream batch, and the wait that closes a partial batch.
@@ -38,6 +41,16 @@ class Settings(BaseSettings):
     max_future_s: float = Field(default=300, ge=0)
     # On SIGTERM, how long batches already taken may take to commit.
     shutdown_grace_s: float = Field(default=10, ge=0)
+
+    # A node-window's energy is split once its telemetry has covered it, or
+    # this long after it ended.
+    energy_finalize_after_s: float = Field(default=300, ge=0)
+
+    @property
+    def side_topics(self) -> tuple[str, ...]:
+        """The joined topics and their dead-letter topics."""
+        t, c = self.telemetry_topic, self.cache_topic
+        return (t, f"{t}-dlq", c, f"{c}-dlq")
 
     def admission(self, now: datetime) -> Admission:
         return Admission(

@@ -23,13 +23,9 @@ lose it. Each retry is logged and counted in ``faults``.
 
 from __future__ import annotations
 
-import asyncio
 import logging
 from collections import Counter, defaultdict
-from collections.abc import Awaitable, Callable, Sequence
-from contextlib import suppress
 from dataclasses import dataclass
-from typing import TypeVar
 
 import polars as pl
 import psycopg
@@ -37,6 +33,14 @@ from psycopg import AsyncConnection
 
 from models.prices import PriceBook, PriceEntry
 from pipeline.dead_letter import DeadLetter
+from pipeline.energy_usage import (
+    ENERGY_KEY,
+    TOKEN_SUMS,
+    Coefficients,
+    estimated_energy,
+    usage_weights,
+)
+from pipeline.offset_sink import FENCED, OffsetSink
 from pipeline.recent_keys import RecentKeys
 from pipeline.spend_batch import (
     CONFLICT,
@@ -48,7 +52,6 @@ from pipeline.spend_batch import (
 from pipeline.spend_windows import COUNTERS, KEY, SpendWindow, with_window
 
 log = logging.getLogger(__name__)
-T = TypeVar("T")
 
 SINK = "spend"
 
@@ -58,6 +61,10 @@ CREATE TEMP TABLE IF NOT EXISTS stage_event (
     fingerprint uuid NOT NULL
 ) ON COMMIT DELETE ROWS;
 CREATE TEMP TABLE IF NOT EXISTS stage_window (LIKE spend_window INCLUDING DEFAULTS)
+    ON COMMIT DELETE ROWS;
+CREATE TEMP TABLE IF NOT EXISTS stage_energy_usage (LIKE energy_usage INCLUDING DEFAULTS)
+    ON COMMIT DELETE ROWS;
+CREATE TEMP TABLE IF NOT EXISTS stage_energy_window (LIKE energy_window INCLUDING DEFAULTS)
     ON COMMIT DELETE ROWS;
 """
 
@@ -82,20 +89,6 @@ WITH marked AS MATERIALIZED (
 )
 SELECT idx, coalesce(seen_fp = fingerprint, true) FROM marked WHERE dup
 """
-# A partition's next owner bumps its epoch. lock_timeout: a zombie frozen in
-# the middle of its transaction holds the row until the server's idle timeout
-# ends that transaction; the claim waits in short steps meanwhile.
-_CLAIM = """
-INSERT INTO sink_offset AS o (sink, topic, partition, next_offset, owner_epoch)
-SELECT %s, %s, p, 0, 1 FROM unnest(%s::int[]) AS p
-ON CONFLICT (sink, topic, partition) DO UPDATE SET owner_epoch = o.owner_epoch + 1
-RETURNING partition, owner_epoch
-"""
-# Postgres ends a transaction left idle this long, releasing a frozen
-# worker's row locks; far above any healthy gap between statements.
-_SESSION_SETUP = "SET idle_in_transaction_session_timeout = '20s'"
-_FENCED = 1 << 62  # an offset floor no message reaches
-
 _MERGE_WINDOWS = (
     f"INSERT INTO spend_window ({', '.join((*KEY, *COUNTERS))}) "
     f"SELECT {', '.join((*KEY, *COUNTERS))} FROM stage_window "
@@ -103,6 +96,29 @@ _MERGE_WINDOWS = (
     + ", ".join(f"{c} = spend_window.{c} + excluded.{c}" for c in COUNTERS)
     + ", updated_at = now()"
 )
+
+_USAGE_COLS = ("window_start", "node_id", *ENERGY_KEY)
+_ESTIMATE_COLS = (*_USAGE_COLS, "source")
+
+
+def _merge(table: str, key: tuple[str, ...], sums: tuple[str, ...]) -> str:
+    cols = ", ".join((*key, *sums))
+    return (
+        f"INSERT INTO {table} ({cols}) SELECT {cols} FROM stage_{table} "
+        f"ON CONFLICT ({', '.join(key)}) DO UPDATE SET "
+        + ", ".join(f"{c} = {table}.{c} + excluded.{c}" for c in sums)
+    )
+
+
+_MERGE_USAGE = _merge("energy_usage", _USAGE_COLS, ("attempts", *TOKEN_SUMS, "weight"))
+_MERGE_ESTIMATES = _merge("energy_window", _ESTIMATE_COLS, ("attempts", *TOKEN_SUMS, "energy_mj"))
+# Usage that reaches an already split node-window (late) makes the finalizer
+# split it again, so the late attempts get their share: an adjustment.
+_REOPEN = """
+UPDATE node_energy_window n SET final = false
+FROM (SELECT DISTINCT window_start, node_id FROM stage_energy_usage) s
+WHERE n.final AND n.window_start = s.window_start AND n.node_id = s.node_id
+"""
 
 _UNPRICED_COLS = (
     "event_key",
@@ -148,37 +164,15 @@ def _csv(frame: pl.DataFrame) -> str:
     return frame.write_csv(include_header=False, datetime_format="%Y-%m-%dT%H:%M:%S%.6f%z")
 
 
-class SpendSink:
+class SpendSink(OffsetSink):
+    stage_ddl = _STAGE_DDL
+
     def __init__(
         self, database_url: str, topic: str, *, sink: str = SINK, recent_keys: int = 1_000_000
     ) -> None:
-        self._url = database_url
-        self._topic = topic
-        self._sink = sink
-        self._conn: AsyncConnection[tuple[object, ...]] | None = None
-        # One connection, one transaction at a time: callers in other tasks
-        # (the drain watcher, the price-book refresh) wait their turn instead
-        # of interleaving statements of two transactions.
-        self._lock = asyncio.Lock()
+        super().__init__(database_url, topic, sink)
         self._recent = RecentKeys(recent_keys)
-        self._epochs: dict[int, int] = {}  # partition -> the epoch we claimed
-        self.faults: Counter[str] = Counter()
-
-    async def _connection(self) -> AsyncConnection[tuple[object, ...]]:
-        if self._conn is None or self._conn.closed:
-            conn = await psycopg.AsyncConnection.connect(
-                self._url, autocommit=False, connect_timeout=10
-            )
-            async with conn.transaction():
-                await conn.execute(_SESSION_SETUP)
-                await conn.execute(_STAGE_DDL)
-            self._conn = conn
-        return self._conn
-
-    async def close(self) -> None:
-        if self._conn is not None:
-            await self._conn.close()
-            self._conn = None
+        self._coefficients = Coefficients.default()
 
     async def price_book(self) -> tuple[PriceBook, int]:
         """The whole price book and its revision (the highest entry id)."""
@@ -218,66 +212,8 @@ class SpendSink:
 
         return await self._retrying(query)
 
-    async def caught_up(self, targets: dict[int, int]) -> bool:
-        """Whether every partition has been applied up to its target end offset."""
-
-        async def query() -> bool:
-            conn = await self._connection()
-            async with conn.transaction():
-                cur = await conn.execute(
-                    "SELECT partition, next_offset FROM sink_offset WHERE sink = %s AND topic = %s",
-                    (self._sink, self._topic),
-                )
-                done = {int(p): int(o) for p, o in await cur.fetchall()}  # type: ignore[call-overload]
-            return all(done.get(p, 0) >= end for p, end in targets.items())
-
-        result: bool = await self._retrying(query)
-        return result
-
     async def apply(self, batch: PreparedBatch, book: PriceBook) -> Applied:
         return await self._retrying(lambda: self._apply_once(batch, book))
-
-    async def claim(self, partitions: Sequence[int]) -> dict[int, int]:
-        """Take ownership of ``partitions``: bump their epochs, so a batch of
-        any previous owner still in flight is fenced off, and remember ours."""
-        if not partitions:
-            return {}
-
-        async def once() -> dict[int, int]:
-            conn = await self._connection()
-            async with conn.transaction():
-                await conn.execute("SET LOCAL lock_timeout = '2s'")
-                cur = await conn.execute(_CLAIM, (self._sink, self._topic, sorted(partitions)))
-                return {int(p): int(e) for p, e in await cur.fetchall()}  # type: ignore[call-overload]
-
-        epochs = await self._retrying(once)
-        self._epochs.update(epochs)
-        log.info("claimed partitions %s (epochs %s)", sorted(epochs), epochs)
-        return epochs
-
-    async def _retrying(self, op: Callable[[], Awaitable[T]]) -> T:
-        delay = 0.1
-        while True:
-            try:
-                async with self._lock:
-                    return await op()
-            except (psycopg.OperationalError, psycopg.InterfaceError) as exc:
-                self.faults["postgres_unavailable"] += 1
-                log.warning("fault postgres_unavailable (%s); retrying in %.1fs", exc, delay)
-            except psycopg.Error as exc:
-                # Not a connection problem: still never ack what was not written.
-                self.faults["sink_error"] += 1
-                log.error("fault sink_error (%r); retrying in %.1fs", exc, delay)
-            async with self._lock:
-                await self._discard_connection()
-            await asyncio.sleep(delay)
-            delay = min(delay * 2, 10.0)
-
-    async def _discard_connection(self) -> None:
-        if self._conn is not None:
-            with suppress(psycopg.Error):
-                await self._conn.close()
-            self._conn = None
 
     async def _apply_once(self, batch: PreparedBatch, book: PriceBook) -> Applied:
         conn = await self._connection()
@@ -290,7 +226,7 @@ class SpendSink:
                     "fault fenced: partitions %s belong to a newer owner; not applying them",
                     fenced,
                 )
-            floor = {p: _FENCED if p in fenced else rows[p][0] for p in batch.partitions}
+            floor = {p: FENCED if p in fenced else rows[p][0] for p in batch.partitions}
             fresh = [p for p in batch.partitions if batch.last_offsets[p] >= floor[p]]
             if not fresh:
                 return Applied(fenced=fenced)  # every message was applied before, or not ours
@@ -316,6 +252,7 @@ class SpendSink:
                     "fault conflict: %d events re-used a key with another payload", conflicts
                 )
             await self._write_windows(conn, windows)
+            await self._write_energy(conn, kept)
             await self._write_unpriced(conn, kept.filter(pl.col("price_id").is_null()))
             await self._write_dead(conn, dead)
             duplicates = batch.duplicates + count_by_partition(events.filter(is_dup))
@@ -331,27 +268,6 @@ class SpendSink:
             conflicts=conflicts,
             fenced=fenced,
         )
-
-    async def _lock_offsets(
-        self, conn: AsyncConnection[tuple[object, ...]], partitions: Sequence[int]
-    ) -> dict[int, tuple[int, int]]:
-        """partition -> (next offset, owner epoch), rows locked until COMMIT."""
-        async with conn.cursor() as cur:
-            await cur.executemany(
-                "INSERT INTO sink_offset (sink, topic, partition, next_offset)"
-                " VALUES (%s, %s, %s, 0) ON CONFLICT DO NOTHING",
-                [(self._sink, self._topic, p) for p in partitions],
-            )
-        cur = await conn.execute(
-            "SELECT partition, next_offset, owner_epoch FROM sink_offset"
-            " WHERE sink = %s AND topic = %s AND partition = ANY(%s)"
-            " ORDER BY partition FOR UPDATE",
-            (self._sink, self._topic, list(partitions)),
-        )
-        return {
-            int(p): (int(o), int(e))  # type: ignore[call-overload]
-            for p, o, e in await cur.fetchall()
-        }
 
     async def _dedup(
         self, conn: AsyncConnection[tuple[object, ...]], unique: pl.DataFrame
@@ -409,6 +325,36 @@ class SpendSink:
                     await copy.write_row([getattr(w, c) for c in cols])
             await cur.execute(_MERGE_WINDOWS)
 
+    async def _write_energy(
+        self, conn: AsyncConnection[tuple[object, ...]], kept: pl.DataFrame
+    ) -> None:
+        usage = usage_weights(kept)
+        estimates = estimated_energy(kept, self._coefficients)
+        async with conn.cursor() as cur:
+            for frame, table, cols, merge in (
+                (
+                    usage,
+                    "energy_usage",
+                    (*_USAGE_COLS, "attempts", *TOKEN_SUMS, "weight"),
+                    _MERGE_USAGE,
+                ),
+                (
+                    estimates,
+                    "energy_window",
+                    (*_ESTIMATE_COLS, "attempts", *TOKEN_SUMS, "energy_mj"),
+                    _MERGE_ESTIMATES,
+                ),
+            ):
+                if frame.is_empty():
+                    continue
+                async with cur.copy(
+                    f"COPY stage_{table} ({', '.join(cols)}) FROM STDIN (FORMAT csv)"
+                ) as copy:
+                    await copy.write(_csv(frame.select(cols)))
+                await cur.execute(merge)
+            if not usage.is_empty():
+                await cur.execute(_REOPEN)
+
     async def _write_unpriced(
         self, conn: AsyncConnection[tuple[object, ...]], unpriced: pl.DataFrame
     ) -> None:
@@ -426,18 +372,6 @@ class SpendSink:
                 + ", ".join(["%s"] * (len(_UNPRICED_COLS) - 1))
                 + ") ON CONFLICT DO NOTHING",
                 rows.rows(),
-            )
-
-    async def _write_dead(
-        self, conn: AsyncConnection[tuple[object, ...]], dead: list[DeadLetter]
-    ) -> None:
-        if not dead:
-            return
-        async with conn.cursor() as cur:
-            await cur.executemany(
-                'INSERT INTO dead_letter (topic, partition, "offset", line, reason, raw)'
-                " VALUES (%s, %s, %s, %s, %s, %s) ON CONFLICT DO NOTHING",
-                [(self._topic, d.partition, d.offset, d.line, d.reason, d.raw) for d in dead],
             )
 
     async def _advance(

@@ -13,18 +13,24 @@ import os
 import signal
 import time
 from collections.abc import Callable
+from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
 import faust
 
 from pipeline.app import build_app
+from pipeline.cache_sink import CacheSink
 from pipeline.db import engine
+from pipeline.energy_finalizer import EnergyFinalizer
 from pipeline.kafka import end_offsets, ensure_topics
+from pipeline.offset_sink import OffsetSink
 from pipeline.price_store import reprice
 from pipeline.settings import Settings
+from pipeline.side_agents import attach_line_agent
 from pipeline.spend_agent import AgentStats, PriceBookCache, attach_spend_agent, stats_json
 from pipeline.spend_sink import SpendSink
+from pipeline.telemetry_sink import TelemetrySink
 
 log = logging.getLogger(__name__)
 
@@ -60,8 +66,13 @@ def run_worker(
 ) -> int:
     topic = settings.usage_topic
     settings.home.mkdir(parents=True, exist_ok=True)  # faust keeps its data dir there
-    asyncio.run(ensure_topics(kafka_url, [topic, settings.usage_dlq_topic], settings.partitions))
-    targets = asyncio.run(end_offsets(kafka_url, topic)) if drain else {}
+    asyncio.run(
+        ensure_topics(
+            kafka_url, [topic, settings.usage_dlq_topic, *settings.side_topics], settings.partitions
+        )
+    )
+    joined = (topic, settings.telemetry_topic, settings.cache_topic)
+    targets = {t: asyncio.run(end_offsets(kafka_url, t)) for t in joined} if drain else {}
 
     # asyncio.run() above leaves no current loop; faust and mode want one.
     asyncio.set_event_loop(asyncio.new_event_loop())
@@ -78,13 +89,24 @@ def run_worker(
     prices_reader = SpendSink(database_url, topic)
     prices = PriceBookCache(prices_reader, reprice_now)
     attach_spend_agent(app, topics, settings, sink, prices, stats, crash_hook())
+    telemetry = TelemetrySink(database_url, settings.telemetry_topic)
+    cache = CacheSink(database_url, settings.cache_topic)
+    attach_line_agent(app, "telemetry", topics.telemetry, topics.telemetry_dlq, telemetry, settings)
+    attach_line_agent(app, "cache", topics.cache, topics.cache_dlq, cache, settings)
+    sinks: list[OffsetSink] = [sink, telemetry, cache]
+    finalizer = EnergyFinalizer(database_url, timedelta(seconds=settings.energy_finalize_after_s))
 
     @app.on_partitions_assigned.connect
     async def claim(sender: Any, /, *args: Any, signal: Any, **kwargs: Any) -> None:
         # Runs while the new partitions are still paused, before any of their
         # messages is processed: from now on a previous owner is fenced.
         (assigned,) = args
-        await sink.claim([tp.partition for tp in assigned if tp.topic == topic])
+        for s in sinks:
+            await s.claim([tp.partition for tp in assigned if tp.topic == s.topic])
+
+    @app.timer(interval=5.0)  # type: ignore[untyped-decorator]
+    async def split_energy() -> None:
+        await finalizer.run()
 
     worker = faust.Worker(app, loglevel=loglevel, quiet=True, redirect_stdouts=False)
 
@@ -94,14 +116,24 @@ def run_worker(
 
     stopping: set[asyncio.Future[None]] = set()
     if drain:
-        # Its own connection, so polling never waits behind a commit.
-        progress = SpendSink(database_url, topic)
+        # Own connections, so polling never waits behind a commit.
+        watched = [
+            (SpendSink(database_url, topic), targets[topic]),
+            (TelemetrySink(database_url, settings.telemetry_topic), targets[telemetry.topic]),
+            (CacheSink(database_url, settings.cache_topic), targets[cache.topic]),
+        ]
 
         @app.task  # type: ignore[untyped-decorator]
         async def watch_drain() -> None:
-            while not await progress.caught_up(targets):
-                await asyncio.sleep(0.2)
-            log.info("drained %s", targets)
+            for progress, targets in watched:
+                while not await progress.caught_up(targets):
+                    await asyncio.sleep(0.2)
+            # A drain is a backfill: no more telemetry will come, so split
+            # every window now rather than after the timeout.
+            backfill = EnergyFinalizer(database_url, timedelta(0))
+            while await backfill.run():
+                pass
+            log.info("drained %s", [t for _, t in watched])
             stats.last_commit_at = stats.last_commit_at or time.time()
             write_stats()
             stopping.add(asyncio.ensure_future(worker.stop()))

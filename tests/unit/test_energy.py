@@ -14,7 +14,6 @@ from pipeline.energy import (
     Sample,
     Weights,
     attribute,
-    batch_bucket,
     largest_remainder,
     split_by_window,
 )
@@ -92,19 +91,6 @@ def test_a_gap_is_unmeasured_and_marked() -> None:
 def test_energy_across_a_window_boundary_is_split_by_time() -> None:
     parts = split_by_window(T0 + timedelta(seconds=50), T0 + timedelta(seconds=70), 1000)
     assert parts == [(T0, 500), (T0 + timedelta(minutes=1), 500)]
-
-
-def test_batch_buckets() -> None:
-    assert [batch_bucket(b) for b in (None, 1, 2, 4, 5, 16, 64, 65)] == [
-        "unknown",
-        "1",
-        "2-4",
-        "2-4",
-        "5-16",
-        "5-16",
-        "17-64",
-        "65+",
-    ]
 
 
 @given(st.integers(0, 10**12), st.lists(st.integers(0, 10**6), min_size=1, max_size=20))
