@@ -113,6 +113,8 @@ def pipeline_drain(settings: Settings, services: Services, topic: str, database_
             "FINOPS_DATABASE_URL": database_url,
             "FINOPS_USAGE_TOPIC": topic,
             "FINOPS_USAGE_DLQ_TOPIC": f"{topic}-dlq",
+            "FINOPS_TELEMETRY_TOPIC": f"{topic}-telemetry",
+            "FINOPS_CACHE_TOPIC": f"{topic}-cache",
             "FINOPS_GROUP_ID": f"bench-{uuid.uuid4().hex[:8]}",
             "FINOPS_PARTITIONS": str(settings.partitions),
         }

@@ -204,7 +204,9 @@ def _publish(
     total: int | None,
     per_message: int,
     label: str,
+    topic: str | None = None,
 ) -> None:
+    topic = topic or settings.usage_topic
     from pipeline.kafka import ensure_topics
     from pipeline.producer import BatchingPublisher
 
@@ -219,7 +221,7 @@ def _publish(
         task = progress.add_task(label, total=total)
         publisher = BatchingPublisher(
             services.kafka_url,
-            settings.usage_topic,
+            topic,
             events_per_message=per_message,
             max_message_bytes=settings.max_message_bytes,
             on_progress=lambda n: progress.update(task, completed=n),
@@ -228,7 +230,7 @@ def _publish(
         async def run() -> object:
             await ensure_topics(
                 services.kafka_url,
-                [settings.usage_topic, settings.usage_dlq_topic],
+                [settings.usage_topic, settings.usage_dlq_topic, *settings.side_topics],
                 settings.partitions,
             )
             return await publisher.publish(lines)  # type: ignore[arg-type]
@@ -236,7 +238,7 @@ def _publish(
         published = asyncio.run(run())
     console.print(
         f"published {published.events} events in {published.messages} messages "  # type: ignore[attr-defined]
-        f"to '{settings.usage_topic}'"
+        f"to '{topic}'"
     )
 
 
@@ -247,8 +249,11 @@ def replay(
         int | None,
         typer.Option(help="events per message (default: batched, FINOPS_EVENTS_PER_MESSAGE)"),
     ] = None,
+    topic: Annotated[
+        str | None, typer.Option(help="default: the usage topic; or gpu-telemetry, cache-events")
+    ] = None,
 ) -> None:
-    """Publish a JSONL file to the usage topic, bad lines included as they are."""
+    """Publish a JSONL file to a topic (usage by default), bad lines included as they are."""
     settings, services = _services()
     total = sum(1 for line in file.open("rb") if line.strip())
 
@@ -260,7 +265,13 @@ def replay(
                     yield line
 
     _publish(
-        services, settings, lines(), total, per_message or settings.events_per_message, "replay"
+        services,
+        settings,
+        lines(),
+        total,
+        per_message or settings.events_per_message,
+        "replay",
+        topic,
     )
 
 

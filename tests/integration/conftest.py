@@ -47,6 +47,8 @@ class Env:
             "FINOPS_DATABASE_URL": self.database_url,
             "FINOPS_USAGE_TOPIC": self.topic,
             "FINOPS_USAGE_DLQ_TOPIC": f"{self.topic}-dlq",
+            "FINOPS_TELEMETRY_TOPIC": f"{self.topic}-telemetry",
+            "FINOPS_CACHE_TOPIC": f"{self.topic}-cache",
             "FINOPS_GROUP_ID": f"g-{self.topic}",
             "FINOPS_PARTITIONS": "3",
             "FINOPS_HOME": str(self.home),

@@ -1,0 +1,150 @@
+"""The energy and cache join, end to end through the CLI: usage, GPU
+telemetry and cache events on their co-partitioned topics, drained by a real
+worker, split to the millijoule; late usage re-splits the window."""
+
+from __future__ import annotations
+
+import json
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from tests.factories import event
+from tests.integration.conftest import Env
+
+pytestmark = pytest.mark.integration
+
+W = (datetime.now(UTC) - timedelta(hours=1)).replace(second=0, microsecond=0)
+
+
+def _ts(seconds: float) -> str:
+    return (W + timedelta(seconds=seconds)).isoformat().replace("+00:00", "Z")
+
+
+def _write(path: Path, rows: list[dict[str, Any]]) -> str:
+    path.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    return str(path)
+
+
+def _usage(tenant: str, out: int, inp: int, cached: int, **kw: Any) -> dict[str, Any]:
+    return event(
+        event_id=f"{tenant}-{out}",
+        tenant=tenant,
+        ts=_ts(10),
+        node_id="gpu-a1",
+        model="qwen3-32b",
+        provider="self-hosted",
+        output_tokens=out,
+        input_tokens=inp,
+        cache_read_tokens=cached,
+        **kw,
+    )
+
+
+def test_energy_is_split_exactly_and_late_usage_is_an_adjustment(env: Env, tmp_path: Path) -> None:
+    env.finops("db", "upgrade")
+    env.finops("prices", "load", "models/data/default_prices.csv")
+    usage = [
+        _usage("acme", 500, 4000, 3000),
+        _usage("globex", 100, 1000, 0),
+        event(event_id="ext", ts=_ts(20), input_tokens=1000, output_tokens=100),  # anthropic
+    ]
+    # 700 W from W-5 s to W+65 s, a sample every 5 s, with the energy counter.
+    telemetry = [
+        {
+            "node_id": "gpu-a1",
+            "gpu": "0",
+            "ts": _ts(s),
+            "power_w": 700.0,
+            "energy_mj": 10**9 + 700 * 1000 * (s + 5),
+        }
+        for s in range(-5, 66, 5)
+    ]
+    cache = [
+        {
+            "node_id": "gpu-a1",
+            "ts": _ts(5),
+            "tenant": "acme",
+            "route": "/v1/chat",
+            "layer": "prefix",
+            "op": op,
+            "tokens": n,
+        }
+        for op, n in (("hit", 3000), ("hit", 1000), ("miss", 4000))
+    ] + [
+        {
+            "node_id": "gpu-a1",
+            "ts": _ts(7),
+            "tenant": "launch",
+            "route": "/v1/chat",
+            "layer": "prefix",
+            "op": "evict",
+            "tokens": 2500,
+            "owner_tenant": "acme",
+        },
+        {
+            "node_id": "gpu-a1",
+            "ts": _ts(8),
+            "tenant": "launch",
+            "route": "/v1/chat",
+            "layer": "prefix",
+            "op": "evict",
+        },  # no owner: dead-lettered
+    ]
+    env.finops("replay", _write(tmp_path / "u.jsonl", usage))
+    env.finops(
+        "replay", "--topic", f"{env.topic}-telemetry", _write(tmp_path / "t.jsonl", telemetry)
+    )
+    env.finops("replay", "--topic", f"{env.topic}-cache", _write(tmp_path / "c.jsonl", cache))
+    env.finops("worker", "--drain")
+
+    nodes = env.query(
+        "SELECT window_start, measured_mj, attributed_mj, idle_mj, final, splits"
+        " FROM node_energy_window WHERE node_id = 'gpu-a1' ORDER BY 1"
+    )
+    by_window = {r[0]: r[1:] for r in nodes}
+    assert by_window[W] == (42_000_000, 42_000_000, 0, True, 1)
+    assert by_window[W - timedelta(minutes=1)] == (3_500_000, 0, 3_500_000, True, 1)  # idle
+    shares = dict(
+        env.query(
+            "SELECT tenant, energy_mj FROM energy_window"
+            " WHERE source = 'measured' AND window_start = %s",
+            (W,),
+        )
+    )
+    assert shares == {"acme": 32_033_898, "globex": 9_966_102}  # tests/unit/test_energy.py
+    # External API: estimated from the coefficient table, kept apart.
+    assert env.query("SELECT energy_mj FROM energy_window WHERE source = 'estimated'") == [
+        (40 * 1000 + 400 * 100,)
+    ]
+    assert env.query("SELECT hits, misses, hit_tokens, miss_tokens FROM cache_window") == [
+        (2, 1, 4000, 4000)
+    ]
+    assert env.query(
+        "SELECT evicting_tenant, evicted_tenant, evictions, evicted_tokens"
+        " FROM cache_eviction_window"
+    ) == [("launch", "acme", 1, 2500)]
+    assert env.query(
+        "SELECT count(*) FROM dead_letter WHERE topic = %s", (f"{env.topic}-cache",)
+    ) == [(1,)]
+
+    # Usage for the window arrives after it was split: split again, exactly.
+    env.finops("replay", _write(tmp_path / "late.jsonl", [_usage("late", 300, 600, 0)]))
+    env.finops("worker", "--drain")
+    ((measured, attributed, splits),) = env.query(
+        "SELECT measured_mj, attributed_mj, splits FROM node_energy_window"
+        " WHERE node_id = 'gpu-a1' AND window_start = %s",
+        (W,),
+    )
+    assert (measured, attributed, splits) == (42_000_000, 42_000_000, 2)
+    after = dict(
+        env.query(
+            "SELECT tenant, energy_mj FROM energy_window"
+            " WHERE source = 'measured' AND window_start = %s",
+            (W,),
+        )
+    )
+    assert sum(after.values()) == 42_000_000 and after["late"] > 0
+    assert after["acme"] < shares["acme"]
