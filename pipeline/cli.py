@@ -24,6 +24,7 @@ from models.money import to_cents
 from pipeline import db, embedded
 from pipeline.services import Services, resolve
 from pipeline.settings import Settings
+from pipeline.simulate import SimConfig
 
 app = typer.Typer(
     help="LLM FinOps pipeline: usage events in, exact priced windows out.",
@@ -282,16 +283,53 @@ def simulate(
     seed: int = 7,
     start: Annotated[str | None, typer.Option(help="RFC 3339; default: duration ago")] = None,
     per_message: Annotated[int | None, typer.Option(help="events per message")] = None,
+    incident: Annotated[str | None, typer.Option(help="cache-thrash")] = None,
+    side: Annotated[
+        bool, typer.Option(help="also GPU telemetry and cache events on their topics")
+    ] = True,
 ) -> None:
-    """Publish realistic, seeded traffic to the usage topic."""
-    from pipeline.simulate import SimConfig, lines
+    """Publish realistic, seeded traffic: usage, and GPU telemetry and cache events."""
+    from pipeline.simulate import INCIDENTS, SimConfig
 
+    if incident is not None and incident not in INCIDENTS:
+        raise typer.BadParameter(f"choose from {', '.join(INCIDENTS)}", param_hint="--incident")
     settings, services = _services()
     begin = parse_time(start) if start else datetime.now(UTC) - timedelta(seconds=duration)
-    cfg = SimConfig(start=begin, duration_s=duration, rate=rate, seed=seed)
+    cfg = SimConfig(start=begin, duration_s=duration, rate=rate, seed=seed, incident=incident)
+    publish_simulation(services, settings, cfg, per_message or settings.events_per_message, side)
+
+
+def publish_simulation(
+    services: Services, settings: Settings, cfg: SimConfig, per_message: int, side: bool
+) -> None:
+    from pipeline import simulate_side
+    from pipeline.simulate import generate
+
+    events = list(generate(cfg))
     _publish(
-        services, settings, lines(cfg), None, per_message or settings.events_per_message, "simulate"
+        services, settings, simulate_side.lines(iter(events)), len(events), per_message, "usage"
     )
+    if side:
+        telemetry = list(simulate_side.telemetry(events, cfg))
+        _publish(
+            services,
+            settings,
+            simulate_side.lines(iter(telemetry)),
+            len(telemetry),
+            per_message,
+            "telemetry",
+            settings.telemetry_topic,
+        )
+        cache = list(simulate_side.cache_events(events, cfg))
+        _publish(
+            services,
+            settings,
+            simulate_side.lines(iter(cache)),
+            len(cache),
+            per_message,
+            "cache",
+            settings.cache_topic,
+        )
 
 
 # --- processing ----------------------------------------------------------------
@@ -447,7 +485,7 @@ def demo(
 ) -> None:
     """The whole system in one command: services, schema, prices, an hour of traffic, drain."""
     from pipeline.price_store import load_entries
-    from pipeline.simulate import SimConfig, lines
+    from pipeline.simulate import SimConfig
 
     settings, services = _services()
     console.rule("finops demo")
@@ -460,7 +498,7 @@ def demo(
     # One seed per hour: re-running the demo within the hour re-sends the same
     # events, which the pipeline counts once.
     cfg = SimConfig(start=start, duration_s=3600, rate=rate, seed=int(start.timestamp()) // 3600)
-    _publish(services, settings, lines(cfg), None, settings.events_per_message, "simulate")
+    publish_simulation(services, settings, cfg, settings.events_per_message, side=True)
     drain_with_progress(settings, services)
     print_spend(services, start, now, ("tenant",))
     console.print(
@@ -480,6 +518,96 @@ def bench(
 
     settings, services = _services()
     run_bench(settings, services, events, tuple(s.strip() for s in shapes.split(",")), console)
+
+
+_ALL_TIME = (datetime(1970, 1, 1, tzinfo=UTC), datetime(9999, 1, 1, tzinfo=UTC))
+
+
+def _range(from_: str | None, to: str | None) -> tuple[datetime, datetime]:
+    return (
+        parse_time(from_) if from_ else _ALL_TIME[0],
+        parse_time(to) if to else _ALL_TIME[1],
+    )
+
+
+@app.command("energy")
+def energy_cmd(
+    by: Annotated[
+        str, typer.Option(help="comma list of model,batch_bucket,cache_state,tenant,route,feature")
+    ] = "model",
+    from_: Annotated[str | None, typer.Option("--from", help="RFC 3339 or date")] = None,
+    to: Annotated[str | None, typer.Option(help="RFC 3339 or date (exclusive)")] = None,
+) -> None:
+    """Tokens per joule and Wh per 1k tokens; measured and estimated apart."""
+    from reports.energy import energy, node_totals
+
+    _, services = _services()
+    start, end = _range(from_, to)
+    dims = tuple(d.strip() for d in by.split(",") if d.strip())
+    engine = db.engine(services.database_url)
+    try:
+        rows = energy(engine, start, end, dims)
+    except ValueError as exc:
+        console.print(f"[red]{exc}[/]")
+        raise typer.Exit(2) from exc
+    nodes = node_totals(engine, start, end)
+    table = Table(title="Energy per token", title_justify="left")
+    for col in (*dims, "source", "attempts", "tokens", "energy kWh", "tokens/J", "Wh/1k tok"):
+        table.add_column(col, justify="left" if col in (*dims, "source") else "right")
+    for r in rows:
+        tpj, wh = r.tokens_per_joule, r.wh_per_1k_tokens
+        table.add_row(
+            *r.key,
+            r.source,
+            f"{r.attempts:,}",
+            f"{r.tokens:,}",
+            f"{r.energy_mj / 3.6e9:.4f}",
+            f"{tpj:.3f}" if tpj is not None else "-",
+            f"{wh:.4f}" if wh is not None else "-",
+        )
+    console.print(table)
+    console.print(
+        f"measured {nodes.measured_mj / 3.6e9:.4f} kWh = attributed "
+        f"{nodes.attributed_mj / 3.6e9:.4f} + idle {nodes.idle_mj / 3.6e9:.4f};"
+        f" {nodes.open_windows} node-windows not yet split;"
+        f" {nodes.unmeasured_ms / 1000:.0f} s without telemetry"
+    )
+
+
+@app.command("cache")
+def cache_cmd(
+    from_: Annotated[str | None, typer.Option("--from", help="RFC 3339 or date")] = None,
+    to: Annotated[str | None, typer.Option(help="RFC 3339 or date (exclusive)")] = None,
+    minutes: Annotated[int, typer.Option(help="time bucket")] = 10,
+) -> None:
+    """Shared-cache hit rate over time, per tenant, and the top evictors."""
+    from reports.cache import evictors, hit_rates
+
+    _, services = _services()
+    start, end = _range(from_, to)
+    engine = db.engine(services.database_url)
+    table = Table(title="Shared cache hit rate (requests)", title_justify="left")
+    for col in ("from", "layer", "hits", "misses", "hit rate", ""):
+        table.add_column(col, justify="left" if col in ("from", "layer", "") else "right")
+    for r in hit_rates(engine, start, end, minutes, shared=True):
+        rate = r.rate or 0
+        table.add_row(
+            r.bucket.strftime("%Y-%m-%d %H:%M"),
+            r.layer,
+            f"{r.hits:,}",
+            f"{r.misses:,}",
+            f"{float(rate):.0%}",
+            Bar(size=1, begin=0, end=float(rate), width=30),
+        )
+    console.print(table)
+    top = Table(title="Top evictors (of other tenants' entries)", title_justify="left")
+    for col in ("evicting tenant", "evicted tenant", "evictions", "evicted tokens"):
+        top.add_column(col, justify="left" if "tenant" in col else "right")
+    for e in evictors(engine, start, end)[:15]:
+        top.add_row(
+            e.evicting_tenant, e.evicted_tenant, f"{e.evictions:,}", f"{e.evicted_tokens:,}"
+        )
+    console.print(top)
 
 
 @app.command()

@@ -17,9 +17,13 @@ Method (written down here and in the README, next to the numbers):
 3. Per (node, window), the GPUs' energy is summed. If the node served
    attempts in that window, all of it is attributed to them in proportion to
    their weight: decode (output) tokens weigh ``decode``, uncached prefill
-   tokens ``prefill``, cached prefill tokens ``cached`` (defaults 8, 2, 1:
-   decoding is memory-bound and slow per token, a cache hit skips most
-   prefill compute). Shares are floored and the leftover millijoules go to
+   tokens ``prefill``, cached prefill tokens ``cached`` (defaults 100, 10, 1:
+   a decoded token costs about ten prefilled ones, since decoding is
+   memory-bound and runs one token per forward pass; a cached prefix token
+   costs about a tenth of an uncached one), times a factor for the serving batch (``BATCH_FACTORS``:
+   8 unbatched or unknown, 5 for 2-4, 3 for 5-16, 2 above: a forward pass
+   serves the whole batch, so a token in a large batch costs about a quarter
+   of an unbatched one). Shares are floored and the leftover millijoules go to
    the largest remainders (ties by attempt order), so attributed = measured
    exactly. A window with no attempts (or only zero-weight ones) is idle.
 
@@ -36,6 +40,7 @@ from datetime import datetime, timedelta
 from decimal import ROUND_HALF_EVEN, Decimal
 
 WINDOW = timedelta(minutes=1)
+BATCH_FACTORS = {"unknown": 8, "1": 8, "2-4": 5, "5-16": 3, "17-64": 2, "65+": 2}
 _MS = timedelta(milliseconds=1)
 
 
@@ -58,21 +63,32 @@ class Attempt:
     input_tokens: int
     output_tokens: int
     cache_read_tokens: int
+    batch_size: int | None = None
+
+
+def batch_bucket(batch_size: int | None) -> str:
+    if batch_size is None:
+        return "unknown"
+    for upper, label in ((1, "1"), (4, "2-4"), (16, "5-16"), (64, "17-64")):
+        if batch_size <= upper:
+            return label
+    return "65+"
 
 
 @dataclass(frozen=True)
 class Weights:
-    decode: int = 8
-    prefill: int = 2
+    decode: int = 100
+    prefill: int = 10
     cached: int = 1
 
     def of(self, a: Attempt) -> int:
         uncached = a.input_tokens - a.cache_read_tokens
-        return (
+        tokens = (
             self.decode * a.output_tokens
             + self.prefill * uncached
             + self.cached * a.cache_read_tokens
         )
+        return tokens * BATCH_FACTORS[batch_bucket(a.batch_size)]
 
 
 @dataclass(frozen=True)

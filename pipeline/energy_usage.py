@@ -18,7 +18,7 @@ from typing import Final
 
 import polars as pl
 
-from pipeline.energy import Weights
+from pipeline.energy import BATCH_FACTORS, Weights
 
 ENERGY_KEY: Final = ("model", "tenant", "route", "feature", "batch_bucket", "cache_state")
 TOKEN_SUMS: Final = ("input_tokens", "output_tokens", "cache_read_tokens")
@@ -80,9 +80,12 @@ def usage_weights(
             pl.len().alias("attempts"),
             *(pl.col(t).sum() for t in TOKEN_SUMS),
             (
-                weights.decode * pl.col("output_tokens")
-                + weights.prefill * pl.col("_uncached")
-                + weights.cached * pl.col("cache_read_tokens")
+                (
+                    weights.decode * pl.col("output_tokens")
+                    + weights.prefill * pl.col("_uncached")
+                    + weights.cached * pl.col("cache_read_tokens")
+                )
+                * pl.col("batch_bucket").replace_strict(BATCH_FACTORS, return_dtype=pl.Int64())
             )
             .sum()
             .alias("weight"),

@@ -53,7 +53,7 @@ ROUTES: Final = (
         (("claude-4.5-sonnet", 0.6), ("gpt-4o", 0.4)),
         3000,
         400,
-        0.7,
+        0.8,
         False,
         0.0,
         "gpt-4o",
@@ -61,10 +61,10 @@ ROUTES: Final = (
     RouteSpec(
         "/v1/summarize",
         "doc-summary",
-        (("gemini-2.5-pro", 0.5), ("llama-3.3-70b", 0.5)),
+        (("gemini-2.5-pro", 0.4), ("llama-3.3-70b", 0.3), ("qwen3-32b", 0.3)),
         8000,
         600,
-        0.3,
+        0.6,
         False,
         0.25,
         "claude-4.5-sonnet",
@@ -72,10 +72,10 @@ ROUTES: Final = (
     RouteSpec(
         "/v1/extract",
         "invoice-extraction",
-        (("gpt-4o", 0.5), ("qwen3-32b", 0.5)),
+        (("gpt-4o", 0.4), ("qwen3-32b", 0.3), ("llama-3.3-70b", 0.3)),
         2500,
         300,
-        0.5,
+        0.7,
         True,
         0.1,
         "claude-4.5-sonnet",
@@ -86,7 +86,7 @@ ROUTES: Final = (
         (("claude-4.5-sonnet", 0.7), ("deepseek-v3", 0.3)),
         6000,
         800,
-        0.8,
+        0.85,
         True,
         0.0,
         "gpt-4o",
@@ -94,10 +94,10 @@ ROUTES: Final = (
     RouteSpec(
         "/v1/complete",
         "code-assist",
-        (("deepseek-v3", 0.5), ("qwen3-32b", 0.5)),
+        (("deepseek-v3", 0.4), ("qwen3-32b", 0.3), ("llama-3.3-70b", 0.3)),
         1500,
         250,
-        0.6,
+        0.75,
         False,
         0.0,
         None,
@@ -108,7 +108,7 @@ ROUTES: Final = (
         (("gemini-2.5-pro", 0.4), ("gpt-4o", 0.6)),
         4000,
         350,
-        0.4,
+        0.5,
         False,
         0.0,
         "claude-4.5-sonnet",
@@ -141,6 +141,19 @@ class SimConfig:
     max_events: int | None = None  # stop after this many attempts
     retry_rate: float = 0.03
     invalid_output_rate: float = 0.08
+    # "cache-thrash": a new tenant's onboarding burst in the middle quarter of
+    # the run evicts everyone else's prompt prefixes (see pipeline.simulate_side).
+    incident: str | None = None
+
+    def incident_window(self) -> tuple[datetime, datetime] | None:
+        if self.incident != "cache-thrash":
+            return None
+        begin = self.start + timedelta(seconds=self.duration_s / 2)
+        return begin, begin + timedelta(seconds=min(900.0, self.duration_s / 4))
+
+
+THRASHER: Final = "launchco"
+INCIDENTS: Final = ("cache-thrash",)
 
 
 def _tokens(rng: random.Random, mean: int) -> int:
@@ -156,15 +169,22 @@ def generate(cfg: SimConfig) -> Iterator[dict[str, Any]]:
     ]
     requests = int(cfg.duration_s * cfg.rate)
     emitted = 0
+    thrash = cfg.incident_window()
     for i in range(requests):
         ts = cfg.start + timedelta(seconds=(i + rng.random()) / cfg.rate)
         tenant = rng.choices(cfg.tenants, cum_weights=tenant_cum)[0]
+        in_thrash = thrash is not None and thrash[0] <= ts < thrash[1]
+        if in_thrash and rng.random() < 0.5:
+            tenant = THRASHER  # the onboarding burst: half of all traffic
         r = rng.randrange(len(ROUTES))
         spec = ROUTES[r]
         model_name = rng.choices(route_models[r][0], cum_weights=route_models[r][1])[0]
         request_id = f"{rng.getrandbits(128):032x}"
         input_tokens = _tokens(rng, spec.input_mean)
-        cached = rng.random() < spec.cached_prefix
+        # During the thrash the burst's new prompts evict the shared prefixes:
+        # others hit about 0.28 as often, the newcomer almost never.
+        hit_rate = spec.cached_prefix * (0.28 if tenant != THRASHER else 0.05)
+        cached = rng.random() < (hit_rate if in_thrash else spec.cached_prefix)
         batch = rng.random() < spec.batch_share
         attempt = 1
         fallback_from: str | None = None

@@ -14,6 +14,7 @@ from pipeline.energy import (
     Sample,
     Weights,
     attribute,
+    batch_bucket,
     largest_remainder,
     split_by_window,
 )
@@ -40,12 +41,13 @@ def _attempt(tenant: str, out: int, inp: int, cached: int = 0, second: int = 10)
 
 def test_700_watts_for_a_minute_split_between_two_tenants_to_the_millijoule() -> None:
     # 700 W x 60 s = 42,000 J = 42,000,000 mJ.
-    # Weights (decode 8, prefill 2, cached 1):
-    #   acme:   500 out, 4000 in of which 3000 cached -> 8*500 + 2*1000 + 1*3000 = 9,000
-    #   globex: 100 out, 1000 in, none cached         -> 8*100 + 2*1000         = 2,800
-    # acme  = 42,000,000 * 9000 / 11800 = 32,033,898.305... -> 32,033,898
-    # globex= 42,000,000 * 2800 / 11800 =  9,966,101.694... ->  9,966,101, +1 leftover
-    #         (the larger remainder, .694 > .305) = 9,966,102
+    # Weights (decode 100, prefill 10, cached 1; no batch size: the same
+    # factor for both, which cancels):
+    #   acme:   500 out, 4000 in of which 3000 cached -> 100*500 + 10*1000 + 1*3000 = 63,000
+    #   globex: 100 out, 1000 in, none cached         -> 100*100 + 10*1000          = 20,000
+    # acme   = 42,000,000 * 63000 / 83000 = 31,879,518.07... -> 31,879,518
+    # globex = 42,000,000 * 20000 / 83000 = 10,120,481.92... -> 10,120,481, +1 leftover
+    #          (the larger remainder, .92 > .07) = 10,120,482
     result = attribute(
         _samples(700, 60),
         [_attempt("acme", 500, 4000, 3000), _attempt("globex", 100, 1000)],
@@ -53,7 +55,7 @@ def test_700_watts_for_a_minute_split_between_two_tenants_to_the_millijoule() ->
     (node,) = result.nodes
     assert (node.measured_mj, node.attributed_mj, node.idle_mj) == (42_000_000, 42_000_000, 0)
     shares = {s.key[0]: s.energy_mj for s in result.shares}
-    assert shares == {"acme": 32_033_898, "globex": 9_966_102}
+    assert shares == {"acme": 31_879_518, "globex": 10_120_482}
 
 
 def test_an_idle_minute_is_all_idle() -> None:
@@ -86,6 +88,22 @@ def test_a_gap_is_unmeasured_and_marked() -> None:
     (node,) = attribute(samples, [], max_gap=timedelta(seconds=30)).nodes
     assert node.has_gap and node.unmeasured_ms == 45_000
     assert node.measured_mj == 700 * 15 * 1000
+
+
+def test_a_token_in_a_large_batch_weighs_a_quarter_of_an_unbatched_one() -> None:
+    alone = Attempt(("a",), "n1", T0, 1000, 100, 0, batch_size=1)
+    batched = Attempt(("b",), "n1", T0, 1000, 100, 0, batch_size=32)
+    assert Weights().of(alone) == 4 * Weights().of(batched)
+    assert [batch_bucket(b) for b in (None, 1, 2, 4, 5, 16, 64, 65)] == [
+        "unknown",
+        "1",
+        "2-4",
+        "2-4",
+        "5-16",
+        "5-16",
+        "17-64",
+        "65+",
+    ]
 
 
 def test_energy_across_a_window_boundary_is_split_by_time() -> None:

@@ -1,0 +1,103 @@
+"""GPU telemetry and cache events that go with simulated usage. Pure.
+
+Telemetry: each self-hosted node has two GPUs sampled every 5 s. A GPU draws
+its idle power plus the energy of the attempts its node served in the last
+interval, from a simple physical model: joules per token by model tier
+(the 70B model about 2.3x the 32B one), decode ~10x prefill, a cached prefix
+token ~10x cheaper than an uncached one, and a token in a large serving
+batch about a quarter of an unbatched one (the same factors as the
+attribution weights, ``pipeline.energy.BATCH_FACTORS``). The DCGM-style
+counter is the running sum, in millijoules.
+
+Cache events: every attempt looks its prompt prefix up in the shared prefix
+cache (hit when the usage event read from cache, else a miss and an
+insert). During the cache-thrash incident each miss of the newcomer evicts
+another tenant's prefix.
+"""
+
+from __future__ import annotations
+
+import json
+import random
+from collections import defaultdict
+from collections.abc import Iterator, Sequence
+from datetime import datetime, timedelta
+from typing import Any, Final
+
+from pipeline.energy import BATCH_FACTORS, batch_bucket
+from pipeline.simulate import THRASHER, SimConfig
+
+SAMPLE_EVERY: Final = timedelta(seconds=5)
+GPUS: Final = ("0", "1")
+IDLE_W: Final = 60.0
+TIER: Final = {"qwen3-32b": 1.0, "llama-3.3-70b": 2.3}
+# Joules per token for the 32B tier, unbatched.
+J_PREFILL, J_CACHED, J_DECODE = 0.05, 0.005, 0.5
+
+
+def attempt_joules(e: dict[str, Any]) -> float:
+    uncached = e["input_tokens"] - e["cache_read_tokens"]
+    tokens_j = (
+        J_PREFILL * uncached + J_CACHED * e["cache_read_tokens"] + J_DECODE * e["output_tokens"]
+    )
+    batch = BATCH_FACTORS[batch_bucket(e.get("batch_size"))] / BATCH_FACTORS["1"]
+    return float(TIER.get(e["model"], 1.0) * tokens_j * batch)
+
+
+def _ts(t: datetime) -> str:
+    return t.isoformat().replace("+00:00", "Z")
+
+
+def telemetry(events: Sequence[dict[str, Any]], cfg: SimConfig) -> Iterator[dict[str, Any]]:
+    nodes = sorted({e["node_id"] for e in events if e["provider"] == "self-hosted"})
+    slot = SAMPLE_EVERY.total_seconds()
+    load: dict[tuple[str, int], float] = defaultdict(float)  # (node, interval) -> joules
+    for e in events:
+        if e["provider"] == "self-hosted":
+            t = datetime.fromisoformat(e["ts"].replace("Z", "+00:00"))
+            load[(e["node_id"], int((t - cfg.start).total_seconds() // slot) + 1)] += (
+                attempt_joules(e)
+            )
+    counters = {(n, g): 10**9 for n in nodes for g in GPUS}  # mJ since "boot"
+    for k in range(int(cfg.duration_s // slot) + 2):
+        ts = _ts(cfg.start + k * SAMPLE_EVERY)
+        for node in nodes:
+            joules = load.get((node, k), 0.0) / len(GPUS) + (IDLE_W * slot if k else 0.0)
+            for gpu in GPUS:
+                counters[(node, gpu)] += int(joules * 1000)
+                yield {
+                    "node_id": node,
+                    "gpu": gpu,
+                    "ts": ts,
+                    "power_w": round(joules / slot, 3) if k else IDLE_W,
+                    "energy_mj": counters[(node, gpu)],
+                    "model": "NVIDIA H100 80GB HBM3",
+                }
+
+
+def cache_events(events: Sequence[dict[str, Any]], cfg: SimConfig) -> Iterator[dict[str, Any]]:
+    rng = random.Random(cfg.seed + 1)
+    others = [t for t in cfg.tenants if t != THRASHER]
+    window = cfg.incident_window()
+    for e in events:
+        base = {"node_id": e["node_id"], "ts": e["ts"], "tenant": e["tenant"], "route": e["route"]}
+        hit = e["cache_read_tokens"] > 0
+        tokens = e["cache_read_tokens"] if hit else e["input_tokens"]
+        yield {**base, "layer": "prefix", "op": "hit" if hit else "miss", "tokens": tokens}
+        if hit:
+            continue
+        yield {**base, "layer": "prefix", "op": "insert", "tokens": e["input_tokens"]}
+        t = datetime.fromisoformat(e["ts"].replace("Z", "+00:00"))
+        if window and window[0] <= t < window[1] and e["tenant"] == THRASHER:
+            yield {
+                **base,
+                "layer": "prefix",
+                "op": "evict",
+                "tokens": e["input_tokens"],
+                "owner_tenant": rng.choice(others),
+            }
+
+
+def lines(items: Iterator[dict[str, Any]]) -> Iterator[bytes]:
+    for item in items:
+        yield json.dumps(item, separators=(",", ":")).encode()

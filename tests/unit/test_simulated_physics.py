@@ -1,0 +1,90 @@
+"""The simulator's telemetry and cache events, run through the pure
+attribution: tokens per joule differ by model tier, batch bucket and cache
+state in the direction of the physics, and the cache-thrash incident shows
+the hit-rate fall and names the evicting tenant."""
+
+from __future__ import annotations
+
+from collections import defaultdict
+from datetime import UTC, datetime, timedelta
+from decimal import Decimal
+from fractions import Fraction
+
+from models.contracts import CacheEvent
+from pipeline.cache_windows import cache_windows, top_evictors
+from pipeline.energy import Attempt, Sample, attribute, batch_bucket
+from pipeline.simulate import THRASHER, SimConfig, generate
+from pipeline.simulate_side import cache_events, telemetry
+
+START = datetime(2026, 3, 1, 10, 0, tzinfo=UTC)
+CFG = SimConfig(start=START, duration_s=3600, rate=8, seed=11, incident="cache-thrash")
+EVENTS = list(generate(CFG))
+
+
+def _t(s: str) -> datetime:
+    return datetime.fromisoformat(s.replace("Z", "+00:00"))
+
+
+def _tokens_per_joule(dimension: str) -> dict[str, Fraction]:
+    samples = [
+        Sample(s["node_id"], s["gpu"], _t(s["ts"]), Decimal(str(s["power_w"])), s["energy_mj"])
+        for s in telemetry(EVENTS, CFG)
+    ]
+    hosted = [e for e in EVENTS if e["provider"] == "self-hosted"]
+    attempts = [
+        Attempt(
+            (
+                e["model"],
+                batch_bucket(e.get("batch_size")),
+                "hit" if e["cache_read_tokens"] else "miss",
+            ),
+            e["node_id"],
+            _t(e["ts"]),
+            e["input_tokens"],
+            e["output_tokens"],
+            e["cache_read_tokens"],
+            e.get("batch_size"),
+        )
+        for e in hosted
+    ]
+    result = attribute(samples, attempts)
+    index = {"model": 0, "batch": 1, "cache": 2}[dimension]
+    tokens: dict[str, int] = defaultdict(int)
+    energy: dict[str, int] = defaultdict(int)
+    for s in result.shares:
+        tokens[s.key[index]] += s.input_tokens + s.output_tokens
+        energy[s.key[index]] += s.energy_mj
+    return {k: Fraction(tokens[k] * 1000, energy[k]) for k in tokens}
+
+
+def test_the_larger_model_makes_fewer_tokens_per_joule() -> None:
+    tpj = _tokens_per_joule("model")
+    assert tpj["llama-3.3-70b"] < tpj["qwen3-32b"]
+
+
+def test_larger_serving_batches_make_more_tokens_per_joule() -> None:
+    tpj = _tokens_per_joule("batch")
+    assert tpj["1"] < tpj["2-4"] < tpj["5-16"] < tpj["17-64"]
+    assert tpj["17-64"] / tpj["1"] > 3
+
+
+def test_cache_hits_make_more_tokens_per_joule() -> None:
+    tpj = _tokens_per_joule("cache")
+    assert tpj["hit"] > tpj["miss"]
+
+
+def test_cache_thrash_drops_the_shared_hit_rate_and_names_the_evictor() -> None:
+    windows, evicted = cache_windows(
+        CacheEvent.model_validate(c) for c in cache_events(EVENTS, CFG)
+    )
+    begin, end = CFG.incident_window() or (START, START)
+
+    def rate(lo: datetime, hi: datetime) -> float:
+        sel = [w for w in windows if lo <= w.window_start < hi]
+        hits = sum(w.hits for w in sel)
+        return hits / (hits + sum(w.misses for w in sel))
+
+    before = rate(START, begin)
+    during = rate(begin + timedelta(minutes=2), end)
+    assert 0.6 < before < 0.8 and 0.1 < during < 0.3, (before, during)
+    assert top_evictors(evicted)[0][0] == THRASHER
