@@ -530,6 +530,45 @@ def _range(from_: str | None, to: str | None) -> tuple[datetime, datetime]:
     )
 
 
+telemetry_app = typer.Typer(help="GPU telemetry.", no_args_is_help=True)
+app.add_typer(telemetry_app, name="telemetry")
+
+
+@telemetry_app.command("ingest")
+def telemetry_ingest(
+    source: Annotated[str, typer.Argument(help="a dcgm-exporter scrape: file path or http(s) URL")],
+    interval: Annotated[float, typer.Option(help="seconds between scrapes")] = 15.0,
+    count: Annotated[int, typer.Option(help="scrapes to take (0: until interrupted)")] = 1,
+) -> None:
+    """Read NVIDIA dcgm-exporter metrics and publish them as telemetry samples."""
+    from urllib.request import urlopen
+
+    from pipeline.dcgm import parse_scrape
+
+    settings, services = _services()
+    taken = 0
+    while count == 0 or taken < count:
+        if taken:
+            time.sleep(interval)
+        if source.startswith(("http://", "https://")):
+            with urlopen(source, timeout=10) as response:
+                text = response.read().decode()
+        else:
+            text = Path(source).read_text()
+        samples = parse_scrape(text, datetime.now(UTC))
+        lines = [s.model_dump_json(exclude_none=True).encode() for s in samples]
+        _publish(
+            services,
+            settings,
+            iter(lines),
+            len(lines),
+            settings.events_per_message,
+            "telemetry",
+            settings.telemetry_topic,
+        )
+        taken += 1
+
+
 @app.command("energy")
 def energy_cmd(
     by: Annotated[

@@ -5,7 +5,9 @@ worker, split to the millijoule; late usage re-splits the window."""
 from __future__ import annotations
 
 import json
+import threading
 from datetime import UTC, datetime, timedelta
+from http.server import BaseHTTPRequestHandler, HTTPServer
 from pathlib import Path
 from typing import Any
 
@@ -148,3 +150,34 @@ def test_energy_is_split_exactly_and_late_usage_is_an_adjustment(env: Env, tmp_p
     )
     assert sum(after.values()) == 42_000_000 and after["late"] > 0
     assert after["acme"] < shares["acme"]
+
+
+def test_telemetry_ingest_reads_a_dcgm_exporter_endpoint(env: Env) -> None:
+    scrape = (Path(__file__).parent.parent / "data" / "dcgm_scrape.prom").read_bytes()
+
+    class Exporter(BaseHTTPRequestHandler):
+        def do_GET(self) -> None:
+            self.send_response(200)
+            self.send_header("Content-Type", "text/plain; version=0.0.4")
+            self.end_headers()
+            self.wfile.write(scrape)
+
+        def log_message(self, *args: object) -> None:
+            pass
+
+    server = HTTPServer(("127.0.0.1", 0), Exporter)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    try:
+        env.finops("db", "upgrade")
+        url = f"http://127.0.0.1:{server.server_port}/metrics"
+        out = env.finops("telemetry", "ingest", url, "--count", "2", "--interval", "1.5").stdout
+        assert out.count("published 2 events") == 2
+        env.finops("worker", "--drain")
+    finally:
+        server.shutdown()
+    rows = env.query("SELECT node_id, gpu, energy_mj FROM gpu_last_sample ORDER BY gpu")
+    assert rows == [("gpu-a1", "0", 123456789012), ("gpu-a1", "1", None)]
+    # GPU 1 has no counter: its 1.5 s between scrapes is integrated from power.
+    ((measured,),) = env.query("SELECT sum(measured_mj) FROM node_energy_window")
+    assert measured > 0
