@@ -42,8 +42,15 @@ class PreparedBatch:
     last_offsets: dict[int, int]
     first_offsets: dict[int, int]
     windows: list[SpendWindow]  # partial sums of `events`
-    duplicates: Counter[int]  # partition -> repeated events within this batch
+    # Later copies of an event within this batch, by position: the sink counts
+    # those at or above its offsets (a redelivered batch's were counted before).
+    repeats: pl.DataFrame
     raw: Mapping[tuple[int, int], bytes]  # (partition, offset) -> message value
+
+    @property
+    def duplicates(self) -> Counter[int]:
+        """partition -> repeated events within this batch."""
+        return count_by_partition(self.repeats)
 
     @property
     def partitions(self) -> list[int]:
@@ -104,7 +111,9 @@ def prepare(
         last_offsets=last,
         first_offsets=first,
         windows=aggregate(unique, book),
-        duplicates=count_by_partition(repeats.filter(pl.col("fingerprint") == pl.col("_first"))),
+        repeats=repeats.filter(pl.col("fingerprint") == pl.col("_first")).select(
+            "partition", "offset"
+        ),
         raw=raw,
     )
     batch.dead.extend(batch.conflicts(conflicting, "an earlier line of this batch"))

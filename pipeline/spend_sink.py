@@ -255,9 +255,10 @@ class SpendSink(OffsetSink):
             await self._write_energy(conn, kept)
             await self._write_unpriced(conn, kept.filter(pl.col("price_id").is_null()))
             await self._write_dead(conn, dead)
-            duplicates = batch.duplicates + count_by_partition(events.filter(is_dup))
-            for p in fenced:
-                duplicates.pop(p, None)
+            fresh_repeats = batch.repeats.filter(~already_applied(batch.repeats, floor))
+            duplicates = count_by_partition(fresh_repeats) + count_by_partition(
+                events.filter(is_dup)
+            )
             await self._advance(conn, batch, fresh, kept, dead, duplicates)
         # Committed: only now may the cache vouch for these keys.
         self._recent.add(_tokens(kept))

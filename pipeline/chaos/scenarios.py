@@ -25,6 +25,7 @@ from pipeline import embedded
 from pipeline.chaos.harness import ChaosRun, Worker
 from pipeline.chaos.poison import conflicting, hostile_lines, oversized
 from pipeline.simulate import SimConfig, lines
+from pipeline.spend_sink import SINK
 from pipeline.worker import CRASH_ENV
 
 
@@ -210,8 +211,8 @@ def replay(run: ChaosRun, lines_: list[bytes], rng: random.Random, k: Intensity)
         raise AssertionError(f"group reset changed {changed}")
     run.say("  group reset: checksums unchanged; now a full replay (sink offsets forgotten)")
     counters = run.query(
-        "SELECT partition, next_offset, events_accepted, events_duplicate, lines_dead_lettered"
-        " FROM sink_offset ORDER BY partition"
+        "SELECT sink, topic, partition, next_offset, events_accepted, events_duplicate,"
+        " lines_dead_lettered FROM sink_offset ORDER BY 1, 2, 3"
     )
     run.query("DELETE FROM sink_offset RETURNING 1")
     run.settings = run.settings.model_copy(update={"group_id": run.settings.group_id + "-r2"})
@@ -220,9 +221,11 @@ def replay(run: ChaosRun, lines_: list[bytes], rng: random.Random, k: Intensity)
     run.stop(w)
     ((acc, dup, dead),) = run.query(
         "SELECT sum(events_accepted), sum(events_duplicate), sum(lines_dead_lettered)"
-        " FROM sink_offset"
+        " FROM sink_offset WHERE sink = %s",
+        (SINK,),
     )
-    first_acc, first_dup, first_dead = (sum(int(r[i]) for r in counters) for i in (2, 3, 4))
+    spend = [r for r in counters if r[0] == SINK]
+    first_acc, first_dup, first_dead = (sum(int(r[i]) for r in spend) for i in (4, 5, 6))
     if (acc, dup, dead) != (0, first_acc + first_dup, first_dead):
         raise AssertionError(f"full replay counted {acc}/{dup}/{dead}, expected all duplicates")
     full = run.checksum()
@@ -231,11 +234,12 @@ def replay(run: ChaosRun, lines_: list[bytes], rng: random.Random, k: Intensity)
         raise AssertionError(f"full replay changed {changed}")
     # The full replay counted every event as a duplicate (checked above); put
     # the first pass's counters back so the verdict checks one pass's balance.
-    for p, nxt, acc, dup, dead in counters:
+    for sink, topic, p, nxt, acc, dup, dead in counters:
         run.query(
             "UPDATE sink_offset SET next_offset = %s, events_accepted = %s,"
-            " events_duplicate = %s, lines_dead_lettered = %s WHERE partition = %s RETURNING 1",
-            (nxt, acc, dup, dead, p),
+            " events_duplicate = %s, lines_dead_lettered = %s"
+            " WHERE sink = %s AND topic = %s AND partition = %s RETURNING 1",
+            (nxt, acc, dup, dead, sink, topic, p),
         )
     run.say("  full replay: every other table unchanged")
 
