@@ -501,10 +501,13 @@ def demo(
     publish_simulation(services, settings, cfg, settings.events_per_message, side=True)
     drain_with_progress(settings, services)
     print_spend(services, start, now, ("tenant",))
+    print_energy(services, start, now + timedelta(hours=1), ("model",))
+    print_cache(services, start, now + timedelta(hours=1), 10)
     console.print(
-        "\nData: PostgreSQL tables spend_window, dead_letter, sink_offset at "
+        "\nData: PostgreSQL tables spend_window, energy_window, cache_window, dead_letter at "
         f"{services.database_url}"
-        f"\nTry:  finops spend --by tenant,feature   ·   finops status   ·   finops down"
+        "\nTry:  finops spend --by tenant,feature   ·   finops energy --by batch_bucket,cache_state"
+        "\n      finops cache   ·   finops status   ·   finops down"
     )
 
 
@@ -578,17 +581,21 @@ def energy_cmd(
     to: Annotated[str | None, typer.Option(help="RFC 3339 or date (exclusive)")] = None,
 ) -> None:
     """Tokens per joule and Wh per 1k tokens; measured and estimated apart."""
-    from reports.energy import energy, node_totals
-
     _, services = _services()
     start, end = _range(from_, to)
     dims = tuple(d.strip() for d in by.split(",") if d.strip())
-    engine = db.engine(services.database_url)
     try:
-        rows = energy(engine, start, end, dims)
+        print_energy(services, start, end, dims)
     except ValueError as exc:
         console.print(f"[red]{exc}[/]")
         raise typer.Exit(2) from exc
+
+
+def print_energy(services: Services, start: datetime, end: datetime, dims: tuple[str, ...]) -> None:
+    from reports.energy import energy, node_totals
+
+    engine = db.engine(services.database_url)
+    rows = energy(engine, start, end, dims)
     nodes = node_totals(engine, start, end)
     table = Table(title="Energy per token", title_justify="left")
     for col in (*dims, "source", "attempts", "tokens", "energy kWh", "tokens/J", "Wh/1k tok"):
@@ -620,10 +627,14 @@ def cache_cmd(
     minutes: Annotated[int, typer.Option(help="time bucket")] = 10,
 ) -> None:
     """Shared-cache hit rate over time, per tenant, and the top evictors."""
-    from reports.cache import evictors, hit_rates
-
     _, services = _services()
     start, end = _range(from_, to)
+    print_cache(services, start, end, minutes)
+
+
+def print_cache(services: Services, start: datetime, end: datetime, minutes: int) -> None:
+    from reports.cache import evictors, hit_rates
+
     engine = db.engine(services.database_url)
     table = Table(title="Shared cache hit rate (requests)", title_justify="left")
     for col in ("from", "layer", "hits", "misses", "hit rate", ""):
