@@ -625,15 +625,21 @@ def cache_cmd(
     from_: Annotated[str | None, typer.Option("--from", help="RFC 3339 or date")] = None,
     to: Annotated[str | None, typer.Option(help="RFC 3339 or date (exclusive)")] = None,
     minutes: Annotated[int, typer.Option(help="time bucket")] = 10,
+    providers: Annotated[
+        bool, typer.Option(help="also the providers' prefix hit rate per tenant, route, model")
+    ] = False,
 ) -> None:
-    """Shared-cache hit rate over time, per tenant, and the top evictors."""
+    """Shared-cache hit rate over time, the top evictors, and (--providers) the
+    providers' own prefix-cache hit rate from usage."""
     _, services = _services()
     start, end = _range(from_, to)
-    print_cache(services, start, end, minutes)
+    print_cache(services, start, end, minutes, providers)
 
 
-def print_cache(services: Services, start: datetime, end: datetime, minutes: int) -> None:
-    from reports.cache import evictors, hit_rates
+def print_cache(
+    services: Services, start: datetime, end: datetime, minutes: int, providers: bool = False
+) -> None:
+    from reports.cache import evictors, hit_rates, provider_prefix_rates
 
     engine = db.engine(services.database_url)
     table = Table(title="Shared cache hit rate (requests)", title_justify="left")
@@ -658,6 +664,22 @@ def print_cache(services: Services, start: datetime, end: datetime, minutes: int
             e.evicting_tenant, e.evicted_tenant, f"{e.evictions:,}", f"{e.evicted_tokens:,}"
         )
     console.print(top)
+    if not providers:
+        return
+    prov = Table(title="Provider-side prefix hit rate (from usage)", title_justify="left")
+    for col in ("tenant", "route", "model", "input tokens", "read from cache", "rate"):
+        prov.add_column(col, justify="left" if col in ("tenant", "route", "model") else "right")
+    for p in provider_prefix_rates(engine, start, end):
+        share = p.rate
+        prov.add_row(
+            p.tenant,
+            p.route,
+            p.model,
+            f"{p.input_tokens:,}",
+            f"{p.cache_read_tokens:,}",
+            f"{float(share):.0%}" if share is not None else "-",
+        )
+    console.print(prov)
 
 
 @app.command()

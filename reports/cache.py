@@ -60,3 +60,29 @@ def evictors(engine: Engine, start: datetime, end: datetime) -> list[Evictor]:
     with engine.connect() as conn:
         rows = conn.execute(sql, {"start": start, "end": end}).all()
     return [Evictor(str(a), str(b), int(c), int(d)) for a, b, c, d in rows]
+
+
+@dataclass(frozen=True)
+class ProviderPrefix:
+    tenant: str
+    route: str
+    model: str
+    input_tokens: int
+    cache_read_tokens: int
+
+    @property
+    def rate(self) -> Fraction | None:
+        return Fraction(self.cache_read_tokens, self.input_tokens) if self.input_tokens else None
+
+
+def provider_prefix_rates(engine: Engine, start: datetime, end: datetime) -> list[ProviderPrefix]:
+    """The providers' own prompt-cache hit rate, from usage events:
+    cache_read_tokens / input_tokens per tenant, route and model."""
+    sql = text(
+        "SELECT tenant, route, model, sum(input_tokens), sum(cache_read_tokens)"
+        " FROM spend_window WHERE window_start >= :start AND window_start < :end"
+        " GROUP BY 1, 2, 3 ORDER BY 1, 2, 3"
+    )
+    with engine.connect() as conn:
+        rows = conn.execute(sql, {"start": start, "end": end}).all()
+    return [ProviderPrefix(str(a), str(b), str(c), int(d), int(e)) for a, b, c, d, e in rows]

@@ -7,12 +7,15 @@ from __future__ import annotations
 import json
 import threading
 from datetime import UTC, datetime, timedelta
+from fractions import Fraction
 from http.server import BaseHTTPRequestHandler, HTTPServer
 from pathlib import Path
 from typing import Any
 
 import pytest
 
+from pipeline import db
+from reports.cache import provider_prefix_rates
 from tests.factories import event
 from tests.integration.conftest import Env
 
@@ -131,6 +134,16 @@ def test_energy_is_split_exactly_and_late_usage_is_an_adjustment(env: Env, tmp_p
     assert env.query(
         "SELECT count(*) FROM dead_letter WHERE topic = %s", (f"{env.topic}-cache",)
     ) == [(1,)]
+
+    # The providers' own prefix cache, from usage: tokens read / input tokens.
+    engine = db.engine(env.database_url)
+    rates = {
+        (r.tenant, r.model): r.rate
+        for r in provider_prefix_rates(engine, W, W + timedelta(hours=1))
+    }
+    engine.dispose()
+    assert rates[("acme", "qwen3-32b")] == Fraction(3000, 4000)
+    assert rates[("globex", "qwen3-32b")] == 0
 
     # Usage for the window arrives after it was split: split again, exactly.
     env.finops("replay", _write(tmp_path / "late.jsonl", [_usage("late", 300, 600, 0)]))
