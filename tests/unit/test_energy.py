@@ -18,6 +18,9 @@ from pipeline.energy import (
     largest_remainder,
     split_by_window,
 )
+from pipeline.energy_usage import usage_weights
+from pipeline.usage_codec import decode
+from tests.factories import event, messages
 
 T0 = datetime(2026, 3, 1, 12, 0, tzinfo=UTC)
 
@@ -169,3 +172,55 @@ def test_energy_is_conserved_for_any_interleaving(
     )
     assert again.nodes == result.nodes
     assert sum(s.energy_mj for s in again.shares) == sum(s.energy_mj for s in result.shares)
+
+
+@settings(max_examples=100, deadline=None)
+@given(
+    st.lists(
+        st.tuples(
+            st.one_of(st.none(), st.integers(1, 200)),
+            st.integers(0, 5000),
+            st.integers(0, 2000),
+            st.integers(0, 5000),
+        ),
+        min_size=1,
+        max_size=20,
+    )
+)
+def test_the_streams_weights_equal_the_pure_weights(
+    rows: list[tuple[int | None, int, int, int]],
+) -> None:
+    """Batch buckets and weights are computed column-wise in the stream
+    (polars) and per attempt in the pure attribution: they must agree."""
+    evs = []
+    for i, (batch, inp, out, cached) in enumerate(rows):
+        ev = event(
+            event_id=f"e{i}",
+            provider="self-hosted",
+            model="qwen3-32b",
+            input_tokens=inp,
+            output_tokens=out,
+            cache_read_tokens=min(cached, inp),
+        )
+        if batch is not None:
+            ev["batch_size"] = batch
+        evs.append(ev)
+    frame = decode(messages(evs, per_message=5)).events
+    stream = usage_weights(frame)
+    pure: dict[str, int] = {}
+    for ev in evs:
+        attempt = Attempt(
+            ("k",),
+            "gw-1",
+            T0,
+            ev["input_tokens"],
+            ev["output_tokens"],
+            ev["cache_read_tokens"],
+            ev.get("batch_size"),
+        )
+        bucket = batch_bucket(ev.get("batch_size"))
+        pure[bucket] = pure.get(bucket, 0) + Weights().of(attempt)
+    got: dict[str, int] = {}
+    for bucket, weight in stream.select("batch_bucket", "weight").iter_rows():
+        got[bucket] = got.get(bucket, 0) + weight
+    assert got == pure
