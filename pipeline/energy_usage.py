@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import csv
 from dataclasses import dataclass
+from functools import cache
 from importlib import resources
 from typing import Final
 
@@ -30,6 +31,7 @@ class Coefficients:
     frame: pl.DataFrame  # model, mj_per_input_token, mj_per_cached_token, mj_per_output_token
 
     @classmethod
+    @cache
     def default(cls) -> Coefficients:
         text = resources.files("models").joinpath("data/energy_coefficients.csv").read_text()
         rows = list(csv.DictReader(text.splitlines()))
@@ -119,3 +121,9 @@ def estimated_energy(
         )
         .with_columns(pl.lit("estimated").alias("source"))
     )
+
+
+def energy_parts(events: pl.DataFrame) -> tuple[pl.DataFrame, pl.DataFrame]:
+    """What a batch of events adds to ``energy_usage`` and, estimated, to
+    ``energy_window``: the energy side of the batch's partial sums."""
+    return usage_weights(events), estimated_energy(events, Coefficients.default())

@@ -20,6 +20,7 @@ import polars as pl
 from models.prices import PriceBook
 from pipeline.admission import Admission
 from pipeline.dead_letter import DeadLetter, dead_letter
+from pipeline.energy_usage import energy_parts
 from pipeline.pricing import attach_prices
 from pipeline.spend_windows import SpendWindow, aggregate, combine
 from pipeline.usage_codec import SCHEMA, Message, decode, split_lines
@@ -42,6 +43,7 @@ class PreparedBatch:
     last_offsets: dict[int, int]
     first_offsets: dict[int, int]
     windows: list[SpendWindow]  # partial sums of `events`
+    energy: tuple[pl.DataFrame, pl.DataFrame]  # energy_usage and estimated rows of `events`
     # Later copies of an event within this batch, by position: the sink counts
     # those at or above its offsets (a redelivered batch's were counted before).
     repeats: pl.DataFrame
@@ -111,6 +113,7 @@ def prepare(
         last_offsets=last,
         first_offsets=first,
         windows=aggregate(unique, book),
+        energy=energy_parts(unique),
         repeats=repeats.filter(pl.col("fingerprint") == pl.col("_first")).select(
             "partition", "offset"
         ),
@@ -174,3 +177,9 @@ def without(
     kept = batch.events.filter(~drop)
     removed = aggregate(batch.events.filter(drop), book)
     return kept, combine(batch.windows, [w.negated() for w in removed])
+
+
+def energy_of(batch: PreparedBatch, kept: pl.DataFrame) -> tuple[pl.DataFrame, pl.DataFrame]:
+    """The energy parts of ``kept``: prepared in the thread when nothing was
+    dropped (the common case), recomputed otherwise."""
+    return batch.energy if kept.height == batch.events.height else energy_parts(kept)

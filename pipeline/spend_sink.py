@@ -33,13 +33,7 @@ from psycopg import AsyncConnection
 
 from models.prices import PriceBook, PriceEntry
 from pipeline.dead_letter import DeadLetter
-from pipeline.energy_usage import (
-    ENERGY_KEY,
-    TOKEN_SUMS,
-    Coefficients,
-    estimated_energy,
-    usage_weights,
-)
+from pipeline.energy_usage import ENERGY_KEY, TOKEN_SUMS
 from pipeline.offset_sink import FENCED, OffsetSink
 from pipeline.recent_keys import RecentKeys
 from pipeline.spend_batch import (
@@ -47,6 +41,7 @@ from pipeline.spend_batch import (
     PreparedBatch,
     already_applied,
     count_by_partition,
+    energy_of,
     without,
 )
 from pipeline.spend_windows import COUNTERS, KEY, SpendWindow, with_window
@@ -172,7 +167,6 @@ class SpendSink(OffsetSink):
     ) -> None:
         super().__init__(database_url, topic, sink)
         self._recent = RecentKeys(recent_keys)
-        self._coefficients = Coefficients.default()
 
     async def price_book(self) -> tuple[PriceBook, int]:
         """The whole price book and its revision (the highest entry id)."""
@@ -252,7 +246,7 @@ class SpendSink(OffsetSink):
                     "fault conflict: %d events re-used a key with another payload", conflicts
                 )
             await self._write_windows(conn, windows)
-            await self._write_energy(conn, kept)
+            await self._write_energy(conn, *energy_of(batch, kept))
             await self._write_unpriced(conn, kept.filter(pl.col("price_id").is_null()))
             await self._write_dead(conn, dead)
             fresh_repeats = batch.repeats.filter(~already_applied(batch.repeats, floor))
@@ -327,10 +321,11 @@ class SpendSink(OffsetSink):
             await cur.execute(_MERGE_WINDOWS)
 
     async def _write_energy(
-        self, conn: AsyncConnection[tuple[object, ...]], kept: pl.DataFrame
+        self,
+        conn: AsyncConnection[tuple[object, ...]],
+        usage: pl.DataFrame,
+        estimates: pl.DataFrame,
     ) -> None:
-        usage = usage_weights(kept)
-        estimates = estimated_energy(kept, self._coefficients)
         async with conn.cursor() as cur:
             for frame, table, cols, merge in (
                 (
