@@ -309,26 +309,21 @@ def publish_simulation(
     _publish(
         services, settings, simulate_side.lines(iter(events)), len(events), per_message, "usage"
     )
-    if side:
-        telemetry = list(simulate_side.telemetry(events, cfg))
+    if not side:
+        return
+    for label, topic, items in (
+        ("telemetry", settings.telemetry_topic, simulate_side.telemetry(events, cfg)),
+        ("cache", settings.cache_topic, simulate_side.cache_events(events, cfg)),
+    ):
+        rows = list(items)
         _publish(
             services,
             settings,
-            simulate_side.lines(iter(telemetry)),
-            len(telemetry),
+            simulate_side.lines(iter(rows)),
+            len(rows),
             per_message,
-            "telemetry",
-            settings.telemetry_topic,
-        )
-        cache = list(simulate_side.cache_events(events, cfg))
-        _publish(
-            services,
-            settings,
-            simulate_side.lines(iter(cache)),
-            len(cache),
-            per_message,
-            "cache",
-            settings.cache_topic,
+            label,
+            topic,
         )
 
 

@@ -40,6 +40,8 @@ from datetime import datetime, timedelta
 from decimal import ROUND_HALF_EVEN, Decimal
 
 WINDOW = timedelta(minutes=1)
+# Serving-batch buckets: (largest batch size, label); above the last, "65+".
+BATCH_BUCKETS = ((1, "1"), (4, "2-4"), (16, "5-16"), (64, "17-64"))
 BATCH_FACTORS = {"unknown": 8, "1": 8, "2-4": 5, "5-16": 3, "17-64": 2, "65+": 2}
 _MS = timedelta(milliseconds=1)
 
@@ -69,7 +71,7 @@ class Attempt:
 def batch_bucket(batch_size: int | None) -> str:
     if batch_size is None:
         return "unknown"
-    for upper, label in ((1, "1"), (4, "2-4"), (16, "5-16"), (64, "17-64")):
+    for upper, label in BATCH_BUCKETS:
         if batch_size <= upper:
             return label
     return "65+"

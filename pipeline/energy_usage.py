@@ -15,11 +15,11 @@ import csv
 from dataclasses import dataclass
 from functools import cache
 from importlib import resources
-from typing import Final
+from typing import Any, Final
 
 import polars as pl
 
-from pipeline.energy import BATCH_FACTORS, Weights
+from pipeline.energy import BATCH_BUCKETS, BATCH_FACTORS, Weights
 
 ENERGY_KEY: Final = ("model", "tenant", "route", "feature", "batch_bucket", "cache_state")
 TOKEN_SUMS: Final = ("input_tokens", "output_tokens", "cache_read_tokens")
@@ -49,19 +49,10 @@ class Coefficients:
 
 def _keyed(events: pl.DataFrame) -> pl.DataFrame:
     size = pl.col("batch_size")
-    bucket = (
-        pl.when(size.is_null())
-        .then(pl.lit("unknown"))
-        .when(size <= 1)
-        .then(pl.lit("1"))
-        .when(size <= 4)
-        .then(pl.lit("2-4"))
-        .when(size <= 16)
-        .then(pl.lit("5-16"))
-        .when(size <= 64)
-        .then(pl.lit("17-64"))
-        .otherwise(pl.lit("65+"))
-    )
+    bucket: Any = pl.when(size.is_null()).then(pl.lit("unknown"))
+    for upper, label in BATCH_BUCKETS:  # the same buckets as pipeline.energy.batch_bucket
+        bucket = bucket.when(size <= upper).then(pl.lit(label))
+    bucket = bucket.otherwise(pl.lit("65+"))
     hit = (pl.col("cache_read_tokens") > 0) | pl.col("response_cache_hit").fill_null(False)
     return events.with_columns(
         pl.col("ts").dt.truncate("1m").alias("window_start"),

@@ -165,6 +165,15 @@ class OffsetSink(PgSession):
             for p, o, e in await cur.fetchall()
         }
 
+    def _fenced(self, rows: dict[int, tuple[int, int]]) -> tuple[int, ...]:
+        """Partitions whose stored epoch is not the one this sink claimed: a
+        newer owner took them, so nothing of them may be applied (or acked)."""
+        fenced = tuple(p for p in sorted(rows) if rows[p][1] != self._epochs.get(p))
+        if fenced:
+            self.faults["fenced"] += 1
+            log.warning("fault fenced: %s partitions %s have a newer owner", self._topic, fenced)
+        return fenced
+
     async def _write_dead(
         self, conn: AsyncConnection[tuple[object, ...]], dead: list[DeadLetter]
     ) -> None:
@@ -232,12 +241,7 @@ class LineSink(OffsetSink):
         conn = await self._connection()
         async with conn.transaction():
             rows = await self._lock_offsets(conn, partitions)
-            fenced = tuple(p for p in partitions if rows[p][1] != self._epochs.get(p))
-            if fenced:
-                self.faults["fenced"] += 1
-                log.warning(
-                    "fault fenced: %s partitions %s have a newer owner", self._topic, fenced
-                )
+            fenced = self._fenced(rows)
             fresh = [
                 m
                 for m in messages

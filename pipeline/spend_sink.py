@@ -213,13 +213,7 @@ class SpendSink(OffsetSink):
         conn = await self._connection()
         async with conn.transaction():
             rows = await self._lock_offsets(conn, batch.partitions)
-            fenced = tuple(p for p in batch.partitions if rows[p][1] != self._epochs.get(p))
-            if fenced:
-                self.faults["fenced"] += 1
-                log.warning(
-                    "fault fenced: partitions %s belong to a newer owner; not applying them",
-                    fenced,
-                )
+            fenced = self._fenced(rows)
             floor = {p: FENCED if p in fenced else rows[p][0] for p in batch.partitions}
             fresh = [p for p in batch.partitions if batch.last_offsets[p] >= floor[p]]
             if not fresh:
