@@ -126,6 +126,13 @@ class GpuTelemetrySample(_Contract):
 
 
 class CacheEvent(_Contract):
+    """One lookup, insert or eviction in a cache layer.
+
+    ``model``/``provider`` name the model the cache sits in front of, so a
+    hit can be valued with the price book; ``output_tokens`` is, for the
+    response and semantic layers, the length of the cached answer (a hit
+    there saves the whole call, not only the prompt)."""
+
     node_id: Ident
     ts: AwareDatetime
     tenant: Ident
@@ -134,6 +141,9 @@ class CacheEvent(_Contract):
     op: Literal["hit", "miss", "insert", "evict"]
     tokens: Tokens
     owner_tenant: Ident | None = None
+    model: Ident | None = None
+    provider: Ident | None = None
+    output_tokens: Tokens = 0
 
     @model_validator(mode="after")
     def _evict_has_owner(self) -> CacheEvent:

@@ -225,11 +225,15 @@ cache_window = Table(
     Column("tenant", Text, primary_key=True),
     Column("route", Text, primary_key=True),
     Column("layer", Text, primary_key=True),
+    # The model the cache fronts ('' when the event did not say), for pricing.
+    Column("model", Text, primary_key=True, server_default=""),
+    Column("provider", Text, primary_key=True, server_default=""),
     _count("hits"),
     _count("misses"),
     _count("hit_tokens"),
     _count("miss_tokens"),
     _count("inserts"),
+    _count("hit_output_tokens"),
 )
 
 cache_eviction_window = Table(
@@ -239,6 +243,45 @@ cache_eviction_window = Table(
     Column("evicting_tenant", Text, primary_key=True),
     Column("evicted_tenant", Text, primary_key=True),
     Column("layer", Text, primary_key=True),
+    Column("model", Text, primary_key=True, server_default=""),
+    Column("provider", Text, primary_key=True, server_default=""),
     _count("evictions"),
     _count("evicted_tokens"),
+    _count("evicted_output_tokens"),
+)
+
+# Carbon reference data, loaded like prices: a version is never rewritten.
+GRAMS: Final = Numeric(14, 3)
+
+grid_intensity = Table(
+    "grid_intensity",
+    metadata,
+    Column("region", Text, primary_key=True),
+    Column("effective_from", TS, primary_key=True),
+    Column("gco2e_per_kwh", GRAMS, nullable=False),
+    Column("source", Text, nullable=False),
+    Column("loaded_at", TS, nullable=False, server_default=func.now()),
+)
+
+gpu_embodied = Table(
+    "gpu_embodied",
+    metadata,
+    Column("gpu_type", Text, primary_key=True),
+    Column("embodied_kgco2e", GRAMS, nullable=False),
+    Column("lifetime_hours", Integer, nullable=False),
+    Column("tdp_w", Integer, nullable=False),
+    Column("source", Text, nullable=False),
+    Column("loaded_at", TS, nullable=False, server_default=func.now()),
+)
+
+# Where energy is drawn: serving nodes by node_id pattern (measured energy),
+# external API models by model pattern (estimated energy). Most specific wins.
+carbon_site = Table(
+    "carbon_site",
+    metadata,
+    Column("kind", Text, primary_key=True),
+    Column("pattern", Text, primary_key=True),
+    Column("region", Text, nullable=False),
+    Column("gpu_type", Text, nullable=False),
+    Column("loaded_at", TS, nullable=False, server_default=func.now()),
 )

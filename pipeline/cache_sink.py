@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from collections import Counter
 from collections.abc import Sequence
+from dataclasses import astuple
 
 from psycopg import AsyncConnection
 
@@ -16,23 +17,26 @@ from pipeline.usage_codec import Message
 SINK = "cache"
 
 _ADD_CACHE = """
-INSERT INTO cache_window (window_start, tenant, route, layer, hits, misses, hit_tokens,
-                          miss_tokens, inserts)
-VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s)
-ON CONFLICT (window_start, tenant, route, layer) DO UPDATE SET
+INSERT INTO cache_window (window_start, tenant, route, layer, model, provider, hits, misses,
+                          hit_tokens, miss_tokens, inserts, hit_output_tokens)
+VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s)
+ON CONFLICT (window_start, tenant, route, layer, model, provider) DO UPDATE SET
     hits = cache_window.hits + excluded.hits,
     misses = cache_window.misses + excluded.misses,
     hit_tokens = cache_window.hit_tokens + excluded.hit_tokens,
     miss_tokens = cache_window.miss_tokens + excluded.miss_tokens,
-    inserts = cache_window.inserts + excluded.inserts
+    inserts = cache_window.inserts + excluded.inserts,
+    hit_output_tokens = cache_window.hit_output_tokens + excluded.hit_output_tokens
 """
 _ADD_EVICTIONS = """
-INSERT INTO cache_eviction_window (window_start, evicting_tenant, evicted_tenant, layer,
-                                   evictions, evicted_tokens)
-VALUES (%s, %s, %s, %s, %s, %s)
-ON CONFLICT (window_start, evicting_tenant, evicted_tenant, layer) DO UPDATE SET
+INSERT INTO cache_eviction_window (window_start, evicting_tenant, evicted_tenant, layer, model,
+                                   provider, evictions, evicted_tokens, evicted_output_tokens)
+VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s)
+ON CONFLICT (window_start, evicting_tenant, evicted_tenant, layer, model, provider) DO UPDATE SET
     evictions = cache_eviction_window.evictions + excluded.evictions,
-    evicted_tokens = cache_eviction_window.evicted_tokens + excluded.evicted_tokens
+    evicted_tokens = cache_eviction_window.evicted_tokens + excluded.evicted_tokens,
+    evicted_output_tokens = cache_eviction_window.evicted_output_tokens
+                            + excluded.evicted_output_tokens
 """
 
 
@@ -46,35 +50,7 @@ class CacheSink(LineSink):
         decoded, dead = decode_lines(CacheEvent, messages)
         windows, evictions = cache_windows(line.value for line in decoded)
         async with conn.cursor() as cur:
-            await cur.executemany(
-                _ADD_CACHE,
-                [
-                    (
-                        w.window_start,
-                        w.tenant,
-                        w.route,
-                        w.layer,
-                        w.hits,
-                        w.misses,
-                        w.hit_tokens,
-                        w.miss_tokens,
-                        w.inserts,
-                    )
-                    for w in windows
-                ],
-            )
-            await cur.executemany(
-                _ADD_EVICTIONS,
-                [
-                    (
-                        e.window_start,
-                        e.evicting_tenant,
-                        e.evicted_tenant,
-                        e.layer,
-                        e.evictions,
-                        e.evicted_tokens,
-                    )
-                    for e in evictions
-                ],
-            )
+            # The dataclasses' fields are in the statements' column order.
+            await cur.executemany(_ADD_CACHE, [astuple(w) for w in windows])
+            await cur.executemany(_ADD_EVICTIONS, [astuple(e) for e in evictions])
         return Counter(line.partition for line in decoded), dead

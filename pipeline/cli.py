@@ -7,6 +7,7 @@ import json
 import subprocess
 import sys
 import time
+from collections.abc import Sequence
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 from importlib import resources
@@ -20,8 +21,10 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 from rich.table import Table
 
 from models import prices as price_parsers
+from models.carbon import GpuEmbodied, GridIntensity, Site, parse_csv
 from models.money import to_cents
 from pipeline import db, embedded
+from pipeline.carbon import MJ_PER_KWH
 from pipeline.services import Services, resolve
 from pipeline.settings import Settings
 from pipeline.simulate import SimConfig
@@ -35,6 +38,11 @@ db_app = typer.Typer(help="Database schema.", no_args_is_help=True)
 prices_app = typer.Typer(help="The versioned price book.", no_args_is_help=True)
 app.add_typer(db_app, name="db")
 app.add_typer(prices_app, name="prices")
+carbon_app = typer.Typer(
+    help="Carbon reference data: grid intensity, embodied emissions, sites.",
+    no_args_is_help=True,
+)
+app.add_typer(carbon_app, name="carbon")
 dead_app = typer.Typer(help="Review and replay rejected input.", no_args_is_help=True)
 app.add_typer(dead_app, name="dead-letters")
 # Piped output (logs, CI, tests) gets room for the wide tables instead of 80 columns.
@@ -474,6 +482,81 @@ def spend_cmd(
         raise typer.Exit(2) from exc
 
 
+@carbon_app.command("load")
+def carbon_load(
+    intensity: Annotated[
+        Path | None, typer.Option(help="CSV: " + "region,effective_from,gco2e_per_kwh,source")
+    ] = None,
+    embodied: Annotated[
+        Path | None,
+        typer.Option(help="CSV: gpu_type,embodied_kgco2e,lifetime_hours,tdp_w,source"),
+    ] = None,
+    sites: Annotated[Path | None, typer.Option(help="CSV: kind,pattern,region,gpu_type")] = None,
+) -> None:
+    """Load carbon tables from CSV files; with no file, the bundled defaults.
+    A loaded version is never rewritten: add a later effective_from instead."""
+    from pipeline.carbon_store import defaults
+
+    rows: list[GridIntensity | GpuEmbodied | Site] = []
+    try:
+        if intensity:
+            rows += parse_csv(GridIntensity, intensity.read_text())
+        if embodied:
+            rows += parse_csv(GpuEmbodied, embodied.read_text())
+        if sites:
+            rows += parse_csv(Site, sites.read_text())
+    except (ValueError, OSError) as exc:
+        console.print(f"[red]{exc}[/]")
+        raise typer.Exit(1) from exc
+    _, services = _services()
+    load_carbon(services, rows if intensity or embodied or sites else defaults())
+
+
+def load_carbon(services: Services, rows: Sequence[GridIntensity | GpuEmbodied | Site]) -> None:
+    from pipeline.carbon_store import load_rows
+
+    result = load_rows(db.engine(services.database_url), rows)
+    if result.conflicts:
+        for c in result.conflicts:
+            console.print(f"[red]conflict[/] {c}")
+        console.print("nothing loaded")
+        raise typer.Exit(1)
+    console.print(f"carbon data: {result.inserted} new rows, {result.unchanged} already loaded")
+
+
+@carbon_app.command("list")
+def carbon_list() -> None:
+    """The carbon book in force."""
+    from pipeline.carbon_store import load_book
+
+    _, services = _services()
+    book = load_book(db.engine(services.database_url))
+    table = Table(title="Grid intensity", title_justify="left")
+    for col in ("region", "from", "gCO2e/kWh", "source"):
+        table.add_column(col)
+    for g in sorted(book.intensities, key=lambda g: (g.region, g.effective_from)):
+        table.add_row(g.region, g.effective_from.isoformat(), str(g.gco2e_per_kwh), g.source)
+    console.print(table)
+    gpus = Table(title="Embodied emissions per GPU", title_justify="left")
+    for col in ("GPU type", "kgCO2e", "lifetime h", "TDP W", "g per GPU-hour"):
+        gpus.add_column(col)
+    for e in book.embodied:
+        gpus.add_row(
+            e.gpu_type,
+            str(e.embodied_kgco2e),
+            str(e.lifetime_hours),
+            str(e.tdp_w),
+            f"{e.grams_per_gpu_hour:.3f}",
+        )
+    console.print(gpus)
+    sites = Table(title="Sites", title_justify="left")
+    for col in ("kind", "pattern", "region", "GPU type"):
+        sites.add_column(col)
+    for site in book.sites:
+        sites.add_row(site.kind, site.pattern, site.region, site.gpu_type)
+    console.print(sites)
+
+
 @app.command()
 def demo(
     rate: Annotated[float, typer.Option(help="requests per second of event time")] = 20.0,
@@ -488,6 +571,9 @@ def demo(
     db.upgrade(services.database_url)
     result = load_entries(db.engine(services.database_url), default_prices(), "default")
     console.print(f"price book: {result.inserted} new, {result.unchanged} already loaded")
+    from pipeline.carbon_store import defaults
+
+    load_carbon(services, defaults())
     now = datetime.now(UTC).replace(minute=0, second=0, microsecond=0)
     start = now - timedelta(hours=1)
     # One seed per hour: re-running the demo within the hour re-sends the same
@@ -574,8 +660,12 @@ def energy_cmd(
     ] = "model",
     from_: Annotated[str | None, typer.Option("--from", help="RFC 3339 or date")] = None,
     to: Annotated[str | None, typer.Option(help="RFC 3339 or date (exclusive)")] = None,
+    method: Annotated[bool, typer.Option(help="print how carbon and SCI are computed")] = False,
 ) -> None:
-    """Tokens per joule and Wh per 1k tokens; measured and estimated apart."""
+    """Tokens per joule, Wh per 1k tokens, gCO2e and SCI per 1k tokens;
+    measured and estimated apart."""
+    from pipeline.carbon import METHOD
+
     _, services = _services()
     start, end = _range(from_, to)
     dims = tuple(d.strip() for d in by.split(",") if d.strip())
@@ -584,34 +674,59 @@ def energy_cmd(
     except ValueError as exc:
         console.print(f"[red]{exc}[/]")
         raise typer.Exit(2) from exc
+    if method:
+        console.print(f"\n[bold]Carbon method[/]\n{METHOD}")
+
+
+def _kwh(mj: int) -> str:
+    return f"{Decimal(mj) / MJ_PER_KWH:.4f}"
+
+
+def _grams(g: Decimal) -> str:
+    return f"{g.quantize(Decimal('0.001')):,}"
 
 
 def print_energy(services: Services, start: datetime, end: datetime, dims: tuple[str, ...]) -> None:
+    from reports.carbon import carbon
     from reports.energy import energy, node_totals
 
     engine = db.engine(services.database_url)
     rows = energy(engine, start, end, dims)
     nodes = node_totals(engine, start, end)
-    table = Table(title="Energy per token", title_justify="left")
-    for col in (*dims, "source", "attempts", "tokens", "energy kWh", "tokens/J", "Wh/1k tok"):
+    grams = carbon(engine, start, end, dims)
+    table = Table(title="Energy and carbon per token", title_justify="left")
+    cols = (*dims, "source", "attempts", "tokens", "energy kWh", "tokens/J", "Wh/1k tok")
+    for col in (*cols, "gCO2e", "SCI g/1k tok"):
         table.add_column(col, justify="left" if col in (*dims, "source") else "right")
     for r in rows:
         tpj, wh = r.tokens_per_joule, r.wh_per_1k_tokens
+        f = grams.groups.get((*r.key, r.source))
+        sci = f.sci_per_1k_tokens if f else None
         table.add_row(
             *r.key,
             r.source,
             f"{r.attempts:,}",
             f"{r.tokens:,}",
-            f"{r.energy_mj / 3.6e9:.4f}",
+            _kwh(r.energy_mj),
             f"{tpj:.3f}" if tpj is not None else "-",
             f"{wh:.4f}" if wh is not None else "-",
+            _grams(f.carbon_g) if f else "-",
+            f"{sci:.4f}" if sci is not None else "-",
         )
     console.print(table)
     console.print(
-        f"measured {nodes.measured_mj / 3.6e9:.4f} kWh = attributed "
-        f"{nodes.attributed_mj / 3.6e9:.4f} + idle {nodes.idle_mj / 3.6e9:.4f};"
+        f"measured {_kwh(nodes.measured_mj)} kWh = attributed "
+        f"{_kwh(nodes.attributed_mj)} + idle {_kwh(nodes.idle_mj)};"
         f" {nodes.open_windows} node-windows not yet split;"
         f" {nodes.unmeasured_ms / 1000:.0f} s without telemetry"
+    )
+    fleet, idle = grams.fleet, grams.idle
+    sci = fleet.sci_per_1k_tokens
+    console.print(
+        f"carbon {_grams(fleet.carbon_g)} gCO2e (operational {_grams(fleet.operational_g)},"
+        f" embodied {_grams(fleet.embodied_g)}; idle share {_grams(idle.carbon_g)});"
+        f" fleet SCI {f'{sci:.4f}' if sci is not None else '-'} g per 1k tokens"
+        + (f"; [yellow]{_kwh(fleet.unlocated_mj)} kWh unlocated[/]" if fleet.unlocated_mj else "")
     )
 
 
@@ -634,7 +749,7 @@ def cache_cmd(
 def print_cache(
     services: Services, start: datetime, end: datetime, minutes: int, providers: bool = False
 ) -> None:
-    from reports.cache import evictors, hit_rates, provider_prefix_rates
+    from reports.cache import evictors, hit_rates, provider_prefix_rates, savings
 
     engine = db.engine(services.database_url)
     table = Table(title="Shared cache hit rate (requests)", title_justify="left")
@@ -651,12 +766,30 @@ def print_cache(
             Bar(size=1, begin=0, end=float(rate), width=30),
         )
     console.print(table)
+    saved = Table(title="Dollars saved by cache hits", title_justify="left")
+    for col in ("tenant", "layer", "hits", "hit tokens", "saved USD", "unpriced tokens"):
+        saved.add_column(col, justify="left" if col in ("tenant", "layer") else "right")
+    for s in savings(engine, start, end)[:20]:
+        saved.add_row(
+            s.tenant,
+            s.layer,
+            f"{s.hits.events:,}",
+            f"{s.hits.tokens:,}",
+            f"{to_cents(s.hits.usd):,}",
+            f"{s.hits.unpriced_tokens:,}",
+        )
+    console.print(saved)
     top = Table(title="Top evictors (of other tenants' entries)", title_justify="left")
-    for col in ("evicting tenant", "evicted tenant", "evictions", "evicted tokens"):
+    cols = ("evicting tenant", "evicted tenant", "evictions", "evicted tokens", "cost pushed USD")
+    for col in cols:
         top.add_column(col, justify="left" if "tenant" in col else "right")
     for e in evictors(engine, start, end)[:15]:
         top.add_row(
-            e.evicting_tenant, e.evicted_tenant, f"{e.evictions:,}", f"{e.evicted_tokens:,}"
+            e.evicting_tenant,
+            e.evicted_tenant,
+            f"{e.evictions:,}",
+            f"{e.evicted_tokens:,}",
+            f"{to_cents(e.pushed_usd):,}",
         )
     console.print(top)
     if not providers:

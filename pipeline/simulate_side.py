@@ -12,7 +12,10 @@ counter is the running sum, in millijoules.
 Cache events: every attempt looks its prompt prefix up in the shared prefix
 cache (hit when the usage event read from cache, else a miss and an
 insert). During the cache-thrash incident each miss of the newcomer evicts
-another tenant's prefix.
+another tenant's prefix. A request's first (non-batch) attempt missed the
+exact-response and semantic caches before it reached the model; a few
+look-alike requests were answered from them instead. Every cache event names
+the model the cache fronts, so its hits can be valued with the price book.
 """
 
 from __future__ import annotations
@@ -33,6 +36,9 @@ IDLE_W: Final = 60.0
 TIER: Final = {"qwen3-32b": 1.0, "llama-3.3-70b": 2.3}
 # Joules per token for the 32B tier, unbatched.
 J_PREFILL, J_CACHED, J_DECODE = 0.05, 0.005, 0.5
+# Share of first attempts that have a look-alike request answered from the
+# exact-response cache, and from the semantic cache.
+RESPONSE_HIT, SEMANTIC_HIT = 0.05, 0.03
 
 
 def attempt_joules(e: dict[str, Any]) -> float:
@@ -80,7 +86,16 @@ def cache_events(events: Sequence[dict[str, Any]], cfg: SimConfig) -> Iterator[d
     others = [t for t in cfg.tenants if t != THRASHER]
     window = cfg.incident_window()
     for e in events:
-        base = {"node_id": e["node_id"], "ts": e["ts"], "tenant": e["tenant"], "route": e["route"]}
+        base = {
+            "node_id": e["node_id"],
+            "ts": e["ts"],
+            "tenant": e["tenant"],
+            "route": e["route"],
+            "model": e["model"],
+            "provider": e["provider"],
+        }
+        if e["attempt"] == 1 and not e["batch"]:
+            yield from _answer_caches(base, e, rng)
         hit = e["cache_read_tokens"] > 0
         tokens = e["cache_read_tokens"] if hit else e["input_tokens"]
         yield {**base, "layer": "prefix", "op": "hit" if hit else "miss", "tokens": tokens}
@@ -96,6 +111,25 @@ def cache_events(events: Sequence[dict[str, Any]], cfg: SimConfig) -> Iterator[d
                 "tokens": e["input_tokens"],
                 "owner_tenant": rng.choice(others),
             }
+
+
+def _answer_caches(
+    base: dict[str, Any], e: dict[str, Any], rng: random.Random
+) -> Iterator[dict[str, Any]]:
+    """A request that reached the model missed the exact-response and the
+    semantic cache first. Some look-alike requests were answered from one of
+    them and never reached a model (they have no usage event): a hit that
+    saved the whole call. Only a successful answer is cached."""
+    prompt, answer = e["input_tokens"], e["output_tokens"]
+    yield {**base, "layer": "response", "op": "miss", "tokens": prompt}
+    yield {**base, "layer": "semantic", "op": "miss", "tokens": prompt}
+    if e["status"] != "ok":
+        return  # nothing worth caching came back
+    yield {**base, "layer": "response", "op": "insert", "tokens": prompt, "output_tokens": answer}
+    u = rng.random()
+    if u < RESPONSE_HIT + SEMANTIC_HIT:
+        layer = "response" if u < RESPONSE_HIT else "semantic"
+        yield {**base, "layer": layer, "op": "hit", "tokens": prompt, "output_tokens": answer}
 
 
 def lines(items: Iterator[dict[str, Any]]) -> Iterator[bytes]:

@@ -22,8 +22,11 @@ def test_demo_starts_everything_and_prints_per_tenant_spend(tmp_path: Path) -> N
         tenants = [t for t in TENANTS if t in out]
         assert len(tenants) >= 10, out
         # Energy per model (measured for the self-hosted ones) and the cache.
-        assert "Energy per token" in out and "qwen3-32b" in out and "measured" in out
+        assert "Energy and carbon per token" in out and "qwen3-32b" in out and "measured" in out
         assert "Shared cache hit rate" in out
+        # Carbon per token, and what the caches saved in dollars.
+        assert "gCO2e" in out and "fleet SCI" in out and "unlocated" not in out
+        assert "Dollars saved" in out
         status = run_cli(("status",), env).stdout
         assert '"running": true' in status
     finally:

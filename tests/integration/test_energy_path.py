@@ -7,6 +7,7 @@ from __future__ import annotations
 import json
 import threading
 from datetime import UTC, datetime, timedelta
+from decimal import Decimal, localcontext
 from fractions import Fraction
 from http.server import BaseHTTPRequestHandler, HTTPServer
 from pathlib import Path
@@ -15,7 +16,9 @@ from typing import Any
 import pytest
 
 from pipeline import db
-from reports.cache import provider_prefix_rates
+from pipeline.carbon import GRAMS
+from reports.cache import evictors, provider_prefix_rates, savings
+from reports.carbon import carbon
 from tests.factories import event
 from tests.integration.conftest import Env
 
@@ -76,6 +79,8 @@ def test_energy_is_split_exactly_and_late_usage_is_an_adjustment(env: Env, tmp_p
             "layer": "prefix",
             "op": op,
             "tokens": n,
+            "model": "qwen3-32b",
+            "provider": "self-hosted",
         }
         for op, n in (("hit", 3000), ("hit", 1000), ("miss", 4000))
     ] + [
@@ -88,6 +93,8 @@ def test_energy_is_split_exactly_and_late_usage_is_an_adjustment(env: Env, tmp_p
             "op": "evict",
             "tokens": 2500,
             "owner_tenant": "acme",
+            "model": "qwen3-32b",
+            "provider": "self-hosted",
         },
         {
             "node_id": "gpu-a1",
@@ -141,9 +148,43 @@ def test_energy_is_split_exactly_and_late_usage_is_an_adjustment(env: Env, tmp_p
         (r.tenant, r.model): r.rate
         for r in provider_prefix_rates(engine, W, W + timedelta(hours=1))
     }
-    engine.dispose()
     assert rates[("acme", "qwen3-32b")] == Fraction(3000, 4000)
     assert rates[("globex", "qwen3-32b")] == 0
+
+    # What the cache is worth, from the price book (qwen3-32b: $0.10 input,
+    # $0.01 cache read per Mtok): 4,000 hit tokens saved 4,000 x $0.09 / 1M,
+    # and the 2,500 evicted tokens pushed 2,500 x $0.09 / 1M onto acme.
+    span = (W - timedelta(hours=1), W + timedelta(hours=1))
+    (saved,) = savings(engine, *span)
+    assert (saved.tenant, saved.layer, saved.hits.usd) == ("acme", "prefix", Decimal("0.00036"))
+    (pushed,) = evictors(engine, *span)
+    assert (pushed.evicting_tenant, pushed.evicted_tenant) == ("launch", "acme")
+    assert pushed.pushed_usd == Decimal("0.000225")
+    out = env.finops("cache").stdout
+    assert "Dollars saved" in out and "cost pushed" in out
+
+    # Carbon: gpu-a1 is in us-west (210 g/kWh) with one reporting H100.
+    env.finops("carbon", "load")
+    grams = carbon(engine, *span, ("tenant",))
+    acme = grams.groups[("acme", "measured")]
+    with localcontext(GRAMS):
+        assert acme.operational_g == Decimal(31_879_518) * 210 / Decimal(3_600_000_000)
+        per_minute = Decimal(460_000) / 35040 / 60  # one GPU's embodied share of the minute
+        assert acme.embodied_g == per_minute * 31_879_518 / 42_000_000
+        # The idle minute before W is all idle; the groups and the idle line
+        # carry every node-minute's embodied carbon, split or not.
+        assert grams.idle.embodied_g >= per_minute
+        (minutes,) = env.query("SELECT count(*) FROM node_energy_window WHERE node_id = 'gpu-a1'")[
+            0
+        ]
+        measured = [f for k, f in grams.groups.items() if k[-1] == "measured"]
+        carried = sum((f.embodied_g for f in measured), grams.idle.embodied_g)
+        assert abs(carried - per_minute * int(str(minutes))) < Decimal("1e-30")
+        assert acme.sci_per_1k_tokens == acme.carbon_g * 1000 / (4000 + 500)
+    out = env.finops("energy", "--by", "tenant", "--method").stdout
+    assert "SCI" in out and "fleet SCI" in out and "Carbon method" in out
+
+    engine.dispose()
 
     # Usage for the window arrives after it was split: split again, exactly.
     env.finops("replay", _write(tmp_path / "late.jsonl", [_usage("late", 300, 600, 0)]))

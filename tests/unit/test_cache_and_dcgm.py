@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from datetime import UTC, datetime, timedelta
+from decimal import Decimal
 from fractions import Fraction
 from pathlib import Path
 
@@ -10,7 +11,8 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from models.contracts import CacheEvent
-from pipeline.cache_windows import cache_windows, top_evictors
+from models.prices import PriceBook, PriceEntry
+from pipeline.cache_windows import cache_windows, saving, top_evictors, value_at
 from pipeline.dcgm import parse_scrape
 
 T0 = datetime(2026, 3, 1, 12, 0, tzinfo=UTC)
@@ -64,6 +66,66 @@ def test_hits_plus_misses_equal_the_events(events: list[tuple[str, str, int, int
     lookups = [e for e in events if e[0] != "insert"]
     assert sum(w.hits + w.misses for w in windows) == len(lookups)
     assert sum(w.hit_tokens + w.miss_tokens for w in windows) == sum(e[2] for e in lookups)
+
+
+SONNET = PriceEntry(
+    model="claude-4.5-sonnet",
+    provider="anthropic",
+    effective_from=T0 - timedelta(days=30),
+    input_per_mtok=Decimal("3"),
+    output_per_mtok=Decimal("15"),
+    cache_read_per_mtok=Decimal("0.30"),
+    cache_write_per_mtok=Decimal("3.75"),
+)
+
+
+def test_what_a_hit_saves_by_layer() -> None:
+    # A prefix hit still pays the cache-read price: 3,000 x ($3 - $0.30) / 1M.
+    assert saving("prefix", SONNET, 3000, 0) == Decimal("0.0081")
+    # A response or semantic hit saves the whole call: 4,000 x $3 + 500 x $15, per 1M.
+    assert saving("response", SONNET, 4000, 500) == Decimal("0.0195")
+    assert saving("semantic", SONNET, 4000, 500) == Decimal("0.0195")
+    # An embedding hit saves the embedding call; an answer length means nothing there.
+    assert saving("embedding", SONNET, 1000, 500) == Decimal("0.003")
+
+
+def test_hits_are_valued_with_the_price_in_force_then() -> None:
+    cheaper = SONNET.model_copy(update={"effective_from": T0, "input_per_mtok": Decimal("1.30")})
+    book = PriceBook((SONNET, cheaper))
+    before = value_at(
+        book, "prefix", SONNET.model, "anthropic", T0 - timedelta(minutes=1), 10**6, 0
+    )
+    after = value_at(book, "prefix", SONNET.model, "anthropic", T0, 10**6, 0)
+    assert (before, after) == (Decimal("2.70"), Decimal("1.00"))
+    # No price yet, or a cache that did not name its model: not valued, never guessed.
+    assert (
+        value_at(book, "prefix", SONNET.model, "anthropic", T0 - timedelta(days=31), 1, 0) is None
+    )
+    assert value_at(book, "prefix", "", "", T0, 1, 0) is None
+
+
+@given(
+    st.sampled_from(["prefix", "embedding", "response", "semantic"]),
+    st.lists(st.tuples(st.integers(0, 10**7), st.integers(0, 10**6)), max_size=30),
+)
+def test_valuing_a_window_equals_valuing_its_events(
+    layer: str, hits: list[tuple[int, int]]
+) -> None:
+    """Windows store summed tokens and are valued once; that must equal the
+    sum of what each hit saved."""
+    each = sum((saving(layer, SONNET, t, o) for t, o in hits), Decimal(0))
+    summed = saving(layer, SONNET, sum(t for t, _ in hits), sum(o for _, o in hits))
+    assert each == summed
+
+
+def test_windows_keep_the_model_and_the_answer_length() -> None:
+    hit = _ev("hit", "a", 400).model_copy(
+        update={"model": "gpt-4o", "provider": "openai", "layer": "response", "output_tokens": 90}
+    )
+    windows, _ = cache_windows([hit, _ev("miss", "a", 400)])
+    keyed = {(w.layer, w.model, w.provider): w for w in windows}
+    assert keyed[("response", "gpt-4o", "openai")].hit_output_tokens == 90
+    assert keyed[("prefix", "", "")].misses == 1  # no model named: kept, valued as unpriced
 
 
 SCRAPE = (Path(__file__).parent.parent / "data" / "dcgm_scrape.prom").read_text()

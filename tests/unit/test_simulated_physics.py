@@ -80,7 +80,7 @@ def test_cache_thrash_drops_the_shared_hit_rate_and_names_the_evictor() -> None:
     begin, end = CFG.incident_window() or (START, START)
 
     def rate(lo: datetime, hi: datetime) -> float:
-        sel = [w for w in windows if lo <= w.window_start < hi]
+        sel = [w for w in windows if lo <= w.window_start < hi and w.layer == "prefix"]
         hits = sum(w.hits for w in sel)
         return hits / (hits + sum(w.misses for w in sel))
 
@@ -88,3 +88,14 @@ def test_cache_thrash_drops_the_shared_hit_rate_and_names_the_evictor() -> None:
     during = rate(begin + timedelta(minutes=2), end)
     assert 0.6 < before < 0.8 and 0.1 < during < 0.3, (before, during)
     assert top_evictors(evicted)[0][0] == THRASHER
+
+
+def test_answer_caches_save_whole_calls_and_every_event_names_its_model() -> None:
+    events = list(cache_events(EVENTS, CFG))
+    assert all(c["model"] and c["provider"] for c in events)
+    answered = [c for c in events if c["layer"] in ("response", "semantic") and c["op"] == "hit"]
+    firsts = [e for e in EVENTS if e["attempt"] == 1 and not e["batch"]]
+    # About RESPONSE_HIT + SEMANTIC_HIT of first attempts have a look-alike served from cache.
+    assert 0.05 < len(answered) / len(firsts) < 0.11
+    assert {c["layer"] for c in answered} == {"response", "semantic"}
+    assert all(c["output_tokens"] > 0 for c in answered)

@@ -1,0 +1,76 @@
+"""Carbon reference data in PostgreSQL: load versions, read the book.
+
+Like the price book, loading never rewrites history: loading the same row
+again changes nothing, and a different value for an existing key (region and
+effective date, GPU type, site pattern) is refused as a whole load.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from importlib import resources
+
+from sqlalchemy import Engine, Table, select
+from sqlalchemy.dialects.postgresql import insert
+
+from models.carbon import CarbonBook, GpuEmbodied, GridIntensity, Site, parse_csv
+from models.tables import carbon_site, gpu_embodied, grid_intensity
+from pipeline.price_store import LoadResult
+
+TABLES: dict[type[GridIntensity | GpuEmbodied | Site], tuple[Table, tuple[str, ...]]] = {
+    GridIntensity: (grid_intensity, ("region", "effective_from")),
+    GpuEmbodied: (gpu_embodied, ("gpu_type",)),
+    Site: (carbon_site, ("kind", "pattern")),
+}
+
+
+def defaults() -> list[GridIntensity | GpuEmbodied | Site]:
+    """The bundled illustrative tables in ``models/data``."""
+    data = resources.files("models").joinpath("data")
+    return [
+        *parse_csv(GridIntensity, data.joinpath("grid_intensity.csv").read_text()),
+        *parse_csv(GpuEmbodied, data.joinpath("gpu_embodied.csv").read_text()),
+        *parse_csv(Site, data.joinpath("carbon_sites.csv").read_text()),
+    ]
+
+
+def load_rows(engine: Engine, rows: Sequence[GridIntensity | GpuEmbodied | Site]) -> LoadResult:
+    result = LoadResult()
+    with engine.begin() as conn:
+        for row in rows:
+            table, key = TABLES[type(row)]
+            values = row.model_dump()
+            inserted = conn.execute(
+                insert(table).values(**values).on_conflict_do_nothing().returning(table.c[key[0]])
+            ).first()
+            if inserted is not None:
+                result.inserted += 1
+                continue
+            others = [c for c in values if c not in key]
+            existing = conn.execute(
+                select(*(table.c[c] for c in others)).where(*(table.c[k] == values[k] for k in key))
+            ).one()
+            if tuple(existing) == tuple(values[c] for c in others):
+                result.unchanged += 1
+            else:
+                what = " ".join(str(values[k]) for k in key)
+                result.conflicts.append(f"{table.name} {what}: already loaded with other values")
+        if result.conflicts:
+            conn.rollback()
+            result.inserted = 0
+    return result
+
+
+def load_book(engine: Engine) -> CarbonBook:
+    with engine.connect() as conn:
+
+        def read(kind: type[GridIntensity | GpuEmbodied | Site]) -> list[dict[str, object]]:
+            table, _ = TABLES[kind]
+            cols = [table.c[c] for c in kind.model_fields]
+            return [dict(r) for r in conn.execute(select(*cols)).mappings()]
+
+        return CarbonBook(
+            tuple(GridIntensity.model_validate(r) for r in read(GridIntensity)),
+            tuple(GpuEmbodied.model_validate(r) for r in read(GpuEmbodied)),
+            tuple(Site.model_validate(r) for r in read(Site)),
+        )
