@@ -1,12 +1,21 @@
 """``finops bench``: the pipeline against a raw consumer, same events, same run.
 
-For each message shape (batched NDJSON, one event per message) the same N
-simulated events go to a fresh topic. The baseline is a raw aiokafka
-consumer that reads every message and ``json.loads`` every event; the
-pipeline is ``finops worker --drain`` (validation, dedup, pricing, windows,
-Postgres commit) into a fresh database. Both are timed from their first
-message to their last event processed (the pipeline: to its last commit);
-start-up (group join) is reported apart, because it does not scale with N.
+For each shape the same N simulated usage events go to fresh topics:
+
+- ``batched``: NDJSON messages of 100 events, the spend path alone
+  (``FINOPS_JOINS=false``: no telemetry or cache agents, no energy split);
+- ``joined``: the same, plus the GPU telemetry and cache events that go with
+  that traffic on their co-partitioned topics, with every join on;
+- ``single``: one event per message, the spend path alone.
+
+The baseline is a raw aiokafka consumer that reads every message of the
+shape's topics and ``json.loads`` every line; the pipeline is ``finops worker
+--drain`` (validation, dedup, pricing, windows, energy and cache attribution,
+Postgres commits) into a fresh database. Rates are usage events per second,
+timed from the first message to the end (the pipeline: every topic applied
+and every energy window split); start-up (group join) is reported apart,
+because it does not scale with N. ``joined`` / ``batched`` pipeline rates is
+the cost of the joins.
 """
 
 from __future__ import annotations
@@ -30,14 +39,14 @@ from rich.console import Console
 from rich.progress import Progress, TaskID
 from rich.table import Table
 
-from pipeline import db
+from pipeline import db, simulate_side
 from pipeline.kafka import bootstrap, end_offsets, ensure_topics
 from pipeline.producer import BatchingPublisher
 from pipeline.services import Services
 from pipeline.settings import Settings
-from pipeline.simulate import SimConfig, lines
+from pipeline.simulate import SimConfig, generate
 
-SHAPES = {"batched": 100, "single": 1}
+SHAPES = {"batched": 100, "joined": 100, "single": 1}
 
 
 @dataclass(frozen=True)
@@ -51,20 +60,21 @@ class Run:
         return self.events / self.seconds if self.seconds > 0 else float("inf")
 
 
-async def raw_consume(kafka_url: str, topic: str) -> Run:
-    """The baseline: read everything, json.loads every event, nothing else."""
+async def raw_consume(kafka_url: str, topics: list[str]) -> Run:
+    """The baseline: read everything, json.loads every line, nothing else.
+    Counts the lines of the first topic (usage) as its events."""
     t0 = time.time()
-    ends = await end_offsets(kafka_url, topic)
+    ends = {t: await end_offsets(kafka_url, t) for t in topics}
     consumer = AIOKafkaConsumer(
         bootstrap_servers=bootstrap(kafka_url),
         enable_auto_commit=False,
         max_partition_fetch_bytes=4 * 1024**2,
     )
     await consumer.start()
-    tps = [TopicPartition(topic, p) for p in ends]
+    tps = [TopicPartition(t, p) for t in topics for p in ends[t]]
     consumer.assign(tps)
     await consumer.seek_to_beginning(*tps)
-    remaining = {tp: ends[tp.partition] for tp in tps if ends[tp.partition] > 0}
+    remaining = {tp: ends[tp.topic][tp.partition] for tp in tps if ends[tp.topic][tp.partition]}
     events = 0
     first = None
     loads = json.loads
@@ -74,11 +84,12 @@ async def raw_consume(kafka_url: str, topic: str) -> Run:
             for tp, records in batches.items():
                 if first is None:
                     first = time.time()
+                usage = tp.topic == topics[0]
                 for r in records:
                     for line in (r.value or b"").split(b"\n"):
                         if line:
                             loads(line)
-                            events += 1
+                            events += usage
                 if records and records[-1].offset + 1 >= remaining.get(tp, 0):
                     remaining.pop(tp, None)
     finally:
@@ -100,7 +111,9 @@ def _drop_database(database_url: str, name: str) -> None:
         conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
 
 
-def pipeline_drain(settings: Settings, services: Services, topic: str, database_url: str) -> Run:
+def pipeline_drain(
+    settings: Settings, services: Services, topic: str, database_url: str, joins: bool
+) -> Run:
     from pipeline.cli import default_prices
     from pipeline.price_store import load_entries
 
@@ -117,6 +130,7 @@ def pipeline_drain(settings: Settings, services: Services, topic: str, database_
             "FINOPS_CACHE_TOPIC": f"{topic}-cache",
             "FINOPS_GROUP_ID": f"bench-{uuid.uuid4().hex[:8]}",
             "FINOPS_PARTITIONS": str(settings.partitions),
+            "FINOPS_JOINS": str(joins).lower(),
         }
         t0 = time.time()
         subprocess.run(
@@ -133,7 +147,7 @@ def pipeline_drain(settings: Settings, services: Services, topic: str, database_
             check=True,
         )
         stats = json.loads(stats_file.read_text())
-    first, last = stats["first_message_at"], stats["last_commit_at"]
+    first, last = stats["first_message_at"], stats["drained_at"]
     return Run(stats["accepted"], last - first, first - t0)
 
 
@@ -155,40 +169,57 @@ def run_bench(
         seed=20251103,
         max_events=n,
     )
-    events = list(lines(cfg))
+    usage = list(generate(cfg))
+    events = list(simulate_side.lines(iter(usage)))
+    side: dict[str, list[bytes]] = {}
+    if "joined" in shapes:
+        side = {
+            "telemetry": list(simulate_side.lines(simulate_side.telemetry(usage, cfg))),
+            "cache": list(simulate_side.lines(simulate_side.cache_events(usage, cfg))),
+        }
+        console.print(
+            "side traffic for the joined shape: "
+            + ", ".join(f"{len(v):,} {k} events" for k, v in side.items())
+        )
     table = Table(
         "shape",
-        "events",
+        "usage events",
         "messages",
         "raw events/s",
         "pipeline events/s",
         "pipeline/raw",
         "raw start-up s",
         "pipeline start-up s",
-        title=f"finops bench, {n:,} events per shape, {os.cpu_count()} cores",
+        title=f"finops bench, {n:,} usage events per shape, {os.cpu_count()} cores",
     )
     ratios: dict[str, float] = {}
+    rates: dict[str, float] = {}
     for shape in shapes:
         per_message = SHAPES[shape]
         topic = f"bench-{run_id}-{shape}"
-        asyncio.run(ensure_topics(services.kafka_url, [topic, f"{topic}-dlq"], settings.partitions))
+        joins = shape == "joined"
+        traffic = {topic: events} | ({f"{topic}-{k}": v for k, v in side.items()} if joins else {})
+        dlqs = [f"{t}-dlq" for t in traffic]
+        asyncio.run(ensure_topics(services.kafka_url, [*traffic, *dlqs], settings.partitions))
+        messages = 0
         with Progress(console=console, transient=True) as progress:
-            task = progress.add_task(f"publish {shape}", total=n)
-            publisher = BatchingPublisher(
-                services.kafka_url,
-                topic,
-                events_per_message=per_message,
-                max_message_bytes=settings.max_message_bytes,
-                on_progress=partial(_advance, progress, task),
-            )
-            published = asyncio.run(publisher.publish(events))
+            for name, rows in traffic.items():
+                task = progress.add_task(f"publish {name}", total=len(rows))
+                publisher = BatchingPublisher(
+                    services.kafka_url,
+                    name,
+                    events_per_message=per_message,
+                    max_message_bytes=settings.max_message_bytes,
+                    on_progress=partial(_advance, progress, task),
+                )
+                messages += asyncio.run(publisher.publish(rows)).messages
         console.print(f"[{shape}] measuring the raw consumer ...")
-        raw = asyncio.run(raw_consume(services.kafka_url, topic))
+        raw = asyncio.run(raw_consume(services.kafka_url, list(traffic)))
         console.print(f"[{shape}] measuring the pipeline ...")
         db_name = f"finops_bench_{run_id}_{shape}"
         database_url = _fresh_database(services.database_url, db_name)
         try:
-            pipe = pipeline_drain(settings, services, topic, database_url)
+            pipe = pipeline_drain(settings, services, topic, database_url, joins)
         finally:
             _drop_database(services.database_url, db_name)
         if raw.events != n or pipe.events != n:
@@ -196,11 +227,11 @@ def run_bench(
                 f"{shape}: expected {n} events, raw saw {raw.events}, "
                 f"pipeline counted {pipe.events}"
             )
-        ratios[shape] = pipe.rate / raw.rate
+        ratios[shape], rates[shape] = pipe.rate / raw.rate, pipe.rate
         table.add_row(
             shape,
             f"{n:,}",
-            f"{published.messages:,}",
+            f"{messages:,}",
             f"{raw.rate:,.0f}",
             f"{pipe.rate:,.0f}",
             f"{ratios[shape]:.2f}",
@@ -210,3 +241,8 @@ def run_bench(
     console.print(table)
     if "batched" in ratios:
         console.print(f"batched-shape ratio pipeline/raw: {ratios['batched']:.2f}")
+    if "batched" in rates and "joined" in rates:
+        console.print(
+            "joins ratio (joined / spend path alone, pipeline rates): "
+            f"{rates['joined'] / rates['batched']:.2f}"
+        )

@@ -2,55 +2,43 @@
 
 from __future__ import annotations
 
+import asyncio
 from collections import Counter
 from collections.abc import Sequence
-from dataclasses import astuple
 
 from psycopg import AsyncConnection
 
-from models.contracts import CacheEvent
-from pipeline.cache_windows import cache_windows
+from pipeline.cache_codec import CACHE
+from pipeline.cache_windows import EVICTION_KEY, WINDOW_KEY, window_frames
 from pipeline.dead_letter import DeadLetter
-from pipeline.offset_sink import LineSink, decode_lines
-from pipeline.usage_codec import Message
+from pipeline.ndjson_codec import Message
+from pipeline.offset_sink import LineSink, copy_merge
 
 SINK = "cache"
 
-_ADD_CACHE = """
-INSERT INTO cache_window (window_start, tenant, route, layer, model, provider, hits, misses,
-                          hit_tokens, miss_tokens, inserts, hit_output_tokens)
-VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s)
-ON CONFLICT (window_start, tenant, route, layer, model, provider) DO UPDATE SET
-    hits = cache_window.hits + excluded.hits,
-    misses = cache_window.misses + excluded.misses,
-    hit_tokens = cache_window.hit_tokens + excluded.hit_tokens,
-    miss_tokens = cache_window.miss_tokens + excluded.miss_tokens,
-    inserts = cache_window.inserts + excluded.inserts,
-    hit_output_tokens = cache_window.hit_output_tokens + excluded.hit_output_tokens
-"""
-_ADD_EVICTIONS = """
-INSERT INTO cache_eviction_window (window_start, evicting_tenant, evicted_tenant, layer, model,
-                                   provider, evictions, evicted_tokens, evicted_output_tokens)
-VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s)
-ON CONFLICT (window_start, evicting_tenant, evicted_tenant, layer, model, provider) DO UPDATE SET
-    evictions = cache_eviction_window.evictions + excluded.evictions,
-    evicted_tokens = cache_eviction_window.evicted_tokens + excluded.evicted_tokens,
-    evicted_output_tokens = cache_eviction_window.evicted_output_tokens
-                            + excluded.evicted_output_tokens
+_CACHE_SUMS = ("hits", "misses", "hit_tokens", "miss_tokens", "inserts", "hit_output_tokens")
+_EVICTION_SUMS = ("evictions", "evicted_tokens", "evicted_output_tokens")
+_STAGE_DDL = """
+CREATE TEMP TABLE IF NOT EXISTS stage_cache_window (LIKE cache_window INCLUDING DEFAULTS)
+    ON COMMIT DELETE ROWS;
+CREATE TEMP TABLE IF NOT EXISTS stage_cache_eviction_window
+    (LIKE cache_eviction_window INCLUDING DEFAULTS) ON COMMIT DELETE ROWS;
 """
 
 
 class CacheSink(LineSink):
+    stage_ddl = _STAGE_DDL
+
     def __init__(self, database_url: str, topic: str) -> None:
         super().__init__(database_url, topic, SINK)
 
     async def write(
         self, conn: AsyncConnection[tuple[object, ...]], messages: Sequence[Message]
     ) -> tuple[Counter[int], list[DeadLetter]]:
-        decoded, dead = decode_lines(CacheEvent, messages)
-        windows, evictions = cache_windows(line.value for line in decoded)
+        decoded = await asyncio.to_thread(CACHE.decode, messages)
+        windows, evictions = window_frames(decoded.events)
         async with conn.cursor() as cur:
-            # The dataclasses' fields are in the statements' column order.
-            await cur.executemany(_ADD_CACHE, [astuple(w) for w in windows])
-            await cur.executemany(_ADD_EVICTIONS, [astuple(e) for e in evictions])
-        return Counter(line.partition for line in decoded), dead
+            await copy_merge(cur, windows, "cache_window", WINDOW_KEY, _CACHE_SUMS)
+            await copy_merge(cur, evictions, "cache_eviction_window", EVICTION_KEY, _EVICTION_SUMS)
+        accepted = Counter(decoded.events["partition"].to_list())
+        return accepted, decoded.dead

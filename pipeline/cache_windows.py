@@ -26,9 +26,12 @@ from decimal import Decimal
 from fractions import Fraction
 from typing import Final
 
+import polars as pl
+
 from models.contracts import CacheEvent
 from models.prices import PriceBook, PriceEntry
-from pipeline.energy import window_of
+from pipeline.cache_codec import SCHEMA
+from pipeline.ndjson_codec import TS_DTYPE
 
 WHOLE_CALL: Final = frozenset({"response", "semantic"})
 UNKNOWN: Final = ""  # model/provider of an event that did not name them
@@ -111,33 +114,71 @@ class EvictionWindow:
     evicted_output_tokens: int = 0
 
 
-def cache_windows(events: Iterable[CacheEvent]) -> tuple[list[CacheWindow], list[EvictionWindow]]:
-    counts: dict[tuple[datetime, str, str, str, str, str], list[int]] = defaultdict(lambda: [0] * 6)
-    evictions: dict[tuple[datetime, str, str, str, str, str], list[int]] = defaultdict(
-        lambda: [0, 0, 0]
+WINDOW_KEY: Final = ("window_start", "tenant", "route", "layer", "model", "provider")
+EVICTION_KEY: Final = (
+    "window_start",
+    "evicting_tenant",
+    "evicted_tenant",
+    "layer",
+    "model",
+    "provider",
+)
+
+
+def window_frames(events: pl.DataFrame) -> tuple[pl.DataFrame, pl.DataFrame]:
+    """Cache windows and eviction windows of a frame of cache events (the
+    ``pipeline.cache_codec`` frame), columns in :class:`CacheWindow` and
+    :class:`EvictionWindow` field order."""
+    op = pl.col("op")
+    e = events.with_columns(
+        pl.col("ts").dt.truncate("1m").alias("window_start"),
+        pl.col("model").fill_null(UNKNOWN),
+        pl.col("provider").fill_null(UNKNOWN),
     )
-    for e in events:
-        w = window_of(e.ts)
-        model, provider = e.model or UNKNOWN, e.provider or UNKNOWN
-        c = counts[(w, e.tenant, e.route, e.layer, model, provider)]
-        if e.op == "hit":
-            c[0] += 1
-            c[2] += e.tokens
-            c[5] += e.output_tokens
-        elif e.op == "miss":
-            c[1] += 1
-            c[3] += e.tokens
-        elif e.op == "insert":
-            c[4] += 1
-        else:  # evict: the event's tenant caused it, owner_tenant lost the entry
-            assert e.owner_tenant is not None  # the contract requires it
-            ev = evictions[(w, e.tenant, e.owner_tenant, e.layer, model, provider)]
-            ev[0] += 1
-            ev[1] += e.tokens
-            ev[2] += e.output_tokens
-    windows = [CacheWindow(*k, *v) for k, v in sorted(counts.items()) if any(v)]
-    evicted = [EvictionWindow(*k, *v) for k, v in sorted(evictions.items())]
-    return windows, evicted
+
+    def total(column: str, kind: str) -> pl.Expr:
+        return pl.col(column).filter(op == kind).sum().cast(pl.Int64())
+
+    def count(kind: str) -> pl.Expr:
+        return (op == kind).sum().cast(pl.Int64())
+
+    windows = (
+        e.filter(op != "evict")
+        .group_by(WINDOW_KEY)
+        .agg(
+            count("hit").alias("hits"),
+            count("miss").alias("misses"),
+            total("tokens", "hit").alias("hit_tokens"),
+            total("tokens", "miss").alias("miss_tokens"),
+            count("insert").alias("inserts"),
+            total("output_tokens", "hit").alias("hit_output_tokens"),
+        )
+        .sort(WINDOW_KEY)
+    )
+    # An evict event's tenant caused it; owner_tenant lost the entry.
+    evictions = (
+        e.filter(op == "evict")
+        .rename({"tenant": "evicting_tenant", "owner_tenant": "evicted_tenant"})
+        .group_by(EVICTION_KEY)
+        .agg(
+            pl.len().cast(pl.Int64()).alias("evictions"),
+            pl.col("tokens").sum().cast(pl.Int64()).alias("evicted_tokens"),
+            pl.col("output_tokens").sum().cast(pl.Int64()).alias("evicted_output_tokens"),
+        )
+        .sort(EVICTION_KEY)
+    )
+    return windows, evictions
+
+
+def cache_windows(events: Iterable[CacheEvent]) -> tuple[list[CacheWindow], list[EvictionWindow]]:
+    """:func:`window_frames` for validated events, as dataclasses."""
+    rows = [e.model_dump(include=set(SCHEMA)) for e in events]
+    frame = pl.DataFrame(rows, schema={**SCHEMA, "ts": TS_DTYPE})
+    windows, evictions = window_frames(frame)
+    return (
+        [CacheWindow(*r) for r in windows.iter_rows()],
+        [EvictionWindow(*r) for r in evictions.iter_rows()],
+    )
 
 
 def top_evictors(

@@ -595,7 +595,7 @@ def demo(
 @app.command()
 def bench(
     events: Annotated[int, typer.Option(help="events per message shape")] = 200_000,
-    shapes: Annotated[str, typer.Option(help="batched,single")] = "batched,single",
+    shapes: Annotated[str, typer.Option(help="batched,joined,single")] = "batched,joined,single",
 ) -> None:
     """Pipeline throughput against a raw aiokafka consumer, same events, same run."""
     from pipeline.bench import run_bench

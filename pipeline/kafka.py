@@ -9,7 +9,7 @@ from aiokafka import AIOKafkaConsumer, TopicPartition
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 from aiokafka.errors import TopicAlreadyExistsError
 
-from pipeline.usage_codec import Message
+from pipeline.ndjson_codec import Message
 
 
 def bootstrap(url: str) -> str:

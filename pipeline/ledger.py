@@ -17,10 +17,10 @@ from decimal import Decimal
 
 from models.prices import PriceBook
 from pipeline.admission import Admission
+from pipeline.ndjson_codec import Message, split_lines
 from pipeline.pricing import book_frame
 from pipeline.spend_batch import prepare
 from pipeline.spend_windows import COUNTERS, SpendWindow
-from pipeline.usage_codec import Message, split_lines
 
 WindowKey = tuple[object, ...]
 

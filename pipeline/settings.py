@@ -23,6 +23,9 @@ class Settings(BaseSettings):
     partitions: int = Field(default=6, ge=1)
     usage_topic: str = "usage"
     usage_dlq_topic: str = "usage-dlq"
+    # Off: the spend path alone (no telemetry or cache agents, no energy
+    # attribution), for deployments without GPU telemetry and for the bench.
+    joins: bool = True
     # Co-partitioned with usage (same key, node_id; same partition count).
     telemetry_topic: str = "gpu-telemetry"
     cache_topic: str = "cache-events"

@@ -15,9 +15,9 @@ from typing import Any
 
 import faust
 
+from pipeline.ndjson_codec import Message
 from pipeline.offset_sink import LineSink
 from pipeline.settings import Settings
-from pipeline.usage_codec import Message
 
 
 def attach_line_agent(

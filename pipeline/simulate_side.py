@@ -65,7 +65,10 @@ def telemetry(events: Sequence[dict[str, Any]], cfg: SimConfig) -> Iterator[dict
                 attempt_joules(e)
             )
     counters = {(n, g): 10**9 for n in nodes for g in GPUS}  # mJ since "boot"
-    for k in range(int(cfg.duration_s // slot) + 2):
+    # Sample the simulated span, not the configured duration: a run capped by
+    # max_events ends long before a large duration_s would.
+    last = max((k for _, k in load), default=0)
+    for k in range(min(int(cfg.duration_s // slot), last) + 2):
         ts = _ts(cfg.start + k * SAMPLE_EVERY)
         for node in nodes:
             joules = load.get((node, k), 0.0) / len(GPUS) + (IDLE_W * slot if k else 0.0)

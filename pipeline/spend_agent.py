@@ -22,11 +22,11 @@ import faust
 
 from models.prices import PriceBook
 from pipeline.app import Topics
+from pipeline.ndjson_codec import Message
 from pipeline.pricing import book_frame
 from pipeline.settings import Settings
 from pipeline.spend_batch import PreparedBatch, prepare
 from pipeline.spend_sink import SpendSink
-from pipeline.usage_codec import Message
 
 log = logging.getLogger(__name__)
 
@@ -42,6 +42,7 @@ class AgentStats:
     batches: int = 0
     first_message_at: float | None = None
     last_commit_at: float | None = None
+    drained_at: float | None = None  # --drain: every joined topic applied and split
     # Where the time goes: pure batch work (in a thread) and the sink transaction.
     prepare_s: float = 0.0
     sink_s: float = 0.0
@@ -102,7 +103,9 @@ def attach_spend_agent(
             book, frame, revision = prices.book, prices.frame, prices.revision
             t0 = time.perf_counter()
             admission = settings.admission(datetime.now(UTC))
-            batch = await asyncio.to_thread(prepare, messages, book, frame, admission)
+            batch = await asyncio.to_thread(
+                prepare, messages, book, frame, admission, energy=settings.joins
+            )
             stats.prepare_s += time.perf_counter() - t0
             # At least once to the DLQ topic: published before the commit, so
             # a crash in between re-publishes rather than loses.

@@ -43,7 +43,8 @@ class PreparedBatch:
     last_offsets: dict[int, int]
     first_offsets: dict[int, int]
     windows: list[SpendWindow]  # partial sums of `events`
-    energy: tuple[pl.DataFrame, pl.DataFrame]  # energy_usage and estimated rows of `events`
+    # energy_usage and estimated rows of `events`; None when joins are off.
+    energy: tuple[pl.DataFrame, pl.DataFrame] | None
     # Later copies of an event within this batch, by position: the sink counts
     # those at or above its offsets (a redelivered batch's were counted before).
     repeats: pl.DataFrame
@@ -73,7 +74,12 @@ class PreparedBatch:
 
 
 def prepare(
-    messages: Sequence[Message], book: PriceBook, book_frame: pl.DataFrame, admission: Admission
+    messages: Sequence[Message],
+    book: PriceBook,
+    book_frame: pl.DataFrame,
+    admission: Admission,
+    *,
+    energy: bool = True,
 ) -> PreparedBatch:
     last: dict[int, int] = {}
     first: dict[int, int] = {}
@@ -113,7 +119,7 @@ def prepare(
         last_offsets=last,
         first_offsets=first,
         windows=aggregate(unique, book),
-        energy=energy_parts(unique),
+        energy=energy_parts(unique) if energy else None,
         repeats=repeats.filter(pl.col("fingerprint") == pl.col("_first")).select(
             "partition", "offset"
         ),
@@ -179,7 +185,9 @@ def without(
     return kept, combine(batch.windows, [w.negated() for w in removed])
 
 
-def energy_of(batch: PreparedBatch, kept: pl.DataFrame) -> tuple[pl.DataFrame, pl.DataFrame]:
+def energy_of(batch: PreparedBatch, kept: pl.DataFrame) -> tuple[pl.DataFrame, pl.DataFrame] | None:
     """The energy parts of ``kept``: prepared in the thread when nothing was
-    dropped (the common case), recomputed otherwise."""
-    return batch.energy if kept.height == batch.events.height else energy_parts(kept)
+    dropped (the common case), recomputed otherwise; None when joins are off."""
+    if batch.energy is None or kept.height == batch.events.height:
+        return batch.energy
+    return energy_parts(kept)

@@ -34,7 +34,7 @@ from psycopg import AsyncConnection
 from models.prices import PriceBook, PriceEntry
 from pipeline.dead_letter import DeadLetter
 from pipeline.energy_usage import ENERGY_KEY, TOKEN_SUMS
-from pipeline.offset_sink import FENCED, OffsetSink
+from pipeline.offset_sink import FENCED, OffsetSink, as_csv, copy_merge
 from pipeline.recent_keys import RecentKeys
 from pipeline.spend_batch import (
     CONFLICT,
@@ -96,17 +96,8 @@ _USAGE_COLS = ("window_start", "node_id", *ENERGY_KEY)
 _ESTIMATE_COLS = (*_USAGE_COLS, "source")
 
 
-def _merge(table: str, key: tuple[str, ...], sums: tuple[str, ...]) -> str:
-    cols = ", ".join((*key, *sums))
-    return (
-        f"INSERT INTO {table} ({cols}) SELECT {cols} FROM stage_{table} "
-        f"ON CONFLICT ({', '.join(key)}) DO UPDATE SET "
-        + ", ".join(f"{c} = {table}.{c} + excluded.{c}" for c in sums)
-    )
-
-
-_MERGE_USAGE = _merge("energy_usage", _USAGE_COLS, ("attempts", *TOKEN_SUMS, "weight"))
-_MERGE_ESTIMATES = _merge("energy_window", _ESTIMATE_COLS, ("attempts", *TOKEN_SUMS, "energy_mj"))
+_USAGE_SUMS = ("attempts", *TOKEN_SUMS, "weight")
+_ESTIMATE_SUMS = ("attempts", *TOKEN_SUMS, "energy_mj")
 # Usage that reaches an already split node-window (late) makes the finalizer
 # split it again, so the late attempts get their share: an adjustment.
 _REOPEN = """
@@ -153,10 +144,6 @@ def _tokens(events: pl.DataFrame) -> pl.Series:
     """What the recent-keys cache remembers: the key and the payload together,
     so only an identical re-send is vouched for."""
     return events.select(pl.col("event_key") + pl.col("fingerprint")).to_series()
-
-
-def _csv(frame: pl.DataFrame) -> str:
-    return frame.write_csv(include_header=False, datetime_format="%Y-%m-%dT%H:%M:%S%.6f%z")
 
 
 class SpendSink(OffsetSink):
@@ -240,7 +227,9 @@ class SpendSink(OffsetSink):
                     "fault conflict: %d events re-used a key with another payload", conflicts
                 )
             await self._write_windows(conn, windows)
-            await self._write_energy(conn, *energy_of(batch, kept))
+            energy = energy_of(batch, kept)
+            if energy is not None:
+                await self._write_energy(conn, *energy)
             await self._write_unpriced(conn, kept.filter(pl.col("price_id").is_null()))
             await self._write_dead(conn, dead)
             fresh_repeats = batch.repeats.filter(~already_applied(batch.repeats, floor))
@@ -287,7 +276,7 @@ class SpendSink(OffsetSink):
                     "COPY seen_event (event_key, event_ts, fingerprint) FROM STDIN (FORMAT csv)"
                 ) as copy,
             ):
-                await copy.write(_csv(rest.select("event_key", "ts", "fingerprint")))
+                await copy.write(as_csv(rest.select("event_key", "ts", "fingerprint")))
             return dup_idx, []
         except psycopg.errors.UniqueViolation:
             pass
@@ -295,7 +284,7 @@ class SpendSink(OffsetSink):
             async with cur.copy(
                 "COPY stage_event (idx, event_key, ts, fingerprint) FROM STDIN (FORMAT csv)"
             ) as copy:
-                await copy.write(_csv(rest.select("idx", "event_key", "ts", "fingerprint")))
+                await copy.write(as_csv(rest.select("idx", "event_key", "ts", "fingerprint")))
             await cur.execute(_DEDUP)
             found = await cur.fetchall()
         same = [int(i) for i, s in found if s]  # type: ignore[call-overload]
@@ -321,27 +310,8 @@ class SpendSink(OffsetSink):
         estimates: pl.DataFrame,
     ) -> None:
         async with conn.cursor() as cur:
-            for frame, table, cols, merge in (
-                (
-                    usage,
-                    "energy_usage",
-                    (*_USAGE_COLS, "attempts", *TOKEN_SUMS, "weight"),
-                    _MERGE_USAGE,
-                ),
-                (
-                    estimates,
-                    "energy_window",
-                    (*_ESTIMATE_COLS, "attempts", *TOKEN_SUMS, "energy_mj"),
-                    _MERGE_ESTIMATES,
-                ),
-            ):
-                if frame.is_empty():
-                    continue
-                async with cur.copy(
-                    f"COPY stage_{table} ({', '.join(cols)}) FROM STDIN (FORMAT csv)"
-                ) as copy:
-                    await copy.write(_csv(frame.select(cols)))
-                await cur.execute(merge)
+            await copy_merge(cur, usage, "energy_usage", _USAGE_COLS, _USAGE_SUMS)
+            await copy_merge(cur, estimates, "energy_window", _ESTIMATE_COLS, _ESTIMATE_SUMS)
             if not usage.is_empty():
                 await cur.execute(_REOPEN)
 

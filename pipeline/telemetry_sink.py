@@ -22,8 +22,8 @@ from psycopg import AsyncConnection
 from models.contracts import GpuTelemetrySample
 from pipeline.dead_letter import DeadLetter
 from pipeline.energy import Sample, measure
+from pipeline.ndjson_codec import Message
 from pipeline.offset_sink import Line, LineSink, decode_lines
-from pipeline.usage_codec import Message
 
 SINK = "telemetry"
 _OUT_OF_ORDER = "telemetry_out_of_order: not newer than the GPU's last stored sample"

@@ -71,7 +71,7 @@ def run_worker(
             kafka_url, [topic, settings.usage_dlq_topic, *settings.side_topics], settings.partitions
         )
     )
-    joined = (topic, settings.telemetry_topic, settings.cache_topic)
+    joined = (topic, settings.telemetry_topic, settings.cache_topic) if settings.joins else (topic,)
     targets = {t: asyncio.run(end_offsets(kafka_url, t)) for t in joined} if drain else {}
 
     # asyncio.run() above leaves no current loop; faust and mode want one.
@@ -89,12 +89,22 @@ def run_worker(
     prices_reader = SpendSink(database_url, topic)
     prices = PriceBookCache(prices_reader, reprice_now)
     attach_spend_agent(app, topics, settings, sink, prices, stats, crash_hook())
-    telemetry = TelemetrySink(database_url, settings.telemetry_topic)
-    cache = CacheSink(database_url, settings.cache_topic)
-    attach_line_agent(app, "telemetry", topics.telemetry, topics.telemetry_dlq, telemetry, settings)
-    attach_line_agent(app, "cache", topics.cache, topics.cache_dlq, cache, settings)
-    sinks: list[OffsetSink] = [sink, telemetry, cache]
-    finalizer = EnergyFinalizer(database_url, timedelta(seconds=settings.energy_finalize_after_s))
+    sinks: list[OffsetSink] = [sink]
+    if settings.joins:
+        telemetry = TelemetrySink(database_url, settings.telemetry_topic)
+        cache = CacheSink(database_url, settings.cache_topic)
+        attach_line_agent(
+            app, "telemetry", topics.telemetry, topics.telemetry_dlq, telemetry, settings
+        )
+        attach_line_agent(app, "cache", topics.cache, topics.cache_dlq, cache, settings)
+        sinks += [telemetry, cache]
+        finalizer = EnergyFinalizer(
+            database_url, timedelta(seconds=settings.energy_finalize_after_s)
+        )
+
+        @app.timer(interval=5.0)  # type: ignore[untyped-decorator]
+        async def split_energy() -> None:
+            await finalizer.run()
 
     @app.on_partitions_assigned.connect
     async def claim(sender: Any, /, *args: Any, signal: Any, **kwargs: Any) -> None:
@@ -103,10 +113,6 @@ def run_worker(
         (assigned,) = args
         for s in sinks:
             await s.claim([tp.partition for tp in assigned if tp.topic == s.topic])
-
-    @app.timer(interval=5.0)  # type: ignore[untyped-decorator]
-    async def split_energy() -> None:
-        await finalizer.run()
 
     worker = faust.Worker(app, loglevel=loglevel, quiet=True, redirect_stdouts=False)
 
@@ -117,11 +123,15 @@ def run_worker(
     stopping: set[asyncio.Future[None]] = set()
     if drain:
         # Own connections, so polling never waits behind a commit.
-        watched = [
-            (SpendSink(database_url, topic), targets[topic]),
-            (TelemetrySink(database_url, settings.telemetry_topic), targets[telemetry.topic]),
-            (CacheSink(database_url, settings.cache_topic), targets[cache.topic]),
+        watched: list[tuple[OffsetSink, dict[int, int]]] = [
+            (SpendSink(database_url, topic), targets[topic])
         ]
+        if settings.joins:
+            t, c = settings.telemetry_topic, settings.cache_topic
+            watched += [
+                (TelemetrySink(database_url, t), targets[t]),
+                (CacheSink(database_url, c), targets[c]),
+            ]
 
         @app.task  # type: ignore[untyped-decorator]
         async def watch_drain() -> None:
@@ -131,10 +141,11 @@ def run_worker(
             # A drain is a backfill: no more telemetry will come, so split
             # every window now rather than after the timeout.
             backfill = EnergyFinalizer(database_url, timedelta(0))
-            while await backfill.run():
+            while settings.joins and await backfill.run():
                 pass
             log.info("drained %s", [t for _, t in watched])
-            stats.last_commit_at = stats.last_commit_at or time.time()
+            stats.drained_at = time.time()
+            stats.last_commit_at = stats.last_commit_at or stats.drained_at
             write_stats()
             stopping.add(asyncio.ensure_future(worker.stop()))
 

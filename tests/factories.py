@@ -7,7 +7,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 from pipeline.admission import Admission
-from pipeline.usage_codec import Message
+from pipeline.ndjson_codec import Message
 
 # The fixtures below are dated 2025-11-01; admit them as if it were the next day.
 ADMISSION = Admission(now=datetime(2025, 11, 2, tzinfo=UTC))

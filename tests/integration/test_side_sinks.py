@@ -14,9 +14,10 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from pipeline.cache_sink import CacheSink
+from pipeline.energy_finalizer import EnergyFinalizer
+from pipeline.ndjson_codec import Message
 from pipeline.offset_sink import LineSink
 from pipeline.telemetry_sink import TelemetrySink
-from pipeline.usage_codec import Message
 from tests.integration.conftest import Env
 
 pytestmark = pytest.mark.integration
@@ -132,3 +133,46 @@ def test_a_zombie_telemetry_sink_writes_nothing(env: Env) -> None:
     applied, _ = asyncio.run(run())
     assert applied.fenced == (0,) and applied.accepted == 0
     assert _snapshot(env.database_url)[1] == []
+
+
+def test_a_window_whose_gpu_went_silent_is_split_after_the_timeout(env: Env) -> None:
+    """GPU 1 stops reporting 30 s into the minute: no sample ever covers the
+    window's end, so only the finalize timeout can close it."""
+    lines = [
+        json.dumps(
+            {
+                "node_id": "quiet",
+                "gpu": gpu,
+                "ts": (T0 + timedelta(seconds=s)).isoformat(),
+                "power_w": 500.0,
+                "energy_mj": 10**9 + 500_000 * s,
+            }
+        ).encode()
+        for gpu, last in (("0", 90), ("1", 30))
+        for s in range(0, last + 1, 5)
+    ]
+
+    def split_with(timeout: timedelta) -> tuple[object, ...]:
+        async def run() -> None:
+            finalizer = EnergyFinalizer(env.database_url, timeout)
+            try:
+                while await finalizer.run():
+                    pass
+            finally:
+                await finalizer.close()
+
+        asyncio.run(run())
+        (window,) = env.query(
+            "SELECT measured_mj, attributed_mj, idle_mj, final FROM node_energy_window"
+            " WHERE node_id = 'quiet' AND window_start = %s",
+            (T0,),
+        )
+        return window
+
+    asyncio.run(
+        _feed(TelemetrySink(env.database_url, "quiet-tel"), [[Message(0, 0, b"\n".join(lines))]])
+    )
+    # GPU 1's last sample (T0 + 30 s) never covers the window's end.
+    assert split_with(timedelta(days=100_000))[3] is False
+    measured, attributed, idle, final = split_with(timedelta(minutes=5))
+    assert final is True and attributed + idle == measured and measured > 0

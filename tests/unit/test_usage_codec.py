@@ -10,7 +10,8 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from pydantic import ValidationError
 
-from models.contracts import UsageEvent
+from models.contracts import CacheEvent, UsageEvent
+from pipeline.cache_codec import CACHE
 from pipeline.usage_codec import Message, decode
 from tests.factories import event, line, messages
 
@@ -143,3 +144,64 @@ def test_arbitrary_bytes_never_crash_and_are_all_accounted_for(chunks: list[byte
     decoded = decode([Message(0, i, c) for i, c in enumerate(chunks)])
     lines = sum(len([x for x in c.split(b"\n") if x.strip(b" \t\r\n")]) for c in chunks)
     assert decoded.events.height + len(decoded.dead) == lines
+
+
+# --- the cache-event contract takes the same fast path ---------------------------
+
+
+def _cache_event() -> dict[str, Any]:
+    return {
+        "node_id": "gpu-a1",
+        "ts": "2025-11-01T10:00:00Z",
+        "tenant": "acme",
+        "route": "/v1/chat",
+        "layer": "prefix",
+        "op": "evict",
+        "tokens": 300,
+        "owner_tenant": "globex",
+        "model": "qwen3-32b",
+        "provider": "self-hosted",
+        "output_tokens": 20,
+    }
+
+
+@st.composite
+def maybe_bad_cache_events(draw: st.DrawFn) -> dict[str, Any]:
+    ev = _cache_event()
+    ev["ts"] = draw(_timestamps)
+    ev["op"] = draw(st.sampled_from(["hit", "miss", "insert", "evict", "peek"]))
+    ev["layer"] = draw(st.sampled_from(["prefix", "embedding", "response", "semantic", "disk"]))
+    for key in draw(st.lists(st.sampled_from(sorted(ev)), max_size=3, unique=True)):
+        if draw(st.booleans()):
+            del ev[key]
+        else:
+            ev[key] = draw(_values)
+    return ev
+
+
+@settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(st.lists(maybe_bad_cache_events(), min_size=1, max_size=8), st.integers(1, 4))
+def test_cache_fast_path_accepts_exactly_what_the_contract_accepts(
+    evs: list[dict[str, Any]], per_message: int
+) -> None:
+    lines = [json.dumps(e).encode() for e in evs]
+    msgs = [
+        Message(0, k, b"\n".join(lines[i : i + per_message]))
+        for k, i in enumerate(range(0, len(lines), per_message))
+    ]
+    decoded = CACHE.decode(msgs)
+    accepted = {(r["offset"], r["line"]): r for r in decoded.events.iter_rows(named=True)}
+    dead = {(d.offset, d.line) for d in decoded.dead}
+    for i, ev in enumerate(evs):
+        pos = (i // per_message, i % per_message)
+        try:
+            expected = CacheEvent.model_validate_json(json.dumps(ev))
+        except ValidationError:
+            assert pos in dead and pos not in accepted, ev
+            continue
+        assert pos in accepted, ev
+        row = accepted[pos]
+        assert row.pop("ts") == expected.ts.astimezone(UTC)
+        for field, value in row.items():
+            if field not in ("partition", "offset", "line"):
+                assert value == getattr(expected, field), field

@@ -1,0 +1,280 @@
+"""Decode a batch of NDJSON messages into one validated polars frame, for
+any contract that declares its column-wise twin (:class:`ColumnContract`).
+
+Fast path: all lines of all messages go through polars' NDJSON reader at
+once and are checked column-wise. Any line the fast path cannot prove valid
+(a type error in its message, a failed check, an identifier that is not a
+JSON string, a text-bearing key) is re-validated alone by the pydantic
+contract, which either accepts it or gives the dead-letter reason. So the
+contract is the single authority, and a bad line costs the batch only the
+slow path for that line's message.
+"""
+
+from __future__ import annotations
+
+import io
+import re
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from datetime import UTC
+from enum import Enum
+from typing import Any, Final
+
+import polars as pl
+from pydantic import BaseModel, ValidationError
+
+from models.contracts import TEXT_FIELDS
+from pipeline.dead_letter import DeadLetter, dead_letter, reason_for
+
+TS_DTYPE: Final = pl.Datetime("us", "UTC")
+# Position columns: where each event came from, for offsets and dead letters.
+POSITION: Final = {"partition": pl.Int32(), "offset": pl.Int64(), "line": pl.Int32()}
+# The RFC 3339 subset the fast path parses itself; anything else goes to pydantic.
+_RFC3339: Final = r"^\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2}(\.\d{1,6})?(Z|[+-]\d{2}:\d{2})$"
+_TS_FORMAT: Final = "%Y-%m-%dT%H:%M:%S%.f%#z"
+MAX_TOKENS: Final = 10**12
+_JSON_WS: Final = b" \t\r\n"
+
+
+@dataclass(frozen=True)
+class Message:
+    partition: int
+    offset: int
+    value: bytes
+
+
+@dataclass(frozen=True)
+class Decoded:
+    events: pl.DataFrame  # the contract's frame schema, one row per valid event
+    dead: list[DeadLetter]
+
+
+def split_lines(value: bytes) -> list[bytes]:
+    return [line for line in value.split(b"\n") if line.strip(_JSON_WS)]
+
+
+def ident(name: str, *, required: bool = True) -> pl.Expr:
+    """The contract's ``Ident``: 1..256 characters, not blank, no NUL."""
+    valid = (
+        pl.col(name).str.len_chars().is_between(1, 256)
+        & pl.col(name).str.contains(r"\S")
+        & ~pl.col(name).str.contains("\x00", literal=True)
+    )
+    return pl.col(name).is_not_null() & valid if required else pl.col(name).is_null() | valid
+
+
+def tokens(name: str, *, required: bool = True) -> pl.Expr:
+    """The contract's ``Tokens``: an integer in 0..10^12."""
+    valid = pl.col(name).is_between(0, MAX_TOKENS)
+    return pl.col(name).is_not_null() & valid if required else pl.col(name).is_null() | valid
+
+
+def timestamp() -> pl.Expr:
+    """``ts`` is an RFC 3339 string with an offset that parsed."""
+    return (
+        pl.col("ts").is_not_null()
+        & pl.col("ts").str.contains(_RFC3339)
+        & pl.col("_ts").is_not_null()
+    )
+
+
+@dataclass(frozen=True)
+class ColumnContract:
+    """A pydantic contract and its column-wise twin.
+
+    ``schema`` is the JSON-level schema (``ts`` as a string); ``strings``
+    are the fields whose JSON values must be strings (polars would coerce a
+    number into text); ``checks`` returns the column-wise rules, each a twin
+    of one of the model's; ``defaults`` fills optional columns the model
+    defaults when absent."""
+
+    model: type[BaseModel]
+    schema: dict[str, pl.DataType]
+    strings: tuple[str, ...]
+    checks: Callable[[], list[pl.Expr]]
+    defaults: dict[str, Any] = field(default_factory=dict)
+    _suspect: str = field(init=False, repr=False)
+    _known_key: str = field(init=False, repr=False)
+
+    def __post_init__(self) -> None:
+        # An identifier key whose value is not a JSON string, or a key that
+        # carries prompt or completion text: such lines must be judged by the
+        # contract. Inside a JSON string a quote is escaped, so these cannot
+        # match string contents.
+        suspect = (
+            r'"(?:'
+            + "|".join(re.escape(f) for f in self.strings)
+            + r')"\s*:\s*[^"\s]|"(?:'
+            + "|".join(re.escape(f) for f in sorted(TEXT_FIELDS))
+            + r')"\s*:'
+        )
+        # Every known key with a non-null value. A line where this count
+        # differs from the fields the reader filled has a duplicate key
+        # (polars keeps the first value, pydantic the last) or a known key
+        # nested in an unknown object: the contract must judge it.
+        known = r'"(?:' + "|".join(re.escape(f) for f in self.schema) + r')"\s*:\s*[^n\s]'
+        object.__setattr__(self, "_suspect", suspect)
+        object.__setattr__(self, "_known_key", known)
+
+    @property
+    def frame_schema(self) -> dict[str, pl.DataType]:
+        return {**POSITION, **self.schema, "ts": TS_DTYPE}
+
+    def empty(self) -> pl.DataFrame:
+        return pl.DataFrame(schema=self.frame_schema)
+
+    def decode(self, messages: Sequence[Message]) -> Decoded:
+        lines, positions, slow = _lines(messages)
+        suspect = lines.str.contains(self._suspect).fill_null(True)
+        if suspect.any():
+            slow.extend(
+                (text.encode(), *_position(positions, i))
+                for i, text in zip(suspect.arg_true().to_list(), lines.filter(suspect), strict=True)
+            )
+            lines, positions = lines.filter(~suspect), positions.filter(~suspect)
+        # The common case: every line is clean, so the messages joined as they
+        # are is exactly the NDJSON the reader needs (blank lines it skips, and
+        # a row count check guards the positions).
+        raw = None if slow else b"\n".join(m.value for m in messages)
+        frame, rejected = self._read_fast(lines, positions, raw)
+        slow.extend(rejected)
+
+        frames = [frame] if frame is not None else []
+        dead: list[DeadLetter] = []
+        rows: list[dict[str, object]] = []
+        for line, partition, offset, line_no in slow:
+            try:
+                event = self.model.model_validate_json(line)
+            except ValidationError as exc:
+                dead.append(dead_letter(partition, offset, line_no, reason_for(exc), line))
+                continue
+            row: dict[str, object] = {
+                k: v.value if isinstance(v, Enum) else v
+                for k, v in event.model_dump(mode="python").items()
+                if k in self.schema
+            }
+            row["ts"] = row["ts"].astimezone(UTC)  # type: ignore[attr-defined]
+            row.update(partition=partition, offset=offset, line=line_no)
+            rows.append(row)
+        if rows:
+            frames.append(pl.DataFrame(rows, schema=self.frame_schema))
+        events = pl.concat(frames) if frames else self.empty()
+        return Decoded(events, dead)
+
+    def _read_fast(
+        self, lines: pl.Series, positions: pl.DataFrame, raw: bytes | None = None
+    ) -> tuple[pl.DataFrame | None, list[Rejected]]:
+        """Parse and check lines column-wise; return the good rows and the rest."""
+        if lines.is_empty():
+            return None, []
+        parsed = self._read_ndjson(lines, raw)
+        if parsed is None:
+            # Some line has a value of the wrong JSON type; find it per message.
+            return self._read_per_message(lines, positions)
+        frame = pl.concat([positions, parsed], how="horizontal").with_columns(
+            pl.col("ts")
+            .str.to_datetime(_TS_FORMAT, strict=False, time_zone="UTC", time_unit="us")
+            .alias("_ts")
+        )
+        filled = pl.sum_horizontal(pl.col(f).is_not_null() for f in self.schema)
+        ok = pl.all_horizontal(self.checks()).fill_null(False) & (
+            filled == pl.Series(lines.str.count_matches(self._known_key))
+        )
+        good = (
+            frame.filter(ok)
+            .with_columns(pl.col("_ts").alias("ts"))
+            .drop("_ts")
+            .with_columns(pl.col(k).fill_null(v) for k, v in self.defaults.items())
+        )
+        bad = frame.select((~ok).alias("bad")).to_series()
+        rejected = [
+            (text.encode(), *_position(positions, i))
+            for i, text in zip(bad.arg_true().to_list(), lines.filter(bad), strict=True)
+        ]
+        return good.select(self.frame_schema.keys()), rejected
+
+    def _read_per_message(
+        self, lines: pl.Series, positions: pl.DataFrame
+    ) -> tuple[pl.DataFrame | None, list[Rejected]]:
+        frames: list[pl.DataFrame] = []
+        rejected: list[Rejected] = []
+        bounds = (
+            positions.with_row_index("_i")
+            .group_by("partition", "offset", maintain_order=True)
+            .agg(pl.col("_i").min().alias("start"), pl.len().alias("n"))
+        )
+        for _, _, start, n in bounds.iter_rows():
+            chunk, chunk_pos = lines.slice(start, n), positions.slice(start, n)
+            if self._read_ndjson(chunk) is None:
+                rejected.extend(
+                    (text.encode(), *_position(chunk_pos, k)) for k, text in enumerate(chunk)
+                )
+            else:
+                frame, bad = self._read_fast(chunk, chunk_pos)
+                if frame is not None:
+                    frames.append(frame)
+                rejected.extend(bad)
+        return (pl.concat(frames) if frames else None), rejected
+
+    def _read_ndjson(self, lines: pl.Series, raw: bytes | None = None) -> pl.DataFrame | None:
+        """All lines parsed at once, or None if any line does not fit the schema.
+        A row count that differs from the line count (a line the reader skipped
+        or split) also counts as a failure, so positions can never shift."""
+        data = raw if raw is not None else lines.str.join("\n").item().encode()
+        try:
+            parsed = pl.read_ndjson(io.BytesIO(data), schema=self.schema)
+        except pl.exceptions.PolarsError:
+            return None
+        return parsed if parsed.height == lines.len() else None
+
+
+def _lines(messages: Sequence[Message]) -> tuple[pl.Series, pl.DataFrame, list[Rejected]]:
+    """Split messages into non-blank lines inside polars, with their positions.
+    A message that is not UTF-8 is split in Python and all its lines go to the
+    slow path (returned third)."""
+    values = [m.value for m in messages]
+    try:
+        text = pl.Series(values, dtype=pl.Binary()).cast(pl.String())
+        slow: list[Rejected] = []
+    except pl.exceptions.ComputeError:
+        decoded = [_utf8_or_none(v) for v in values]
+        slow = [
+            (line, m.partition, m.offset, i)
+            for m, d in zip(messages, decoded, strict=True)
+            if d is None
+            for i, line in enumerate(split_lines(m.value))
+        ]
+        text = pl.Series(decoded, dtype=pl.String())
+    frame = (
+        pl.DataFrame(
+            {
+                "partition": [m.partition for m in messages],
+                "offset": [m.offset for m in messages],
+                "text": text,
+            },
+            schema={"partition": pl.Int32(), "offset": pl.Int64(), "text": pl.String()},
+        )
+        .drop_nulls("text")
+        .with_columns(pl.col("text").str.split("\n"))
+        .explode("text")
+        .filter(pl.col("text").str.strip_chars(_JSON_WS.decode()) != "")
+        .with_columns(
+            pl.int_range(pl.len(), dtype=pl.Int32()).over("partition", "offset").alias("line")
+        )
+    )
+    return frame["text"], frame.select("partition", "offset", "line"), slow
+
+
+def _utf8_or_none(value: bytes) -> str | None:
+    try:
+        return value.decode("utf-8")
+    except UnicodeDecodeError:
+        return None
+
+
+Rejected = tuple[bytes, int, int, int]  # line, partition, offset, line number
+
+
+def _position(positions: pl.DataFrame, i: int) -> tuple[int, int, int]:
+    p, o, n = positions.row(i)
+    return int(p), int(o), int(n)
