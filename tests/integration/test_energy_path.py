@@ -235,3 +235,19 @@ def test_telemetry_ingest_reads_a_dcgm_exporter_endpoint(env: Env) -> None:
     # GPU 1 has no counter: its 1.5 s between scrapes is integrated from power.
     ((measured,),) = env.query("SELECT sum(measured_mj) FROM node_energy_window")
     assert measured > 0
+
+
+def test_with_joins_off_the_spend_path_runs_alone(env: Env, tmp_path: Path) -> None:
+    """FINOPS_JOINS=false: spend is counted, no energy is attributed and the
+    side topics are left unread (the bench's spend-path baseline)."""
+    env.finops("db", "upgrade")
+    env.finops("prices", "load", "models/data/default_prices.csv")
+    env.finops("replay", _write(tmp_path / "u.jsonl", [_usage("solo", 77, 700, 0)]))
+    env.finops("worker", "--drain", extra={"FINOPS_JOINS": "false"})
+    assert env.query("SELECT sum(attempts) FROM spend_window WHERE tenant = 'solo'") == [(1,)]
+    assert env.query("SELECT count(*) FROM energy_usage WHERE tenant = 'solo'") == [(0,)]
+    side = env.query(
+        "SELECT count(*) FROM sink_offset WHERE topic IN (%s, %s)",
+        (f"{env.topic}-telemetry", f"{env.topic}-cache"),
+    )
+    assert side == [(0,)]
