@@ -23,6 +23,7 @@ from sqlalchemy import (
     Uuid,
     func,
 )
+from sqlalchemy.dialects.postgresql import JSONB
 
 from models.money import COST_SCALE, DISCOUNT_DECIMALS, PRICE_DECIMALS
 
@@ -283,5 +284,32 @@ carbon_site = Table(
     Column("pattern", Text, primary_key=True),
     Column("region", Text, nullable=False),
     Column("gpu_type", Text, nullable=False),
+    Column("loaded_at", TS, nullable=False, server_default=func.now()),
+)
+
+# The route catalog and the rules' settings (models/catalog.py), as loaded.
+route_catalog = Table(
+    "route_catalog",
+    metadata,
+    Column("route", Text, primary_key=True),
+    Column("input_cap", Integer, nullable=False),
+    Column("output_cap", Integer, nullable=False),
+    Column("hard_cap_action", Text, nullable=False),
+    Column("p50_ms", Integer, nullable=False),
+    Column("p95_ms", Integer, nullable=False),
+    Column("p99_ms", Integer, nullable=False),
+    Column("ttft_ms", Integer, nullable=True),
+    Column("max_retries", Integer, nullable=False),
+    Column("fallback_model", Text, nullable=True),
+    Column("loaded_at", TS, nullable=False, server_default=func.now()),
+)
+
+alert_rule = Table(
+    "alert_rule",
+    metadata,
+    Column("rule", Text, primary_key=True),
+    Column("enabled", Boolean, nullable=False),
+    Column("severity", Text, nullable=False),
+    Column("params", JSONB, nullable=False),
     Column("loaded_at", TS, nullable=False, server_default=func.now()),
 )

@@ -43,6 +43,11 @@ carbon_app = typer.Typer(
     no_args_is_help=True,
 )
 app.add_typer(carbon_app, name="carbon")
+catalog_app = typer.Typer(
+    help="The route catalog: token and latency budgets, retries, fallbacks, rule settings.",
+    no_args_is_help=True,
+)
+app.add_typer(catalog_app, name="catalog")
 dead_app = typer.Typer(help="Review and replay rejected input.", no_args_is_help=True)
 app.add_typer(dead_app, name="dead-letters")
 # Piped output (logs, CI, tests) gets room for the wide tables instead of 80 columns.
@@ -555,6 +560,68 @@ def carbon_list() -> None:
     for site in book.sites:
         sites.add_row(site.kind, site.pattern, site.region, site.gpu_type)
     console.print(sites)
+
+
+@catalog_app.command("load")
+def catalog_load(
+    file: Annotated[Path | None, typer.Argument(help="YAML; default: the bundled catalog")] = None,
+) -> None:
+    """Validate a route catalog and replace the stored one with it."""
+    from models.catalog import CatalogError, parse_yaml
+    from pipeline.catalog_store import load_catalog
+
+    text = (
+        file.read_text()
+        if file
+        else resources.files("models").joinpath("data/route_catalog.yaml").read_text()
+    )
+    try:
+        catalog = parse_yaml(text)
+    except CatalogError as exc:
+        console.print(f"[red]{exc}[/]")
+        raise typer.Exit(1) from exc
+    _, services = _services()
+    load_catalog(db.engine(services.database_url), catalog)
+    enabled = sum(1 for _, rule in catalog.rules if rule.enabled)
+    console.print(f"catalog: {len(catalog.routes)} routes, {enabled} rules enabled")
+
+
+@catalog_app.command("show")
+def catalog_show() -> None:
+    """The stored route catalog and rule settings."""
+    from pipeline.catalog_store import read_catalog
+
+    _, services = _services()
+    catalog = read_catalog(db.engine(services.database_url))
+    table = Table(title="Routes", title_justify="left")
+    for col in ("route", "input cap", "output cap", "on cap", "p50/p95/p99 ms", "ttft ms",
+                "max retries", "fallback"):  # fmt: skip
+        table.add_column(col)
+    for r in catalog.routes:
+        b, lat = r.token_budget, r.latency_budget
+        table.add_row(
+            r.route,
+            f"{b.input_cap:,}",
+            f"{b.output_cap:,}",
+            b.hard_cap_action,
+            f"{lat.p50_ms:,}/{lat.p95_ms:,}/{lat.p99_ms:,}",
+            f"{lat.ttft_ms:,}" if lat.ttft_ms else "-",
+            str(r.max_retries),
+            r.fallback_model or "-",
+        )
+    console.print(table)
+    rules = Table(title="Rules", title_justify="left")
+    for col in ("rule", "enabled", "severity", "settings"):
+        rules.add_column(col)
+    for name, rule in catalog.rules:
+        params = rule.model_dump(mode="json", exclude={"enabled", "severity"})
+        rules.add_row(
+            name,
+            "yes" if rule.enabled else "no",
+            rule.severity,
+            ", ".join(f"{k}={v}" for k, v in params.items()),
+        )
+    console.print(rules)
 
 
 @app.command()

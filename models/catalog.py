@@ -1,0 +1,188 @@
+"""The route catalog and the anomaly rules' settings, declared in YAML.
+
+Every route declares a token budget, a latency budget, its retry limit and
+its fallback model; every rule has thresholds, a severity and can be turned
+off. Parsed with YAML's base loader (every scalar a string, so no float ever
+sneaks into a money threshold) and validated by pydantic; errors name the
+path of the offending value (``routes[2].token_budget.input_cap``).
+"""
+
+from __future__ import annotations
+
+from decimal import Decimal
+from typing import Annotated, Literal, Self
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+
+Severity = Literal["info", "ticket", "page"]
+Positive = Annotated[int, Field(gt=0)]
+Share = Annotated[Decimal, Field(gt=0, allow_inf_nan=False)]
+Usd = Annotated[Decimal, Field(ge=0, allow_inf_nan=False)]
+Minutes = Annotated[int, Field(gt=0, le=60 * 24 * 31)]
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+
+class TokenBudget(_Strict):
+    input_cap: Positive
+    output_cap: Positive
+    hard_cap_action: Literal["reject", "truncate", "alert"] = "alert"
+
+
+class LatencyBudget(_Strict):
+    p50_ms: Positive
+    p95_ms: Positive
+    p99_ms: Positive
+    ttft_ms: Positive | None = None
+
+    @model_validator(mode="after")
+    def _ordered(self) -> Self:
+        if not self.p50_ms <= self.p95_ms <= self.p99_ms:
+            raise ValueError("latency budget must have p50_ms <= p95_ms <= p99_ms")
+        return self
+
+
+class Route(_Strict):
+    route: Annotated[str, Field(min_length=1, pattern=r"\S")]
+    token_budget: TokenBudget
+    latency_budget: LatencyBudget
+    max_retries: Annotated[int, Field(ge=0, le=20)]
+    fallback_model: str | None = None
+
+
+class _Rule(_Strict):
+    enabled: bool = True
+    severity: Severity = "ticket"
+
+
+class TenantSpendSpike(_Rule):
+    """A tenant's spend in the rolling window above k x the median tenant's.
+    ``floor_usd`` keeps a near-zero median from paging on pocket change."""
+
+    k: Share = Decimal(10)
+    window_minutes: Minutes = 60
+    floor_usd: Usd = Decimal(1)
+    severity: Severity = "page"
+
+
+class FeatureCostPerCall(_Rule):
+    factor: Share = Decimal(2)
+    min_calls: Positive = 50
+
+
+class TokenBudgetBreach(_Rule):
+    min_breaches: Positive = 1
+
+
+class CacheHitRegression(_Rule):
+    """Hit rate below (1 - max_drop) x its trailing baseline."""
+
+    max_drop: Share = Decimal("0.5")
+    baseline_minutes: Minutes = 24 * 60
+    min_lookups: Positive = 100
+    severity: Severity = "page"
+
+
+class RetryAmplification(_Rule):
+    max_attempts_per_request: Share = Decimal("1.5")
+    max_retry_cost_share: Share = Decimal("0.25")
+    severity: Severity = "page"
+
+
+class StructuredReprompt(_Rule):
+    max_rate: Share = Decimal("0.15")
+    min_requests: Positive = 20
+
+
+class FallbackRate(_Rule):
+    max_rate: Share = Decimal("0.10")
+    min_requests: Positive = 20
+
+
+class TailLatency(_Rule):
+    min_calls: Positive = 20
+
+
+class RunawayRequest(_Rule):
+    max_usd: Usd = Decimal(50)
+    severity: Severity = "page"
+
+
+class UnpricedModel(_Rule):
+    pass
+
+
+class TokenizerDrift(_Rule):
+    max_drift: Share = Decimal("0.05")
+    min_calls: Positive = 20
+
+
+class EnergyRegression(_Rule):
+    max_increase: Share = Decimal("0.30")
+    baseline_minutes: Minutes = 24 * 60
+    min_tokens: Positive = 10_000
+
+
+class Rules(_Strict):
+    tenant_spend_spike: TenantSpendSpike = TenantSpendSpike()
+    feature_cost_per_call: FeatureCostPerCall = FeatureCostPerCall()
+    token_budget_breach: TokenBudgetBreach = TokenBudgetBreach()
+    cache_hit_regression: CacheHitRegression = CacheHitRegression()
+    retry_amplification: RetryAmplification = RetryAmplification()
+    structured_reprompt: StructuredReprompt = StructuredReprompt()
+    fallback_rate: FallbackRate = FallbackRate()
+    tail_latency: TailLatency = TailLatency()
+    runaway_request: RunawayRequest = RunawayRequest()
+    unpriced_model: UnpricedModel = UnpricedModel(severity="page")
+    tokenizer_drift: TokenizerDrift = TokenizerDrift()
+    energy_regression: EnergyRegression = EnergyRegression()
+
+
+class Catalog(_Strict):
+    routes: tuple[Route, ...]
+    rules: Rules = Rules()
+
+    @model_validator(mode="after")
+    def _unique_routes(self) -> Self:
+        seen: set[str] = set()
+        for r in self.routes:
+            if r.route in seen:
+                raise ValueError(f"route {r.route!r} is declared twice")
+            seen.add(r.route)
+        return self
+
+    def route(self, name: str) -> Route | None:
+        return next((r for r in self.routes if r.route == name), None)
+
+
+class CatalogError(ValueError):
+    """The catalog is invalid; ``problems`` lists each as ``path: message``."""
+
+    def __init__(self, problems: list[str]) -> None:
+        super().__init__("invalid route catalog:\n  " + "\n  ".join(problems))
+        self.problems = problems
+
+
+def _path(loc: tuple[int | str, ...]) -> str:
+    out = ""
+    for part in loc:
+        out += f"[{part}]" if isinstance(part, int) else (f".{part}" if out else str(part))
+    return out or "<catalog>"
+
+
+def parse_yaml(text: str) -> Catalog:
+    try:
+        data = yaml.load(text, Loader=yaml.BaseLoader)
+    except yaml.YAMLError as exc:
+        raise CatalogError([f"not YAML: {exc}"]) from exc
+    if not isinstance(data, dict):
+        raise CatalogError(["the catalog must be a mapping with a 'routes' list"])
+    try:
+        return Catalog.model_validate(data)
+    except ValidationError as exc:
+        raise CatalogError(
+            [f"{_path(tuple(e['loc']))}: {e['msg']}" for e in exc.errors(include_url=False)]
+        ) from exc
