@@ -54,8 +54,13 @@ class Route(_Strict):
 
 
 class _Rule(_Strict):
+    """``window_minutes`` is the span of closed windows a rule reads: long
+    enough that a healthy route's noise stays under the threshold, short
+    enough to fire within two windows of an incident's start."""
+
     enabled: bool = True
     severity: Severity = "ticket"
+    window_minutes: Minutes = 5
 
 
 class TenantSpendSpike(_Rule):
@@ -69,17 +74,26 @@ class TenantSpendSpike(_Rule):
 
 
 class FeatureCostPerCall(_Rule):
+    """Cost per call over the last ``window_minutes`` against the same
+    minutes a week earlier."""
+
+    window_minutes: Minutes = 2
     factor: Share = Decimal(2)
     min_calls: Positive = 50
 
 
 class TokenBudgetBreach(_Rule):
-    min_breaches: Positive = 1
+    """Attempts over a route's caps in one window; a lone long answer is not
+    a breach pattern, three are."""
+
+    window_minutes: Minutes = 1
+    min_breaches: Positive = 3
 
 
 class CacheHitRegression(_Rule):
     """Hit rate below (1 - max_drop) x its trailing baseline."""
 
+    window_minutes: Minutes = 1
     max_drop: Share = Decimal("0.5")
     baseline_minutes: Minutes = 24 * 60
     min_lookups: Positive = 100
@@ -87,13 +101,17 @@ class CacheHitRegression(_Rule):
 
 
 class RetryAmplification(_Rule):
+    min_requests: Positive = 50
     max_attempts_per_request: Share = Decimal("1.5")
     max_retry_cost_share: Share = Decimal("0.25")
     severity: Severity = "page"
 
 
 class StructuredReprompt(_Rule):
-    max_rate: Share = Decimal("0.15")
+    """Invalid-output attempts per request (about 0.1 on a healthy
+    structured route)."""
+
+    max_rate: Share = Decimal("0.25")
     min_requests: Positive = 20
 
 
@@ -103,16 +121,21 @@ class FallbackRate(_Rule):
 
 
 class TailLatency(_Rule):
-    min_calls: Positive = 20
+    window_minutes: Minutes = 15
+    min_calls: Positive = 100
 
 
 class RunawayRequest(_Rule):
+    """A request still active in the window whose attempts so far cost more
+    than ``max_usd``."""
+
+    window_minutes: Minutes = 1
     max_usd: Usd = Decimal(50)
     severity: Severity = "page"
 
 
 class UnpricedModel(_Rule):
-    pass
+    window_minutes: Minutes = 1
 
 
 class TokenizerDrift(_Rule):

@@ -296,14 +296,21 @@ def simulate(
     seed: int = 7,
     start: Annotated[str | None, typer.Option(help="RFC 3339; default: duration ago")] = None,
     per_message: Annotated[int | None, typer.Option(help="events per message")] = None,
-    incident: Annotated[str | None, typer.Option(help="cache-thrash")] = None,
+    incident: Annotated[
+        str | None, typer.Option(help="inject one incident (see --list-incidents)")
+    ] = None,
     side: Annotated[
         bool, typer.Option(help="also GPU telemetry and cache events on their topics")
     ] = True,
+    list_incidents: Annotated[bool, typer.Option(help="list the incidents and exit")] = False,
 ) -> None:
     """Publish realistic, seeded traffic: usage, and GPU telemetry and cache events."""
     from pipeline.simulate import INCIDENTS, SimConfig
 
+    if list_incidents:
+        for name, what in INCIDENTS.items():
+            console.print(f"[bold]{name}[/]: {what}")
+        return
     if incident is not None and incident not in INCIDENTS:
         raise typer.BadParameter(f"choose from {', '.join(INCIDENTS)}", param_hint="--incident")
     settings, services = _services()

@@ -236,7 +236,7 @@ def retry_amplification(stats: Mapping[str, RetryStats], rules: Rules) -> list[F
     cfg = rules.retry_amplification
     out = []
     for route, s in sorted(stats.items()):
-        if not cfg.enabled or not s.requests:
+        if not cfg.enabled or s.requests < cfg.min_requests:
             continue
         per_request = _ratio(s.attempts, s.requests)
         share = _ratio(s.retry_cost, s.cost) if s.cost else Decimal(0)

@@ -30,6 +30,8 @@ MODELS: Final = {
     "deepseek-v3": ModelSpec("deepseek-v3", "deepseek", ("gw-1", "gw-4"), 11),
     "qwen3-32b": ModelSpec("qwen3-32b", "self-hosted", ("gpu-a1", "gpu-a2"), 4),
     "llama-3.3-70b": ModelSpec("llama-3.3-70b", "self-hosted", ("gpu-b1", "gpu-b2"), 6),
+    # On no route and in no price book: only the unpriced-model incident uses it.
+    "mystery-9b": ModelSpec("mystery-9b", "newco", ("gw-4",), 5),
 }
 
 
@@ -141,19 +143,36 @@ class SimConfig:
     max_events: int | None = None  # stop after this many attempts
     retry_rate: float = 0.03
     invalid_output_rate: float = 0.08
-    # "cache-thrash": a new tenant's onboarding burst in the middle quarter of
-    # the run evicts everyone else's prompt prefixes (see pipeline.simulate_side).
+    # One of INCIDENTS, injected from the middle of the run for a quarter of
+    # it (at most 15 minutes).
     incident: str | None = None
 
     def incident_window(self) -> tuple[datetime, datetime] | None:
-        if self.incident != "cache-thrash":
+        if self.incident is None:
             return None
         begin = self.start + timedelta(seconds=self.duration_s / 2)
         return begin, begin + timedelta(seconds=min(900.0, self.duration_s / 4))
 
+    def during(self, incident: str, ts: datetime) -> bool:
+        window = self.incident_window()
+        return self.incident == incident and window is not None and window[0] <= ts < window[1]
 
+
+AGENT_ROUTE: Final = next(i for i, r in enumerate(ROUTES) if r.route == "/v1/agent")
 THRASHER: Final = "launchco"
-INCIDENTS: Final = ("cache-thrash",)
+SPENDER: Final = "soylent"  # a small tenant whose traffic explodes in spend-spike
+RUNAWAY_REQUEST: Final = "runaway-agent-0001"
+INCIDENTS: Final = {
+    "cache-thrash": "a new tenant's onboarding burst evicts everyone's prompt prefixes",
+    "retry-storm": "/v1/agent calls fail and retry up to 10 times",
+    "structured-output-loop": "/v1/extract answers fail to parse and are re-prompted",
+    "budget-breach": "/v1/summarize prompts grow past the route's input cap",
+    "prompt-change": "a prompt change triples doc-summary's input tokens",
+    "unpriced-model": "/v1/complete routes half its calls to a model with no price",
+    "tokenizer-drift": "the gateway's tokenizer undercounts claude-4.5-sonnet by 11% (CJK)",
+    "runaway-agent": "one agent request retries every second with a 200k-token prompt",
+    "spend-spike": f"{SPENDER} floods /v1/agent with huge calls: 60% of all traffic",
+}
 
 
 def _tokens(rng: random.Random, mean: int) -> int:
@@ -169,18 +188,41 @@ def generate(cfg: SimConfig) -> Iterator[dict[str, Any]]:
     ]
     requests = int(cfg.duration_s * cfg.rate)
     emitted = 0
-    thrash = cfg.incident_window()
+    runaway = _runaway(cfg)
+    pending = next(runaway, None)
     for i in range(requests):
         ts = cfg.start + timedelta(seconds=(i + rng.random()) / cfg.rate)
+        while pending is not None and datetime.fromisoformat(pending["ts"]) <= ts:
+            yield pending
+            emitted += 1
+            if cfg.max_events is not None and emitted >= cfg.max_events:
+                return
+            pending = next(runaway, None)
         tenant = rng.choices(cfg.tenants, cum_weights=tenant_cum)[0]
-        in_thrash = thrash is not None and thrash[0] <= ts < thrash[1]
+        in_thrash = cfg.during("cache-thrash", ts)
         if in_thrash and rng.random() < 0.5:
             tenant = THRASHER  # the onboarding burst: half of all traffic
-        r = rng.randrange(len(ROUTES))
+        spiking = cfg.during("spend-spike", ts) and rng.random() < 0.6
+        if spiking:
+            tenant = SPENDER
+        r = AGENT_ROUTE if spiking else rng.randrange(len(ROUTES))
         spec = ROUTES[r]
         model_name = rng.choices(route_models[r][0], cum_weights=route_models[r][1])[0]
+        if cfg.during("unpriced-model", ts) and spec.route == "/v1/complete" and rng.random() < 0.5:
+            model_name = "mystery-9b"
         request_id = f"{rng.getrandbits(128):032x}"
         input_tokens = _tokens(rng, spec.input_mean)
+        if cfg.during("budget-breach", ts) and spec.route == "/v1/summarize":
+            input_tokens *= 12
+        if cfg.during("prompt-change", ts) and spec.feature == "doc-summary":
+            input_tokens *= 3
+        if spiking:
+            input_tokens *= 10
+        storm = cfg.during("retry-storm", ts) and spec.route == "/v1/agent"
+        looping = cfg.during("structured-output-loop", ts) and spec.route == "/v1/extract"
+        max_attempts = 10 if storm or looping else 4
+        retry_rate = 0.75 if storm else cfg.retry_rate
+        invalid_rate = 0.65 if looping else cfg.invalid_output_rate
         # During the thrash the burst's new prompts evict the shared prefixes:
         # others hit about 0.28 as often, the newcomer almost never.
         hit_rate = spec.cached_prefix * (0.28 if tenant != THRASHER else 0.05)
@@ -191,18 +233,16 @@ def generate(cfg: SimConfig) -> Iterator[dict[str, Any]]:
         retry_reason: str | None = None
         while True:
             model = MODELS[model_name]
-            output_tokens = _tokens(rng, spec.output_mean)
+            output_tokens = _tokens(rng, spec.output_mean) * (40 if spiking else 1)
             if cached:
                 cache_read, cache_write = int(input_tokens * rng.uniform(0.5, 0.9)), 0
             else:
                 cache_read, cache_write = 0, int(input_tokens * rng.uniform(0.0, 0.3))
             roll = rng.random()
-            if attempt < 4 and roll < cfg.retry_rate:
+            if attempt < max_attempts and roll < retry_rate:
                 status = rng.choice(("error", "timeout"))
                 output_tokens = 0 if status == "timeout" else output_tokens // 10
-            elif (
-                attempt < 4 and spec.structured and roll < cfg.retry_rate + cfg.invalid_output_rate
-            ):
+            elif attempt < max_attempts and spec.structured and roll < retry_rate + invalid_rate:
                 status = "invalid_output"
             else:
                 status = "ok"
@@ -228,6 +268,8 @@ def generate(cfg: SimConfig) -> Iterator[dict[str, Any]]:
                 "ttft_ms": int(latency * rng.uniform(0.05, 0.2)),
                 "local_input_tokens": int(input_tokens * rng.uniform(0.97, 1.03)),
             }
+            if cfg.during("tokenizer-drift", ts) and model.model == "claude-4.5-sonnet":
+                event["local_input_tokens"] = int(input_tokens * rng.uniform(0.88, 0.90))
             if retry_reason:
                 event["retry_reason"] = retry_reason
             if fallback_from:
@@ -245,6 +287,41 @@ def generate(cfg: SimConfig) -> Iterator[dict[str, Any]]:
             ts += timedelta(milliseconds=latency + rng.uniform(50, 2000))
             if status != "invalid_output" and attempt == 3 and spec.fallback:
                 fallback_from, model_name = model_name, spec.fallback
+
+
+def _runaway(cfg: SimConfig) -> Iterator[dict[str, Any]]:
+    """The runaway-agent incident: one request of acme's on /v1/agent that
+    fails and retries every second, each attempt with a 200k-token prompt."""
+    window = cfg.incident_window()
+    if cfg.incident != "runaway-agent" or window is None:
+        return
+    rng = random.Random(cfg.seed + 2)
+    ts, attempt = window[0], 1
+    while ts < window[1]:
+        yield {
+            "event_id": f"{rng.getrandbits(128):032x}",
+            "ts": ts.isoformat().replace("+00:00", "Z"),
+            "tenant": "acme",
+            "route": "/v1/agent",
+            "feature": "agent-runner",
+            "model": "claude-4.5-sonnet",
+            "provider": "anthropic",
+            "node_id": "gw-1",
+            "request_id": RUNAWAY_REQUEST,
+            "attempt": min(attempt, 10_000),
+            "input_tokens": 200_000,
+            "output_tokens": 1_500,
+            "cache_read_tokens": 0,
+            "cache_write_tokens": 0,
+            "batch": False,
+            "status": "error",
+            "retry_reason": "tool_error",
+            "latency_ms": 1_800,
+            "ttft_ms": 300,
+            "local_input_tokens": 200_000,
+        }
+        attempt += 1
+        ts += timedelta(seconds=1)
 
 
 def lines(cfg: SimConfig) -> Iterator[bytes]:

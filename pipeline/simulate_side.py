@@ -87,7 +87,6 @@ def telemetry(events: Sequence[dict[str, Any]], cfg: SimConfig) -> Iterator[dict
 def cache_events(events: Sequence[dict[str, Any]], cfg: SimConfig) -> Iterator[dict[str, Any]]:
     rng = random.Random(cfg.seed + 1)
     others = [t for t in cfg.tenants if t != THRASHER]
-    window = cfg.incident_window()
     for e in events:
         base = {
             "node_id": e["node_id"],
@@ -106,7 +105,7 @@ def cache_events(events: Sequence[dict[str, Any]], cfg: SimConfig) -> Iterator[d
             continue
         yield {**base, "layer": "prefix", "op": "insert", "tokens": e["input_tokens"]}
         t = datetime.fromisoformat(e["ts"].replace("Z", "+00:00"))
-        if window and window[0] <= t < window[1] and e["tenant"] == THRASHER:
+        if cfg.during("cache-thrash", t) and e["tenant"] == THRASHER:
             yield {
                 **base,
                 "layer": "prefix",
