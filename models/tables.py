@@ -22,8 +22,9 @@ from sqlalchemy import (
     UniqueConstraint,
     Uuid,
     func,
+    text,
 )
-from sqlalchemy.dialects.postgresql import JSONB
+from sqlalchemy.dialects.postgresql import ARRAY, JSONB
 
 from models.money import COST_SCALE, DISCOUNT_DECIMALS, PRICE_DECIMALS
 
@@ -312,4 +313,43 @@ alert_rule = Table(
     Column("severity", Text, nullable=False),
     Column("params", JSONB, nullable=False),
     Column("loaded_at", TS, nullable=False, server_default=func.now()),
+)
+
+# One row per firing episode; at most one firing row per dedup key.
+alert = Table(
+    "alert",
+    metadata,
+    Column("id", BigInteger, Identity(), primary_key=True),
+    Column("dedup_key", Text, nullable=False),
+    Column("rule", Text, nullable=False),
+    Column("subject", ARRAY(Text), nullable=False),
+    Column("tenant", Text, nullable=True),
+    Column("severity", Text, nullable=False),
+    Column("status", Text, nullable=False),
+    Column("value", Numeric, nullable=False),
+    Column("threshold", Numeric, nullable=False),
+    Column("summary", Text, nullable=False),
+    Column("contributors", JSONB, nullable=False),
+    Column("window_start", TS, nullable=False),
+    Column("fired_at", TS, nullable=False),
+    Column("updated_at", TS, nullable=False),
+    Column("resolved_at", TS, nullable=True),
+    Column("notified_at", TS, nullable=True),
+    Column("acked_at", TS, nullable=True),
+    Column("acked_by", Text, nullable=True),
+    Index(
+        "alert_one_firing",
+        "dedup_key",
+        unique=True,
+        postgresql_where=text("status = 'firing'"),
+    ),
+    Index("alert_by_tenant", "tenant", "fired_at"),
+)
+
+# The last closed minute the rules were evaluated through.
+alert_watermark = Table(
+    "alert_watermark",
+    metadata,
+    Column("evaluator", Text, primary_key=True),
+    Column("evaluated_through", TS, nullable=False),
 )

@@ -20,6 +20,7 @@ class Topics:
     telemetry_dlq: Any
     cache: Any
     cache_dlq: Any
+    alerts: Any
 
 
 def build_app(settings: Settings, kafka_url: str) -> tuple[faust.App, Topics]:
@@ -66,5 +67,6 @@ def build_app(settings: Settings, kafka_url: str) -> tuple[faust.App, Topics]:
         telemetry_dlq=raw_topic(f"{t}-dlq"),
         cache=raw_topic(c),
         cache_dlq=raw_topic(f"{c}-dlq"),
+        alerts=raw_topic(settings.alerts_topic),
     )
     return app, topics

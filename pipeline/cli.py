@@ -48,6 +48,8 @@ catalog_app = typer.Typer(
     no_args_is_help=True,
 )
 app.add_typer(catalog_app, name="catalog")
+alerts_app = typer.Typer(help="Alerts from the anomaly rules.", no_args_is_help=True)
+app.add_typer(alerts_app, name="alerts")
 dead_app = typer.Typer(help="Review and replay rejected input.", no_args_is_help=True)
 app.add_typer(dead_app, name="dead-letters")
 # Piped output (logs, CI, tests) gets room for the wide tables instead of 80 columns.
@@ -629,6 +631,64 @@ def catalog_show() -> None:
             ", ".join(f"{k}={v}" for k, v in params.items()),
         )
     console.print(rules)
+
+
+@alerts_app.command("list")
+def alerts_list(
+    all_: Annotated[bool, typer.Option("--all", help="also resolved alerts")] = False,
+    tenant: Annotated[str | None, typer.Option(help="only this tenant's alerts")] = None,
+    limit: int = 50,
+) -> None:
+    """Firing alerts (newest first), with the numbers that made them fire."""
+    from sqlalchemy import text
+
+    _, services = _services()
+    sql = (
+        "SELECT id, status, severity, rule, array_to_string(subject, '/'), window_start,"
+        " resolved_at, acked_by, summary, contributors FROM alert"
+        " WHERE (:all OR status = 'firing') AND (CAST(:tenant AS text) IS NULL OR tenant = :tenant)"
+        " ORDER BY fired_at DESC, id DESC LIMIT :limit"
+    )
+    with db.engine(services.database_url).connect() as conn:
+        rows = conn.execute(text(sql), {"all": all_, "tenant": tenant, "limit": limit}).all()
+    table = Table(title="Alerts", title_justify="left")
+    for col in ("id", "status", "severity", "rule", "subject", "window", "resolved", "acked",
+                "why"):  # fmt: skip
+        table.add_column(col)
+    for id_, status, sev, rule, subject, window, resolved, acked, summary, contrib in rows:
+        why = summary + "".join(f"\n  {what}: {much}" for what, much in contrib)
+        table.add_row(
+            str(id_),
+            status,
+            sev,
+            rule,
+            subject,
+            window.strftime("%Y-%m-%d %H:%M"),
+            resolved.strftime("%H:%M") if resolved else "-",
+            acked or "-",
+            why,
+        )
+    console.print(table)
+
+
+@alerts_app.command("ack")
+def alerts_ack(
+    alert_id: int,
+    by: Annotated[str, typer.Option(help="who takes it")] = "on-call",
+) -> None:
+    """Acknowledge an alert (it keeps firing until its condition clears)."""
+    from sqlalchemy import text
+
+    _, services = _services()
+    with db.engine(services.database_url).begin() as conn:
+        found = conn.execute(
+            text("UPDATE alert SET acked_at = now(), acked_by = :by WHERE id = :id RETURNING rule"),
+            {"by": by, "id": alert_id},
+        ).first()
+    if found is None:
+        console.print(f"[red]no alert {alert_id}[/]")
+        raise typer.Exit(1)
+    console.print(f"alert {alert_id} ({found[0]}) acknowledged by {by}")
 
 
 @app.command()

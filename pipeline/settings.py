@@ -30,6 +30,12 @@ class Settings(BaseSettings):
     telemetry_topic: str = "gpu-telemetry"
     cache_topic: str = "cache-events"
     group_id: str = "finops-spend"
+    # Alert transitions (fire, resolve) as JSON, keyed by the alert's dedup key.
+    alerts_topic: str = "alerts"
+    # A minute is evaluated by the rules once the newest spend window is this
+    # far past its end; a re-fire within the cooldown is not re-notified.
+    alert_lateness_s: float = Field(default=120, ge=0)
+    alert_cooldown_s: float = Field(default=1800, ge=0)
 
     # Messages per stream batch, and the wait that closes a partial batch.
     batch_messages: int = Field(default=400, ge=1)

@@ -19,6 +19,7 @@ from typing import Any
 
 import faust
 
+from pipeline.alert_evaluator import evaluate
 from pipeline.app import build_app
 from pipeline.cache_sink import CacheSink
 from pipeline.db import engine
@@ -68,7 +69,9 @@ def run_worker(
     settings.home.mkdir(parents=True, exist_ok=True)  # faust keeps its data dir there
     asyncio.run(
         ensure_topics(
-            kafka_url, [topic, settings.usage_dlq_topic, *settings.side_topics], settings.partitions
+            kafka_url,
+            [topic, settings.usage_dlq_topic, *settings.side_topics, settings.alerts_topic],
+            settings.partitions,
         )
     )
     joined = (topic, settings.telemetry_topic, settings.cache_topic) if settings.joins else (topic,)
@@ -114,6 +117,26 @@ def run_worker(
         for s in sinks:
             await s.claim([tp.partition for tp in assigned if tp.topic == s.topic])
 
+    lateness = timedelta(seconds=settings.alert_lateness_s)
+    cooldown = timedelta(seconds=settings.alert_cooldown_s)
+
+    async def evaluate_rules(limit: int) -> None:
+        # The rules must never stop the stream: a failure is a fault, retried
+        # on the next tick from the same watermark.
+        try:
+            published = await asyncio.to_thread(
+                evaluate, db, lateness=lateness, cooldown=cooldown, limit=limit
+            )
+        except Exception:
+            log.exception("fault alert_evaluation")
+            return
+        for message in published:
+            await topics.alerts.send(key=message.key, value=message.value)
+
+    @app.timer(interval=5.0)  # type: ignore[untyped-decorator]
+    async def run_rules() -> None:
+        await evaluate_rules(limit=60)
+
     worker = faust.Worker(app, loglevel=loglevel, quiet=True, redirect_stdouts=False)
 
     def write_stats() -> None:
@@ -143,6 +166,7 @@ def run_worker(
             backfill = EnergyFinalizer(database_url, timedelta(0))
             while settings.joins and await backfill.run():
                 pass
+            await evaluate_rules(limit=100_000)  # every minute the drain closed
             log.info("drained %s", [t for _, t in watched])
             stats.drained_at = time.time()
             stats.last_commit_at = stats.last_commit_at or stats.drained_at

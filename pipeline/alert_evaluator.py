@@ -1,0 +1,332 @@
+"""Run the anomaly rules on each closed minute, and keep the alerts.
+
+A minute is closed when the newest spend window is ``lateness`` past its
+end (event time, so a backfill evaluates its history minute by minute). The
+watermark row in ``alert_watermark`` is locked while a worker evaluates, so
+several workers never evaluate the same minute twice; each minute reads only
+the windows its rules' spans cover, never the whole table.
+
+The rules evaluated here are those whose inputs the windows already hold
+(:data:`EVALUATED`); the others run once their inputs are stored.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from decimal import Decimal
+from typing import Any, Final
+
+from sqlalchemy import Connection, Engine, text
+
+from models.catalog import Catalog
+from pipeline import rules as r
+from pipeline.catalog_store import read_catalog
+
+log = logging.getLogger(__name__)
+
+EVALUATOR: Final = "rules"
+MINUTE: Final = timedelta(minutes=1)
+EVALUATED: Final = (
+    "tenant_spend_spike",
+    "feature_cost_per_call",
+    "retry_amplification",
+    "unpriced_model",
+    "cache_hit_regression",
+    "energy_regression",
+)
+# Keys whose first part names a tenant (for the tenant pages and their access rules).
+TENANT_KEYED: Final = frozenset({"tenant_spend_spike", "cache_hit_regression", "runaway_request"})
+
+
+def _rows(conn: Connection, sql: str, **params: Any) -> Sequence[Any]:
+    return conn.execute(text(sql), params).all()
+
+
+def _span(end: datetime, minutes: int) -> dict[str, datetime]:
+    return {"s": end - minutes * MINUTE, "e": end}
+
+
+def findings(conn: Connection, catalog: Catalog, end: datetime) -> list[r.Finding]:
+    """The rules of EVALUATED on the windows closed by ``end``."""
+    rules = catalog.rules
+    spike = rules.tenant_spend_spike
+    spend: dict[str, Decimal] = {
+        t: Decimal(0)
+        for (t,) in _rows(
+            conn,
+            "SELECT DISTINCT tenant FROM spend_window WHERE window_start >= :s"
+            " AND window_start < :e",
+            s=end - timedelta(days=1),
+            e=end,
+        )
+    }
+    for tenant, usd in _rows(
+        conn,
+        "SELECT tenant, sum(cost_usd) FROM spend_window WHERE window_start >= :s"
+        " AND window_start < :e GROUP BY tenant",
+        **_span(end, spike.window_minutes),
+    ):
+        spend[tenant] = usd
+    spiking = [f.key[0] for f in r.tenant_spend_spike(spend, rules)]
+    why = {t: _top_routes(conn, t, end, spike.window_minutes) for t in spiking}
+
+    cpc = rules.feature_cost_per_call
+    calls = (
+        "SELECT feature, sum(cost_usd), sum(attempts) FROM spend_window"
+        " WHERE window_start >= :s AND window_start < :e GROUP BY feature"
+    )
+    now = {
+        f: r.CostPerCall(c, int(n))
+        for f, c, n in _rows(conn, calls, **_span(end, cpc.window_minutes))
+    }
+    week = end - timedelta(days=7)
+    before = {
+        f: r.CostPerCall(c, int(n))
+        for f, c, n in _rows(conn, calls, **_span(week, cpc.window_minutes))
+    }
+
+    retry = rules.retry_amplification
+    retries = {
+        route: r.RetryStats(int(q), int(a), c, rc)
+        for route, q, a, c, rc in _rows(
+            conn,
+            "SELECT route, sum(requests), sum(attempts), sum(cost_usd), sum(retry_cost_usd)"
+            " FROM spend_window WHERE window_start >= :s AND window_start < :e GROUP BY route",
+            **_span(end, retry.window_minutes),
+        )
+    }
+    unpriced = {
+        (m, p): int(n)
+        for m, p, n in _rows(
+            conn,
+            "SELECT model, provider, sum(unpriced_attempts) FROM spend_window"
+            " WHERE window_start >= :s AND window_start < :e GROUP BY model, provider",
+            **_span(end, rules.unpriced_model.window_minutes),
+        )
+    }
+    return [
+        *r.tenant_spend_spike(spend, rules, why),
+        *r.feature_cost_per_call(now, before, rules),
+        *r.retry_amplification(retries, rules),
+        *r.unpriced_model(unpriced, rules),
+        *_cache(conn, catalog, end),
+        *_energy(conn, catalog, end),
+    ]
+
+
+def _top_routes(conn: Connection, tenant: str, end: datetime, minutes: int) -> r.Contributors:
+    rows = _rows(
+        conn,
+        "SELECT route, feature, model, sum(cost_usd) AS usd FROM spend_window"
+        " WHERE tenant = :t AND window_start >= :s AND window_start < :e"
+        " GROUP BY route, feature, model ORDER BY usd DESC LIMIT 3",
+        t=tenant,
+        **_span(end, minutes),
+    )
+    return tuple(
+        (f"{route} {feature} {model}", f"${usd:.2f}") for route, feature, model, usd in rows
+    )
+
+
+def _cache(conn: Connection, catalog: Catalog, end: datetime) -> list[r.Finding]:
+    cfg = catalog.rules.cache_hit_regression
+    rates = (
+        "SELECT tenant, sum(hits), sum(hits + misses) FROM cache_window"
+        " WHERE layer = 'prefix' AND window_start >= :s AND window_start < :e GROUP BY tenant"
+    )
+
+    def hit_rates(span: dict[str, datetime]) -> dict[str, r.HitRate]:
+        out = {t: r.HitRate(int(h), int(n)) for t, h, n in _rows(conn, rates, **span)}
+        out["*"] = r.HitRate(
+            sum(v.hits for v in out.values()), sum(v.lookups for v in out.values())
+        )
+        return out
+
+    now = hit_rates(_span(end, cfg.window_minutes))
+    baseline = hit_rates({"s": end - cfg.baseline_minutes * MINUTE, "e": end - 5 * MINUTE})
+    evictors = tuple(
+        (tenant, f"{int(tokens):,} tokens of other tenants' entries")
+        for tenant, tokens in _rows(
+            conn,
+            "SELECT evicting_tenant, sum(evicted_tokens) AS n FROM cache_eviction_window"
+            " WHERE evicting_tenant <> evicted_tenant AND window_start >= :s"
+            " AND window_start < :e GROUP BY 1 ORDER BY n DESC LIMIT 3",
+            **_span(end, 5),
+        )
+    )
+    return r.cache_hit_regression(now, baseline, catalog.rules, evictors)
+
+
+def _energy(conn: Connection, catalog: Catalog, end: datetime) -> list[r.Finding]:
+    cfg = catalog.rules.energy_regression
+    sql = (
+        "SELECT model, sum(energy_mj), sum(input_tokens + output_tokens) FROM energy_window"
+        " WHERE source = 'measured' AND window_start >= :s AND window_start < :e GROUP BY model"
+    )
+    span = cfg.window_minutes * MINUTE
+    now = {m: r.EnergyUse(int(e), int(t)) for m, e, t in _rows(conn, sql, s=end - span, e=end)}
+    before = {
+        m: r.EnergyUse(int(e), int(t))
+        for m, e, t in _rows(conn, sql, s=end - cfg.baseline_minutes * MINUTE, e=end - span)
+    }
+    return r.energy_regression(now, before, catalog.rules)
+
+
+@dataclass(frozen=True)
+class Published:
+    """An alert transition as it goes to the ``alerts`` topic."""
+
+    key: bytes
+    value: bytes
+
+
+def _load_alerts(conn: Connection) -> dict[str, r.Alert]:
+    rows = _rows(
+        conn,
+        "SELECT DISTINCT ON (dedup_key) dedup_key, status, fired_at, notified_at FROM alert"
+        " ORDER BY dedup_key, fired_at DESC",
+    )
+    return {k: r.Alert(k, s, f, n) for k, s, f, n in rows}
+
+
+def _apply(conn: Connection, transitions: Sequence[r.Transition], end: datetime) -> list[Published]:
+    out = []
+    for t in transitions:
+        if t.kind == "resolve":
+            conn.execute(
+                text(
+                    "UPDATE alert SET status = 'resolved', resolved_at = :e, updated_at = :e"
+                    " WHERE dedup_key = :k AND status = 'firing'"
+                ),
+                {"k": t.dedup_key, "e": end},
+            )
+            out.append(_message(t, end, None))
+            continue
+        f = t.finding
+        assert f is not None  # fire and update carry their finding
+        values = {
+            "k": t.dedup_key,
+            "rule": f.rule,
+            "subject": list(f.key),
+            "tenant": f.key[0] if f.rule in TENANT_KEYED and f.key[0] != "*" else None,
+            "severity": f.severity,
+            "value": f.value,
+            "threshold": f.threshold,
+            "summary": f.summary,
+            "contributors": json.dumps([list(c) for c in f.contributors]),
+            "w": end - MINUTE,
+            "e": end,
+            "notified": end if t.notify else None,
+        }
+        if t.kind == "fire":
+            conn.execute(
+                text(
+                    "INSERT INTO alert (dedup_key, rule, subject, tenant, severity, status, value,"
+                    " threshold, summary, contributors, window_start, fired_at, updated_at,"
+                    " notified_at) VALUES (:k, :rule, :subject, :tenant, :severity, 'firing',"
+                    " :value, :threshold, :summary, CAST(:contributors AS jsonb), :w, :e, :e,"
+                    " :notified)"
+                ),
+                values,
+            )
+        else:
+            conn.execute(
+                text(
+                    "UPDATE alert SET value = :value, threshold = :threshold, summary = :summary,"
+                    " contributors = CAST(:contributors AS jsonb), updated_at = :e"
+                    " WHERE dedup_key = :k AND status = 'firing'"
+                ),
+                values,
+            )
+        if t.kind == "fire":
+            out.append(_message(t, end, f))
+    return out
+
+
+def _message(t: r.Transition, end: datetime, f: r.Finding | None) -> Published:
+    body: dict[str, Any] = {
+        "event": t.kind,
+        "dedup_key": t.dedup_key,
+        "at": end.isoformat(),
+        "notify": t.notify,
+    }
+    if f is not None:
+        body |= {
+            "rule": f.rule,
+            "subject": list(f.key),
+            "severity": f.severity,
+            "value": str(f.value),
+            "threshold": str(f.threshold),
+            "summary": f.summary,
+            "contributors": [list(c) for c in f.contributors],
+        }
+    return Published(t.dedup_key.encode(), json.dumps(body).encode())
+
+
+def evaluate(
+    engine: Engine,
+    *,
+    lateness: timedelta,
+    cooldown: timedelta,
+    limit: int = 60,
+    catalog: Catalog | None = None,
+) -> list[Published]:
+    """Evaluate up to ``limit`` newly closed minutes; the messages for the
+    ``alerts`` topic, in order. A no-op while another worker evaluates."""
+    with engine.begin() as conn:
+        conn.execute(
+            text(
+                "INSERT INTO alert_watermark (evaluator, evaluated_through)"
+                " SELECT :n, min(window_start) FROM spend_window HAVING count(*) > 0"
+                " ON CONFLICT DO NOTHING"
+            ),
+            {"n": EVALUATOR},
+        )
+        row = conn.execute(
+            text(
+                "SELECT evaluated_through FROM alert_watermark WHERE evaluator = :n"
+                " FOR UPDATE SKIP LOCKED"
+            ),
+            {"n": EVALUATOR},
+        ).first()
+        newest = conn.execute(text("SELECT max(window_start) FROM spend_window")).scalar()
+        if row is None or newest is None:
+            return []
+        through: datetime = row[0]
+        frontier = newest + MINUTE - lateness
+        used = catalog or read_catalog(engine)
+        published: list[Published] = []
+        alerts = _load_alerts(conn)
+        end = through + MINUTE
+        evaluated = 0
+        while end <= frontier and evaluated < limit:
+            found = findings(conn, used, end)
+            transitions = r.lifecycle(alerts, found, EVALUATED, end, cooldown)
+            published += _apply(conn, transitions, end)
+            alerts = _updated(alerts, transitions, end)
+            through, end, evaluated = end, end + MINUTE, evaluated + 1
+        conn.execute(
+            text("UPDATE alert_watermark SET evaluated_through = :t WHERE evaluator = :n"),
+            {"t": through, "n": EVALUATOR},
+        )
+    if published:
+        log.info("alerts: %d transitions through %s", len(published), through.isoformat())
+    return published
+
+
+def _updated(
+    alerts: Mapping[str, r.Alert], transitions: Sequence[r.Transition], end: datetime
+) -> dict[str, r.Alert]:
+    out = dict(alerts)
+    for t in transitions:
+        old = out.get(t.dedup_key)
+        if t.kind == "fire":
+            notified = end if t.notify else (old.notified_at if old else None)
+            out[t.dedup_key] = r.Alert(t.dedup_key, "firing", end, notified)
+        elif t.kind == "resolve" and old is not None:
+            out[t.dedup_key] = r.Alert(t.dedup_key, "resolved", old.fired_at, old.notified_at)
+    return out

@@ -1,0 +1,53 @@
+"""The rules in the stream: an incident injected by the simulator fires its
+alert within two windows of its start and resolves after it ends, nothing
+else fires, and each transition reaches the ``alerts`` topic."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from datetime import UTC, datetime, timedelta
+
+import pytest
+
+from pipeline.kafka import read_topic
+from tests.integration.conftest import Env
+
+pytestmark = pytest.mark.integration
+
+
+def test_an_unpriced_model_incident_fires_and_resolves(env: Env) -> None:
+    start = (datetime.now(UTC) - timedelta(hours=1)).replace(second=0, microsecond=0)
+    begin, end = start + timedelta(minutes=30), start + timedelta(minutes=45)
+    alerts_topic = f"{env.topic}-alerts"
+    extra = {"FINOPS_ALERTS_TOPIC": alerts_topic, "FINOPS_ALERT_LATENESS_S": "60"}
+    env.finops("db", "upgrade")
+    env.finops("prices", "load", "models/data/default_prices.csv")
+    env.finops("catalog", "load")
+    env.finops(
+        "simulate", "--rate", "3", "--duration", "3600", "--start", start.isoformat(),
+        "--incident", "unpriced-model", "--no-side",
+    )  # fmt: skip
+    env.finops("worker", "--drain", extra=extra)
+
+    rows = env.query(
+        "SELECT rule, array_to_string(subject, '/'), status, window_start, resolved_at, summary"
+        " FROM alert ORDER BY fired_at"
+    )
+    assert [(rule, subject) for rule, subject, *_ in rows] == [
+        ("unpriced_model", "mystery-9b/newco")
+    ], rows
+    ((_, _, status, window, resolved, summary),) = rows
+    assert begin <= window < begin + timedelta(minutes=2)  # fired within two windows
+    assert status == "resolved" and end < resolved <= end + timedelta(minutes=2)  # type: ignore[operator]
+    assert "no price" in str(summary)
+
+    messages = asyncio.run(read_topic(env.kafka_url, alerts_topic, timeout_s=30))
+    events = [json.loads(m.value)["event"] for m in messages]
+    assert events == ["fire", "resolve"]
+
+    listed = env.finops("alerts", "list", "--all").stdout
+    assert "unpriced_model" in listed and "mystery-9b" in listed
+    ((alert_id,),) = env.query("SELECT id FROM alert")
+    assert "acknowledged" in env.finops("alerts", "ack", str(alert_id), "--by", "sam").stdout
+    assert env.query("SELECT acked_by FROM alert") == [("sam",)]
