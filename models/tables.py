@@ -16,6 +16,7 @@ from sqlalchemy import (
     LargeBinary,
     MetaData,
     Numeric,
+    SmallInteger,
     String,
     Table,
     Text,
@@ -82,6 +83,13 @@ spend_window = Table(
     _money("cost_usd"),
     _money("retry_cost_usd"),
     _money("failed_cost_usd"),
+    # Inputs of the anomaly rules (pipeline/spend_windows.py says what each is).
+    _count("invalid_attempts"),
+    _money("invalid_cost_usd"),
+    _count("fallback_attempts"),
+    _count("drift_attempts"),
+    _count("drift_billed_tokens"),
+    _count("drift_abs_tokens"),
     Column("updated_at", TS, nullable=False, server_default=func.now()),
     # Roll-ups by tenant over time ranges are the common report query.
     Index("spend_window_tenant_time", "tenant", "window_start"),
@@ -102,6 +110,7 @@ unpriced_event = Table(
     Column("model", Text, nullable=False),
     Column("attempt", Integer, nullable=False),
     Column("failed", Boolean, nullable=False),
+    Column("invalid", Boolean, nullable=False, server_default="false"),
     Column("batch", Boolean, nullable=False),
     Column("input_tokens", BigInteger, nullable=False),
     Column("output_tokens", BigInteger, nullable=False),
@@ -352,4 +361,16 @@ alert_watermark = Table(
     metadata,
     Column("evaluator", Text, primary_key=True),
     Column("evaluated_through", TS, nullable=False),
+)
+
+# Latency histograms per minute, route and model: calls per bucket of
+# pipeline.rules.BOUNDS_MS (5% apart), so percentiles merge across windows.
+latency_window = Table(
+    "latency_window",
+    metadata,
+    Column("window_start", TS, primary_key=True),
+    Column("route", Text, primary_key=True),
+    Column("model", Text, primary_key=True),
+    Column("bucket", SmallInteger, primary_key=True),
+    _count("calls"),
 )

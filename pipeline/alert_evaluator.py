@@ -6,8 +6,10 @@ watermark row in ``alert_watermark`` is locked while a worker evaluates, so
 several workers never evaluate the same minute twice; each minute reads only
 the windows its rules' spans cover, never the whole table.
 
-The rules evaluated here are those whose inputs the windows already hold
-(:data:`EVALUATED`); the others run once their inputs are stored.
+The rules evaluated here are those whose inputs the windows hold
+(:data:`EVALUATED`): all but ``token_budget_breach`` (it needs the catalog's
+caps applied per attempt in the stream) and ``runaway_request`` (it needs
+each request's running cost).
 """
 
 from __future__ import annotations
@@ -25,6 +27,7 @@ from sqlalchemy import Connection, Engine, text
 from models.catalog import Catalog
 from pipeline import rules as r
 from pipeline.catalog_store import read_catalog
+from pipeline.latency import Histogram
 
 log = logging.getLogger(__name__)
 
@@ -37,6 +40,10 @@ EVALUATED: Final = (
     "unpriced_model",
     "cache_hit_regression",
     "energy_regression",
+    "structured_reprompt",
+    "fallback_rate",
+    "tokenizer_drift",
+    "tail_latency",
 )
 # Keys whose first part names a tenant (for the tenant pages and their access rules).
 TENANT_KEYED: Final = frozenset({"tenant_spend_spike", "cache_hit_regression", "runaway_request"})
@@ -108,7 +115,47 @@ def findings(conn: Connection, catalog: Catalog, end: datetime) -> list[r.Findin
             **_span(end, rules.unpriced_model.window_minutes),
         )
     }
+    reprompt = rules.structured_reprompt
+    reprompts = {
+        route: r.RateStats(int(q), int(n), c)
+        for route, q, n, c in _rows(
+            conn,
+            "SELECT route, sum(requests), sum(invalid_attempts), sum(invalid_cost_usd)"
+            " FROM spend_window WHERE window_start >= :s AND window_start < :e GROUP BY route",
+            **_span(end, reprompt.window_minutes),
+        )
+    }
+    fallbacks = {
+        route: r.RateStats(int(q), int(n))
+        for route, q, n in _rows(
+            conn,
+            "SELECT route, sum(requests), sum(fallback_attempts) FROM spend_window"
+            " WHERE window_start >= :s AND window_start < :e GROUP BY route",
+            **_span(end, rules.fallback_rate.window_minutes),
+        )
+    }
+    drift = {
+        model: r.TokenCounts(int(n), int(billed), int(diff))
+        for model, n, billed, diff in _rows(
+            conn,
+            "SELECT model, sum(drift_attempts), sum(drift_billed_tokens), sum(drift_abs_tokens)"
+            " FROM spend_window WHERE window_start >= :s AND window_start < :e GROUP BY model",
+            **_span(end, rules.tokenizer_drift.window_minutes),
+        )
+    }
+    histograms: dict[str, Histogram] = {}
+    for route, bucket, calls in _rows(
+        conn,
+        "SELECT route, bucket, sum(calls) FROM latency_window"
+        " WHERE window_start >= :s AND window_start < :e GROUP BY route, bucket",
+        **_span(end, rules.tail_latency.window_minutes),
+    ):
+        histograms.setdefault(route, Histogram()).counts[bucket] += int(calls)
     return [
+        *r.structured_reprompt(reprompts, rules),
+        *r.fallback_rate(fallbacks, rules),
+        *r.tokenizer_drift(drift, rules),
+        *r.tail_latency(histograms, catalog),
         *r.tenant_spend_spike(spend, rules, why),
         *r.feature_cost_per_call(now, before, rules),
         *r.retry_amplification(retries, rules),

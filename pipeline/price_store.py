@@ -104,6 +104,7 @@ def reprice(engine: Engine) -> Repriced:
             "cost_usd": Decimal(0),
             "retry_cost_usd": Decimal(0),
             "failed_cost_usd": Decimal(0),
+            "invalid_cost_usd": Decimal(0),
             "unpriced_attempts": 0,
         }
     )
@@ -140,6 +141,8 @@ def reprice(engine: Engine) -> Repriced:
                     d["retry_cost_usd"] += cost
                 if r["failed"]:
                     d["failed_cost_usd"] += cost
+                if r["invalid"]:
+                    d["invalid_cost_usd"] += cost
                 d["unpriced_attempts"] -= 1
                 result.cost_usd += cost
             done.append(r["event_key"])

@@ -14,17 +14,16 @@ the cooldown after the last notification is recorded but not re-notified.
 
 from __future__ import annotations
 
-import math
-from bisect import bisect_left
 from collections.abc import Iterable, Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from datetime import datetime, timedelta
 from decimal import Decimal
 from statistics import median
-from typing import Final, Literal
+from typing import Literal
 
 from models.catalog import Catalog, Rules
 from models.money import to_cents
+from pipeline.latency import Histogram
 
 Contributors = tuple[tuple[str, str], ...]  # (what, how much), largest first
 
@@ -325,41 +324,6 @@ def fallback_rate(stats: Mapping[str, RateStats], rules: Rules) -> list[Finding]
 
 
 # --- latency -------------------------------------------------------------------
-
-# Latency histogram bucket upper bounds, ms: 5% apart from 1 ms to ~10 min,
-# so a percentile read from merged windows is within 5% of the true value.
-BOUNDS_MS: Final = tuple(sorted({math.ceil(1.05**i) for i in range(0, 273)}))
-
-
-@dataclass
-class Histogram:
-    """Counts per bucket of BOUNDS_MS (the last bucket also holds anything
-    larger). Windows merge by adding counts, so percentiles can be computed
-    across any span of windows."""
-
-    counts: list[int] = field(default_factory=lambda: [0] * len(BOUNDS_MS))
-
-    def add(self, latency_ms: int, n: int = 1) -> None:
-        self.counts[min(bisect_left(BOUNDS_MS, latency_ms), len(BOUNDS_MS) - 1)] += n
-
-    def merge(self, other: Histogram) -> None:
-        self.counts = [a + b for a, b in zip(self.counts, other.counts, strict=True)]
-
-    @property
-    def total(self) -> int:
-        return sum(self.counts)
-
-    def quantile(self, q: Decimal) -> int | None:
-        """The bucket bound at or above the q-quantile (nearest rank)."""
-        if not self.total:
-            return None
-        rank = max(1, math.ceil(q * self.total))
-        seen = 0
-        for bound, n in zip(BOUNDS_MS, self.counts, strict=True):
-            seen += n
-            if seen >= rank:
-                return bound
-        return BOUNDS_MS[-1]
 
 
 def tail_latency(histograms: Mapping[str, Histogram], catalog: Catalog) -> list[Finding]:

@@ -34,6 +34,7 @@ from psycopg import AsyncConnection
 from models.prices import PriceBook, PriceEntry
 from pipeline.dead_letter import DeadLetter
 from pipeline.energy_usage import ENERGY_KEY, TOKEN_SUMS
+from pipeline.latency import latency_parts
 from pipeline.offset_sink import FENCED, OffsetSink, as_csv, copy_merge
 from pipeline.recent_keys import RecentKeys
 from pipeline.spend_batch import (
@@ -60,6 +61,8 @@ CREATE TEMP TABLE IF NOT EXISTS stage_window (LIKE spend_window INCLUDING DEFAUL
 CREATE TEMP TABLE IF NOT EXISTS stage_energy_usage (LIKE energy_usage INCLUDING DEFAULTS)
     ON COMMIT DELETE ROWS;
 CREATE TEMP TABLE IF NOT EXISTS stage_energy_window (LIKE energy_window INCLUDING DEFAULTS)
+    ON COMMIT DELETE ROWS;
+CREATE TEMP TABLE IF NOT EXISTS stage_latency_window (LIKE latency_window INCLUDING DEFAULTS)
     ON COMMIT DELETE ROWS;
 """
 
@@ -96,6 +99,7 @@ _USAGE_COLS = ("window_start", "node_id", *ENERGY_KEY)
 _ESTIMATE_COLS = (*_USAGE_COLS, "source")
 
 
+_LATENCY_KEY = ("window_start", "route", "model", "bucket")
 _USAGE_SUMS = ("attempts", *TOKEN_SUMS, "weight")
 _ESTIMATE_SUMS = ("attempts", *TOKEN_SUMS, "energy_mj")
 # Usage that reaches an already split node-window (late) makes the finalizer
@@ -117,6 +121,7 @@ _UNPRICED_COLS = (
     "model",
     "attempt",
     "failed",
+    "invalid",
     "batch",
     "input_tokens",
     "output_tokens",
@@ -227,6 +232,10 @@ class SpendSink(OffsetSink):
                     "fault conflict: %d events re-used a key with another payload", conflicts
                 )
             await self._write_windows(conn, windows)
+            async with conn.cursor() as cur:
+                await copy_merge(
+                    cur, latency_parts(kept), "latency_window", _LATENCY_KEY, ("calls",)
+                )
             energy = energy_of(batch, kept)
             if energy is not None:
                 await self._write_energy(conn, *energy)
@@ -321,7 +330,10 @@ class SpendSink(OffsetSink):
         if unpriced.is_empty():
             return
         # One expression per column of _UNPRICED_COLS, in its order.
-        derived = {"failed": pl.col("status") != "ok"}
+        derived = {
+            "failed": pl.col("status") != "ok",
+            "invalid": pl.col("status") == "invalid_output",
+        }
         rows = with_window(unpriced).select(
             derived.get(c, pl.col(c)).alias(c) for c in _UNPRICED_COLS
         )

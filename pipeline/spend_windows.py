@@ -42,6 +42,17 @@ class SpendWindow:
     cost_usd: Decimal = Decimal(0)
     retry_cost_usd: Decimal = Decimal(0)
     failed_cost_usd: Decimal = Decimal(0)
+    # For the anomaly rules: structured-output re-prompts (attempts that
+    # returned invalid output, and their cost), attempts served by a fallback
+    # model, and the gateway's own token count against the billed one
+    # (attempts that carried one, their billed input tokens, the sum of
+    # |local - billed|).
+    invalid_attempts: int = 0
+    invalid_cost_usd: Decimal = Decimal(0)
+    fallback_attempts: int = 0
+    drift_attempts: int = 0
+    drift_billed_tokens: int = 0
+    drift_abs_tokens: int = 0
 
     def key(self) -> tuple[object, ...]:
         return tuple(getattr(self, k) for k in KEY)
@@ -74,6 +85,22 @@ def with_window(events: pl.DataFrame) -> pl.DataFrame:
     return events.with_columns(pl.col("ts").dt.truncate(WINDOW).alias("window_start"))
 
 
+# Each cost column and the prefix of the token sums it is costed from.
+_COSTED: Final = (
+    ("cost_usd", ""),
+    ("retry_cost_usd", "retry_"),
+    ("failed_cost_usd", "failed_"),
+    ("invalid_cost_usd", "invalid_"),
+)
+_RULE_COUNTS: Final = (
+    "invalid_attempts",
+    "fallback_attempts",
+    "drift_attempts",
+    "drift_billed_tokens",
+    "drift_abs_tokens",
+)
+
+
 def aggregate(priced: pl.DataFrame, book: PriceBook) -> list[SpendWindow]:
     """Sum priced events (with ``price_id``) into window partial sums.
 
@@ -86,6 +113,8 @@ def aggregate(priced: pl.DataFrame, book: PriceBook) -> list[SpendWindow]:
         return []
     retry = pl.col("attempt") > 1
     failed = pl.col("status") != "ok"
+    invalid = pl.col("status") == "invalid_output"
+    local = pl.col("local_input_tokens")
     groups = (
         with_window(priced)
         .group_by([*KEY, "price_id", "batch"])
@@ -97,23 +126,21 @@ def aggregate(priced: pl.DataFrame, book: PriceBook) -> list[SpendWindow]:
             *[pl.col(t).sum() for t in TOKENS],
             *[pl.col(t).filter(retry).sum().alias(f"retry_{t}") for t in TOKENS],
             *[pl.col(t).filter(failed).sum().alias(f"failed_{t}") for t in TOKENS],
+            invalid.sum().alias("invalid_attempts"),
+            *[pl.col(t).filter(invalid).sum().alias(f"invalid_{t}") for t in TOKENS],
+            pl.col("fallback_from").is_not_null().sum().alias("fallback_attempts"),
+            local.is_not_null().sum().alias("drift_attempts"),
+            pl.col("input_tokens").filter(local.is_not_null()).sum().alias("drift_billed_tokens"),
+            (local - pl.col("input_tokens")).abs().sum().alias("drift_abs_tokens"),
         )
     )
     parts = []
     for g in groups.iter_rows(named=True):
         price_id, attempts = g["price_id"], g["attempts"]
-        costs: dict[str, Any] = {
-            "cost_usd": Decimal(0),
-            "retry_cost_usd": Decimal(0),
-            "failed_cost_usd": Decimal(0),
-        }
+        costs: dict[str, Any] = {column: Decimal(0) for column, _ in _COSTED}
         if price_id is not None:
             price = book.entries[price_id]
-            for column, prefix in (
-                ("cost_usd", ""),
-                ("retry_cost_usd", "retry_"),
-                ("failed_cost_usd", "failed_"),
-            ):
+            for column, prefix in _COSTED:
                 costs[column] = price.cost(
                     input_tokens=g[f"{prefix}input_tokens"],
                     output_tokens=g[f"{prefix}output_tokens"],
@@ -131,6 +158,7 @@ def aggregate(priced: pl.DataFrame, book: PriceBook) -> list[SpendWindow]:
                 unpriced_attempts=attempts if price_id is None else 0,
                 **{t: g[t] for t in TOKENS},
                 **costs,
+                **{c: g[c] for c in _RULE_COUNTS},
             )
         )
     return combine(parts)

@@ -110,6 +110,13 @@ def totals(
         t["requests"] += e["attempt"] == 1
         t["retry_attempts"] += e["attempt"] > 1
         t["failed_attempts"] += e["status"] != "ok"
+        invalid = e["status"] == "invalid_output"
+        t["invalid_attempts"] += invalid
+        t["fallback_attempts"] += e.get("fallback_from") is not None
+        if e.get("local_input_tokens") is not None:
+            t["drift_attempts"] += 1
+            t["drift_billed_tokens"] += e["input_tokens"]
+            t["drift_abs_tokens"] += abs(e["local_input_tokens"] - e["input_tokens"])
         for k in ("input_tokens", "output_tokens", "cache_read_tokens", "cache_write_tokens"):
             t[k] += e[k]
         if c is None:
@@ -120,4 +127,6 @@ def totals(
             t["retry_cost_usd"] += c
         if e["status"] != "ok":
             t["failed_cost_usd"] += c
+        if invalid:
+            t["invalid_cost_usd"] += c
     return {k: dict(v) for k, v in out.items()}

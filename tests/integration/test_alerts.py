@@ -16,9 +16,10 @@ from tests.integration.conftest import Env
 pytestmark = pytest.mark.integration
 
 
-def test_an_unpriced_model_incident_fires_and_resolves(env: Env) -> None:
+def _run(env: Env, incident: str) -> tuple[datetime, datetime, str]:
+    """An hour of simulated traffic with ``incident`` from 0:30 to 0:45,
+    drained by a real worker that evaluates every closed minute."""
     start = (datetime.now(UTC) - timedelta(hours=1)).replace(second=0, microsecond=0)
-    begin, end = start + timedelta(minutes=30), start + timedelta(minutes=45)
     alerts_topic = f"{env.topic}-alerts"
     extra = {"FINOPS_ALERTS_TOPIC": alerts_topic, "FINOPS_ALERT_LATENESS_S": "60"}
     env.finops("db", "upgrade")
@@ -26,14 +27,19 @@ def test_an_unpriced_model_incident_fires_and_resolves(env: Env) -> None:
     env.finops("catalog", "load")
     env.finops(
         "simulate", "--rate", "3", "--duration", "3600", "--start", start.isoformat(),
-        "--incident", "unpriced-model", "--no-side",
+        "--incident", incident, "--no-side",
     )  # fmt: skip
     env.finops("worker", "--drain", extra=extra)
+    return start + timedelta(minutes=30), start + timedelta(minutes=45), alerts_topic
 
+
+def test_an_unpriced_model_incident_fires_and_resolves(env: Env) -> None:
+    begin, end, alerts_topic = _run(env, "unpriced-model")
     rows = env.query(
         "SELECT rule, array_to_string(subject, '/'), status, window_start, resolved_at, summary"
         " FROM alert ORDER BY fired_at"
     )
+    # Nothing else fires: the rest of the hour is clean.
     assert [(rule, subject) for rule, subject, *_ in rows] == [
         ("unpriced_model", "mystery-9b/newco")
     ], rows
@@ -51,3 +57,25 @@ def test_an_unpriced_model_incident_fires_and_resolves(env: Env) -> None:
     ((alert_id,),) = env.query("SELECT id FROM alert")
     assert "acknowledged" in env.finops("alerts", "ack", str(alert_id), "--by", "sam").stdout
     assert env.query("SELECT acked_by FROM alert") == [("sam",)]
+
+
+@pytest.mark.parametrize(
+    ("incident", "rule", "subject"),
+    [
+        ("tokenizer-drift", "tokenizer_drift", "claude-4.5-sonnet"),
+        ("structured-output-loop", "structured_reprompt", "/v1/extract"),
+    ],
+)
+def test_incidents_whose_inputs_live_in_the_windows(
+    env: Env, incident: str, rule: str, subject: str
+) -> None:
+    begin, end, _ = _run(env, incident)
+    rows = env.query(
+        "SELECT status, window_start, resolved_at FROM alert"
+        " WHERE rule = %s AND array_to_string(subject, '/') = %s",
+        (rule, subject),
+    )
+    assert rows, env.query("SELECT rule, summary FROM alert")
+    status, window, resolved = rows[0]
+    assert begin <= window < begin + timedelta(minutes=2)  # type: ignore[operator]
+    assert status == "resolved" and end < resolved <= end + timedelta(minutes=7)  # type: ignore[operator]
