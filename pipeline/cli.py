@@ -691,6 +691,37 @@ def alerts_ack(
     console.print(f"alert {alert_id} ({found[0]}) acknowledged by {by}")
 
 
+@alerts_app.command("test-webhook")
+def alerts_test_webhook(
+    url: Annotated[
+        str | None, typer.Option(help="default: FINOPS_ALERT_WEBHOOK_URL from the environment")
+    ] = None,
+) -> None:
+    """Post a test notification to the alert webhook and show the answer."""
+    from pipeline.webhook import Webhook, slack_payload
+
+    settings = Settings()
+    target = url or settings.alert_webhook_url
+    if not target:
+        console.print("[red]no webhook: set FINOPS_ALERT_WEBHOOK_URL or pass --url[/]")
+        raise typer.Exit(2)
+    test = {
+        "event": "fire",
+        "dedup_key": "test:finops",
+        "severity": "info",
+        "rule": "test",
+        "summary": "finops alerts test-webhook: this is a test notification",
+        "value": "0",
+        "threshold": "0",
+        "contributors": [],
+    }
+    status = asyncio.run(Webhook(target).post(slack_payload(test)))
+    if not 200 <= status < 300:
+        console.print(f"[red]webhook answered {status or 'nothing'}[/]")
+        raise typer.Exit(1)
+    console.print(f"webhook answered {status}")
+
+
 @app.command()
 def demo(
     rate: Annotated[float, typer.Option(help="requests per second of event time")] = 20.0,

@@ -36,6 +36,9 @@ class Settings(BaseSettings):
     # far past its end; a re-fire within the cooldown is not re-notified.
     alert_lateness_s: float = Field(default=120, ge=0)
     alert_cooldown_s: float = Field(default=1800, ge=0)
+    # Slack-compatible incoming webhook for alert notifications (a secret:
+    # set it in the environment only).
+    alert_webhook_url: str | None = None
 
     # Messages per stream batch, and the wait that closes a partial batch.
     batch_messages: int = Field(default=400, ge=1)

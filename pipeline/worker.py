@@ -8,6 +8,7 @@ to them, then stops cleanly and exits 0: a backfill or a test, not a service.
 from __future__ import annotations
 
 import asyncio
+import json
 import logging
 import os
 import signal
@@ -32,6 +33,7 @@ from pipeline.side_agents import attach_line_agent
 from pipeline.spend_agent import AgentStats, PriceBookCache, attach_spend_agent, stats_json
 from pipeline.spend_sink import SpendSink
 from pipeline.telemetry_sink import TelemetrySink
+from pipeline.webhook import Webhook
 
 log = logging.getLogger(__name__)
 
@@ -132,6 +134,13 @@ def run_worker(
             return
         for message in published:
             await topics.alerts.send(key=message.key, value=message.value)
+            body = json.loads(message.value)
+            if webhook is not None and body["notify"]:
+                webhook.offer(body)
+
+    webhook = Webhook(settings.alert_webhook_url) if settings.alert_webhook_url else None
+    if webhook is not None:
+        app.task(webhook.run)
 
     @app.timer(interval=5.0)  # type: ignore[untyped-decorator]
     async def run_rules() -> None:
@@ -167,6 +176,8 @@ def run_worker(
             while settings.joins and await backfill.run():
                 pass
             await evaluate_rules(limit=100_000)  # every minute the drain closed
+            if webhook is not None:
+                await webhook.flush(timeout_s=60)
             log.info("drained %s", [t for _, t in watched])
             stats.drained_at = time.time()
             stats.last_commit_at = stats.last_commit_at or stats.drained_at

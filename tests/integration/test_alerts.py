@@ -12,16 +12,19 @@ import pytest
 
 from pipeline.kafka import read_topic
 from tests.integration.conftest import Env
+from tests.integration.test_webhook import Hook
 
 pytestmark = pytest.mark.integration
 
 
-def _run(env: Env, incident: str) -> tuple[datetime, datetime, str]:
+def _run(env: Env, incident: str, webhook: str | None = None) -> tuple[datetime, datetime, str]:
     """An hour of simulated traffic with ``incident`` from 0:30 to 0:45,
     drained by a real worker that evaluates every closed minute."""
     start = (datetime.now(UTC) - timedelta(hours=1)).replace(second=0, microsecond=0)
     alerts_topic = f"{env.topic}-alerts"
     extra = {"FINOPS_ALERTS_TOPIC": alerts_topic, "FINOPS_ALERT_LATENESS_S": "60"}
+    if webhook:
+        extra["FINOPS_ALERT_WEBHOOK_URL"] = webhook
     env.finops("db", "upgrade")
     env.finops("prices", "load", "models/data/default_prices.csv")
     env.finops("catalog", "load")
@@ -34,7 +37,15 @@ def _run(env: Env, incident: str) -> tuple[datetime, datetime, str]:
 
 
 def test_an_unpriced_model_incident_fires_and_resolves(env: Env) -> None:
-    begin, end, alerts_topic = _run(env, "unpriced-model")
+    hook = Hook(failures=1)  # the first post fails: the worker retries it
+    try:
+        begin, end, alerts_topic = _run(env, "unpriced-model", hook.url)
+    finally:
+        hook.server.shutdown()
+        hook.server.server_close()
+    texts = [m["text"] for m in hook.received]
+    assert len(texts) == 2 and "[page]" in texts[0] and "mystery-9b" in texts[0]
+    assert texts[1].startswith(":white_check_mark: resolved: unpriced_model:")
     rows = env.query(
         "SELECT rule, array_to_string(subject, '/'), status, window_start, resolved_at, summary"
         " FROM alert ORDER BY fired_at"
