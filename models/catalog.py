@@ -126,7 +126,7 @@ class TailLatency(_Rule):
 
 
 class RunawayRequest(_Rule):
-    """A request still active in the window whose attempts so far cost more
+    """A request still active in the window whose retries so far cost more
     than ``max_usd``."""
 
     window_minutes: Minutes = 1

@@ -148,6 +148,9 @@ sink_offset = Table(
     # Bumped by each worker that is assigned the partition; a batch is applied
     # only by the worker holding the current epoch (zombie fencing).
     Column("owner_epoch", BigInteger, nullable=False, server_default="0"),
+    # The newest event time applied from the partition: the minimum over the
+    # partitions is the watermark that closes minutes for the anomaly rules.
+    Column("max_event_ts", TS, nullable=True),
 )
 
 dead_letter = Table(
@@ -373,4 +376,19 @@ latency_window = Table(
     Column("model", Text, primary_key=True),
     Column("bucket", SmallInteger, primary_key=True),
     _count("calls"),
+)
+
+# The running retry cost of each retried request (attempts after the first),
+# for the runaway-request rule.
+request_cost = Table(
+    "request_cost",
+    metadata,
+    Column("tenant", Text, primary_key=True),
+    Column("request_id", Text, primary_key=True),
+    Column("route", Text, nullable=False),
+    Column("first_ts", TS, nullable=False),
+    Column("last_ts", TS, nullable=False),
+    _count("retries"),
+    _money("retry_cost_usd"),
+    Index("request_cost_active", "last_ts"),
 )

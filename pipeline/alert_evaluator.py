@@ -1,15 +1,17 @@
 """Run the anomaly rules on each closed minute, and keep the alerts.
 
-A minute is closed when the newest spend window is ``lateness`` past its
-end (event time, so a backfill evaluates its history minute by minute). The
+A minute is closed when the event-time watermark is ``lateness`` past its
+end. The watermark is the oldest of the partitions' newest event times
+(partitions idle for five minutes of wall time do not hold it back), so a
+partition that lags in a backfill never has its minutes judged before its
+events arrive. The
 watermark row in ``alert_watermark`` is locked while a worker evaluates, so
 several workers never evaluate the same minute twice; each minute reads only
 the windows its rules' spans cover, never the whole table.
 
 The rules evaluated here are those whose inputs the windows hold
-(:data:`EVALUATED`): all but ``token_budget_breach`` (it needs the catalog's
-caps applied per attempt in the stream) and ``runaway_request`` (it needs
-each request's running cost).
+(:data:`EVALUATED`): all but ``token_budget_breach``, which needs the
+catalog's caps applied per attempt in the stream.
 """
 
 from __future__ import annotations
@@ -44,6 +46,7 @@ EVALUATED: Final = (
     "fallback_rate",
     "tokenizer_drift",
     "tail_latency",
+    "runaway_request",
 )
 # Keys whose first part names a tenant (for the tenant pages and their access rules).
 TENANT_KEYED: Final = frozenset({"tenant_spend_spike", "cache_hit_regression", "runaway_request"})
@@ -151,7 +154,19 @@ def findings(conn: Connection, catalog: Catalog, end: datetime) -> list[r.Findin
         **_span(end, rules.tail_latency.window_minutes),
     ):
         histograms.setdefault(route, Histogram()).counts[bucket] += int(calls)
+    # Requests whose retries overlap the window. Their cost is the running
+    # total as stored: in a backfill it may already include later retries.
+    requests = {
+        request_id: r.RequestCost(tenant, route, int(retries) + 1, usd)
+        for tenant, request_id, route, retries, usd in _rows(
+            conn,
+            "SELECT tenant, request_id, route, retries, retry_cost_usd FROM request_cost"
+            " WHERE last_ts >= :s AND first_ts < :e",
+            **_span(end, rules.runaway_request.window_minutes),
+        )
+    }
     return [
+        *r.runaway_request(requests, rules),
         *r.structured_reprompt(reprompts, rules),
         *r.fallback_rate(fallbacks, rules),
         *r.tokenizer_drift(drift, rules),
@@ -340,11 +355,16 @@ def evaluate(
             ),
             {"n": EVALUATOR},
         ).first()
-        newest = conn.execute(text("SELECT max(window_start) FROM spend_window")).scalar()
-        if row is None or newest is None:
+        watermark = conn.execute(
+            text(
+                "SELECT min(max_event_ts) FROM sink_offset WHERE sink = 'spend'"
+                " AND max_event_ts IS NOT NULL AND updated_at > now() - interval '5 minutes'"
+            )
+        ).scalar()
+        if row is None or watermark is None:
             return []
         through: datetime = row[0]
-        frontier = newest + MINUTE - lateness
+        frontier = watermark - lateness
         used = catalog or read_catalog(engine)
         published: list[Published] = []
         alerts = _load_alerts(conn)

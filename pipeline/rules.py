@@ -362,7 +362,7 @@ class RequestCost:
     tenant: str
     route: str
     attempts: int
-    cost: Decimal
+    cost: Decimal  # of its retries (attempts after the first)
 
 
 def runaway_request(requests: Mapping[str, RequestCost], rules: Rules) -> list[Finding]:
@@ -374,8 +374,8 @@ def runaway_request(requests: Mapping[str, RequestCost], rules: Rules) -> list[F
             cfg.severity,
             r.cost,
             cfg.max_usd,
-            f"request {request_id} of {r.tenant} on {r.route} has cost {_usd(r.cost)} "
-            f"over {r.attempts:,} attempts",
+            f"request {request_id} of {r.tenant} on {r.route}: {r.attempts:,} attempts, "
+            f"its retries have cost {_usd(r.cost)}",
         )
         for request_id, r in sorted(requests.items())
         if cfg.enabled and r.cost > cfg.max_usd

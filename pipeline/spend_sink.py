@@ -29,7 +29,7 @@ from dataclasses import dataclass
 
 import polars as pl
 import psycopg
-from psycopg import AsyncConnection
+from psycopg import AsyncConnection, AsyncCursor
 
 from models.prices import PriceBook, PriceEntry
 from pipeline.dead_letter import DeadLetter
@@ -37,6 +37,8 @@ from pipeline.energy_usage import ENERGY_KEY, TOKEN_SUMS
 from pipeline.latency import latency_parts
 from pipeline.offset_sink import FENCED, OffsetSink, as_csv, copy_merge
 from pipeline.recent_keys import RecentKeys
+from pipeline.request_costs import COLUMNS as REQUEST_COLUMNS
+from pipeline.request_costs import retry_costs
 from pipeline.spend_batch import (
     CONFLICT,
     PreparedBatch,
@@ -63,6 +65,8 @@ CREATE TEMP TABLE IF NOT EXISTS stage_energy_usage (LIKE energy_usage INCLUDING 
 CREATE TEMP TABLE IF NOT EXISTS stage_energy_window (LIKE energy_window INCLUDING DEFAULTS)
     ON COMMIT DELETE ROWS;
 CREATE TEMP TABLE IF NOT EXISTS stage_latency_window (LIKE latency_window INCLUDING DEFAULTS)
+    ON COMMIT DELETE ROWS;
+CREATE TEMP TABLE IF NOT EXISTS stage_request_cost (LIKE request_cost INCLUDING DEFAULTS)
     ON COMMIT DELETE ROWS;
 """
 
@@ -100,6 +104,26 @@ _ESTIMATE_COLS = (*_USAGE_COLS, "source")
 
 
 _LATENCY_KEY = ("window_start", "route", "model", "bucket")
+_MERGE_REQUEST_COST = f"""
+INSERT INTO request_cost ({", ".join(REQUEST_COLUMNS)})
+SELECT {", ".join(REQUEST_COLUMNS)} FROM stage_request_cost
+ON CONFLICT (tenant, request_id) DO UPDATE SET
+    retries = request_cost.retries + excluded.retries,
+    retry_cost_usd = request_cost.retry_cost_usd + excluded.retry_cost_usd,
+    first_ts = least(request_cost.first_ts, excluded.first_ts),
+    last_ts = greatest(request_cost.last_ts, excluded.last_ts)
+"""
+
+
+async def _add_retry_costs(cur: AsyncCursor[tuple[object, ...]], costs: pl.DataFrame) -> None:
+    if costs.is_empty():
+        return
+    cols = ", ".join(REQUEST_COLUMNS)
+    async with cur.copy(f"COPY stage_request_cost ({cols}) FROM STDIN (FORMAT csv)") as copy:
+        await copy.write(as_csv(costs.select(REQUEST_COLUMNS)))
+    await cur.execute(_MERGE_REQUEST_COST)
+
+
 _USAGE_SUMS = ("attempts", *TOKEN_SUMS, "weight")
 _ESTIMATE_SUMS = ("attempts", *TOKEN_SUMS, "energy_mj")
 # Usage that reaches an already split node-window (late) makes the finalizer
@@ -236,6 +260,7 @@ class SpendSink(OffsetSink):
                 await copy_merge(
                     cur, latency_parts(kept), "latency_window", _LATENCY_KEY, ("calls",)
                 )
+                await _add_retry_costs(cur, retry_costs(kept, book))
             energy = energy_of(batch, kept)
             if energy is not None:
                 await self._write_energy(conn, *energy)
@@ -358,6 +383,7 @@ class SpendSink(OffsetSink):
         """Move offsets past this batch and add to the ingest counters
         (accepted + duplicates + dead-lettered = lines produced)."""
         accepted = count_by_partition(kept)
+        newest = dict(kept.group_by("partition").agg(pl.col("ts").max()).iter_rows())
         dead_by: dict[int, int] = defaultdict(int)
         for d in dead:
             dead_by[d.partition] += 1
@@ -365,7 +391,8 @@ class SpendSink(OffsetSink):
             await cur.executemany(
                 "UPDATE sink_offset SET next_offset = %s, events_accepted = events_accepted + %s,"
                 " events_duplicate = events_duplicate + %s,"
-                " lines_dead_lettered = lines_dead_lettered + %s, updated_at = now()"
+                " lines_dead_lettered = lines_dead_lettered + %s, updated_at = now(),"
+                " max_event_ts = greatest(max_event_ts, %s)"
                 " WHERE sink = %s AND topic = %s AND partition = %s",
                 [
                     (
@@ -373,6 +400,7 @@ class SpendSink(OffsetSink):
                         accepted[p],
                         duplicates[p],
                         dead_by[p],
+                        newest.get(p),
                         self._sink,
                         self._topic,
                         p,

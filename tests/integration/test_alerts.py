@@ -75,6 +75,7 @@ def test_an_unpriced_model_incident_fires_and_resolves(env: Env) -> None:
     [
         ("tokenizer-drift", "tokenizer_drift", "claude-4.5-sonnet"),
         ("structured-output-loop", "structured_reprompt", "/v1/extract"),
+        ("runaway-agent", "runaway_request", "acme/runaway-agent-0001"),
     ],
 )
 def test_incidents_whose_inputs_live_in_the_windows(
@@ -83,10 +84,10 @@ def test_incidents_whose_inputs_live_in_the_windows(
     begin, end, _ = _run(env, incident)
     rows = env.query(
         "SELECT status, window_start, resolved_at FROM alert"
-        " WHERE rule = %s AND array_to_string(subject, '/') = %s",
+        " WHERE rule = %s AND array_to_string(subject, '/') = %s ORDER BY fired_at",
         (rule, subject),
     )
-    assert rows, env.query("SELECT rule, summary FROM alert")
+    assert len(rows) == 1, env.query("SELECT rule, subject, window_start, status FROM alert")
     status, window, resolved = rows[0]
     assert begin <= window < begin + timedelta(minutes=2)  # type: ignore[operator]
     assert status == "resolved" and end < resolved <= end + timedelta(minutes=7)  # type: ignore[operator]

@@ -145,8 +145,9 @@ def findings(run: Minutes, week_ago: Minutes, end: datetime) -> list[r.Finding]:
     # Cumulative cost of the requests active in the closing window.
     active: set[str] = set()
     for e, cost in over(1):
-        run.request_cost[e["request_id"]] += cost or 0
-        active.add(e["request_id"])
+        if e["attempt"] > 1:  # the stream keeps the running cost of retries
+            run.request_cost[e["request_id"]] += cost or 0
+            active.add(e["request_id"])
     requests = {rid: r.RequestCost("", "", 0, run.request_cost[rid]) for rid in sorted(active)}
     hits, lookups = run.prefix.get(end - MINUTE, [0, 0])
     before = [v for m, v in run.prefix.items() if m < end - 5 * MINUTE]

@@ -191,7 +191,9 @@ def test_runaway_request_unpriced_model_and_tokenizer_drift() -> None:
         },
         RULES,
     )
-    assert f.key == ("acme", "r-1") and "$4,200.00 over 2,100 attempts" in f.summary
+    assert (
+        f.key == ("acme", "r-1") and "2,100 attempts, its retries have cost $4,200.00" in f.summary
+    )
     (u,) = r.unpriced_model({("mystery-9b", "newco"): 12, ("gpt-4o", "openai"): 0}, RULES)
     assert u.key == ("mystery-9b", "newco") and u.severity == "page"
     drift = {
@@ -252,3 +254,47 @@ def test_every_rule_can_be_switched_off() -> None:
     assert r.tenant_spend_spike({"a": D(0), "b": D(0), "c": D(99)}, off.rules) == []
     assert r.unpriced_model({("m", "p"): 3}, off.rules) == []
     assert r.runaway_request({"x": r.RequestCost("a", "/r", 1, D(10**6))}, off.rules) == []
+
+
+def test_retry_costs_sum_the_retries_of_each_request_exactly() -> None:
+    import polars as pl
+
+    from models.prices import PriceBook, PriceEntry
+    from pipeline.request_costs import retry_costs
+
+    sonnet = PriceEntry(
+        model="claude-4.5-sonnet",
+        provider="anthropic",
+        effective_from=T - timedelta(days=1),
+        input_per_mtok=D(3),
+        output_per_mtok=D(15),
+        cache_read_per_mtok=D("0.30"),
+        cache_write_per_mtok=D("3.75"),
+    )
+    rows = [  # request, attempt, price_id, seconds
+        ("loop", 1, 0, 0),  # the first attempt is not a retry
+        ("loop", 2, 0, 5),
+        ("loop", 3, 0, 9),
+        ("once", 1, 0, 3),  # never retried: no row
+        ("free", 2, None, 4),  # unpriced: no cost to run away with
+    ]
+    events = pl.DataFrame(
+        {
+            "tenant": ["acme"] * len(rows),
+            "request_id": [r[0] for r in rows],
+            "route": ["/v1/agent"] * len(rows),
+            "ts": [T + timedelta(seconds=r[3]) for r in rows],
+            "attempt": [r[1] for r in rows],
+            "price_id": [r[2] for r in rows],
+            "batch": [False] * len(rows),
+            "input_tokens": [200_000] * len(rows),
+            "output_tokens": [1_500] * len(rows),
+            "cache_read_tokens": [0] * len(rows),
+            "cache_write_tokens": [0] * len(rows),
+        }
+    )
+    (row,) = retry_costs(events, PriceBook((sonnet,))).iter_rows(named=True)
+    assert (row["request_id"], row["retries"]) == ("loop", 2)
+    assert (row["first_ts"], row["last_ts"]) == (T + timedelta(seconds=5), T + timedelta(seconds=9))
+    # Two retries of 200,000 x $3 + 1,500 x $15 per Mtok = 2 x $0.6225.
+    assert D(row["retry_cost_usd"]) == D("1.245")
