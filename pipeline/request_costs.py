@@ -20,25 +20,23 @@ from models.money import exact
 from models.prices import PriceBook
 from pipeline.spend_windows import TOKENS
 
-COLUMNS: Final = ("tenant", "request_id", "route", "first_ts", "last_ts", "retries",
-                  "retry_cost_usd")  # fmt: skip
+SCHEMA: Final[dict[str, pl.DataType]] = {
+    "tenant": pl.String(),
+    "request_id": pl.String(),
+    "route": pl.String(),
+    "first_ts": pl.Datetime("us", "UTC"),
+    "last_ts": pl.Datetime("us", "UTC"),
+    "retries": pl.Int64(),
+    "retry_cost_usd": pl.String(),  # exact decimal text, for COPY
+}
+COLUMNS: Final = tuple(SCHEMA)
 
 
 def retry_costs(events: pl.DataFrame, book: PriceBook) -> pl.DataFrame:
     """One row per retried request in ``events`` (priced events only)."""
     retried = events.filter((pl.col("attempt") > 1) & pl.col("price_id").is_not_null())
     if retried.is_empty():
-        return pl.DataFrame(
-            schema={
-                "tenant": pl.String(),
-                "request_id": pl.String(),
-                "route": pl.String(),
-                "first_ts": pl.Datetime("us", "UTC"),
-                "last_ts": pl.Datetime("us", "UTC"),
-                "retries": pl.Int64(),
-                "retry_cost_usd": pl.String(),
-            }
-        )
+        return pl.DataFrame(schema=SCHEMA)
     groups = retried.group_by("tenant", "request_id", "price_id", "batch").agg(
         pl.col("route").first(),
         pl.col("ts").min().alias("first_ts"),
@@ -62,14 +60,6 @@ def retry_costs(events: pl.DataFrame, book: PriceBook) -> pl.DataFrame:
         retries[key] += g["retries"]
     return pl.DataFrame(
         [(*k, route[k], first[k], last[k], retries[k], str(cost[k])) for k in route],
-        schema={
-            "tenant": pl.String(),
-            "request_id": pl.String(),
-            "route": pl.String(),
-            "first_ts": pl.Datetime("us", "UTC"),
-            "last_ts": pl.Datetime("us", "UTC"),
-            "retries": pl.Int64(),
-            "retry_cost_usd": pl.String(),  # exact decimal text, for COPY
-        },
+        schema=SCHEMA,
         orient="row",
     )
