@@ -12,8 +12,9 @@ from __future__ import annotations
 
 import hashlib
 from collections import Counter
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
+from typing import TypeVar
 
 import polars as pl
 
@@ -21,9 +22,13 @@ from models.prices import PriceBook
 from pipeline.admission import Admission
 from pipeline.dead_letter import DeadLetter, dead_letter
 from pipeline.energy_usage import energy_parts
+from pipeline.latency import latency_parts
 from pipeline.pricing import attach_prices
+from pipeline.request_costs import retry_costs
 from pipeline.spend_windows import SpendWindow, aggregate, combine
 from pipeline.usage_codec import SCHEMA, Message, decode, split_lines
+
+T = TypeVar("T")
 
 CONFLICT = "conflict"
 # What identifies an event (DESIGN: the idempotency key, scoped by who sent it).
@@ -45,6 +50,10 @@ class PreparedBatch:
     windows: list[SpendWindow]  # partial sums of `events`
     # energy_usage and estimated rows of `events`; None when joins are off.
     energy: tuple[pl.DataFrame, pl.DataFrame] | None
+    # Inputs of the anomaly rules: latency histogram rows and the retry cost
+    # of each retried request, of `events`.
+    latency: pl.DataFrame
+    retries: pl.DataFrame
     # Later copies of an event within this batch, by position: the sink counts
     # those at or above its offsets (a redelivered batch's were counted before).
     repeats: pl.DataFrame
@@ -58,6 +67,12 @@ class PreparedBatch:
     @property
     def partitions(self) -> list[int]:
         return sorted(self.last_offsets)
+
+    def part_of(self, kept: pl.DataFrame, prepared: T, recompute: Callable[[pl.DataFrame], T]) -> T:
+        """A part of ``events`` prepared in the thread, for the rows the sink
+        kept: as prepared when nothing was dropped (the common case),
+        recomputed from ``kept`` otherwise."""
+        return prepared if kept.height == self.events.height else recompute(kept)
 
     def conflicts(self, rows: pl.DataFrame, where: str) -> list[DeadLetter]:
         """Dead letters for events whose key was seen with another payload."""
@@ -120,6 +135,8 @@ def prepare(
         first_offsets=first,
         windows=aggregate(unique, book),
         energy=energy_parts(unique) if energy else None,
+        latency=latency_parts(unique),
+        retries=retry_costs(unique, book),
         repeats=repeats.filter(pl.col("fingerprint") == pl.col("_first")).select(
             "partition", "offset"
         ),
@@ -186,8 +203,5 @@ def without(
 
 
 def energy_of(batch: PreparedBatch, kept: pl.DataFrame) -> tuple[pl.DataFrame, pl.DataFrame] | None:
-    """The energy parts of ``kept``: prepared in the thread when nothing was
-    dropped (the common case), recomputed otherwise; None when joins are off."""
-    if batch.energy is None or kept.height == batch.events.height:
-        return batch.energy
-    return energy_parts(kept)
+    """The energy parts of ``kept``; None when joins are off."""
+    return None if batch.energy is None else batch.part_of(kept, batch.energy, energy_parts)

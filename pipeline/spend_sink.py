@@ -26,6 +26,7 @@ from __future__ import annotations
 import logging
 from collections import Counter, defaultdict
 from dataclasses import dataclass
+from functools import partial
 
 import polars as pl
 import psycopg
@@ -257,10 +258,10 @@ class SpendSink(OffsetSink):
                 )
             await self._write_windows(conn, windows)
             async with conn.cursor() as cur:
-                await copy_merge(
-                    cur, latency_parts(kept), "latency_window", _LATENCY_KEY, ("calls",)
-                )
-                await _add_retry_costs(cur, retry_costs(kept, book))
+                latency = batch.part_of(kept, batch.latency, latency_parts)
+                await copy_merge(cur, latency, "latency_window", _LATENCY_KEY, ("calls",))
+                retries = batch.part_of(kept, batch.retries, partial(retry_costs, book=book))
+                await _add_retry_costs(cur, retries)
             energy = energy_of(batch, kept)
             if energy is not None:
                 await self._write_energy(conn, *energy)
