@@ -11,11 +11,10 @@ from collections.abc import Sequence
 from importlib import resources
 
 from sqlalchemy import Engine, Table, select
-from sqlalchemy.dialects.postgresql import insert
 
 from models.carbon import CarbonBook, GpuEmbodied, GridIntensity, Site, parse_csv
 from models.tables import carbon_site, gpu_embodied, grid_intensity
-from pipeline.price_store import LoadResult
+from pipeline.versions import LoadResult, Version, load_versions
 
 TABLES: dict[type[GridIntensity | GpuEmbodied | Site], tuple[Table, tuple[str, ...]]] = {
     GridIntensity: (grid_intensity, ("region", "effective_from")),
@@ -35,30 +34,21 @@ def defaults() -> list[GridIntensity | GpuEmbodied | Site]:
 
 
 def load_rows(engine: Engine, rows: Sequence[GridIntensity | GpuEmbodied | Site]) -> LoadResult:
-    result = LoadResult()
-    with engine.begin() as conn:
-        for row in rows:
-            table, key = TABLES[type(row)]
-            values = row.model_dump()
-            inserted = conn.execute(
-                insert(table).values(**values).on_conflict_do_nothing().returning(table.c[key[0]])
-            ).first()
-            if inserted is not None:
-                result.inserted += 1
-                continue
-            others = [c for c in values if c not in key]
-            existing = conn.execute(
-                select(*(table.c[c] for c in others)).where(*(table.c[k] == values[k] for k in key))
-            ).one()
-            if tuple(existing) == tuple(values[c] for c in others):
-                result.unchanged += 1
-            else:
-                what = " ".join(str(values[k]) for k in key)
-                result.conflicts.append(f"{table.name} {what}: already loaded with other values")
-        if result.conflicts:
-            conn.rollback()
-            result.inserted = 0
-    return result
+    versions = []
+    for row in rows:
+        table, key = TABLES[type(row)]
+        values = row.model_dump()
+        what = " ".join(str(values[k]) for k in key)
+        versions.append(
+            Version(
+                table,
+                key,
+                tuple(c for c in values if c not in key),
+                values,
+                f"{table.name} {what}: already loaded with other values",
+            )
+        )
+    return load_versions(engine, versions)
 
 
 def load_book(engine: Engine) -> CarbonBook:

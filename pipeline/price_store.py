@@ -10,15 +10,15 @@ from __future__ import annotations
 
 from collections import defaultdict
 from collections.abc import Iterable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from decimal import Decimal
 
 from sqlalchemy import Engine, and_, delete, select, update
-from sqlalchemy.dialects.postgresql import insert
 
 from models.money import exact
 from models.prices import PriceBook, PriceEntry
 from models.tables import price_book, spend_window, unpriced_event
+from pipeline.versions import LoadResult, Version, load_versions
 
 _PRICE_COLS = (
     "input_per_mtok",
@@ -29,45 +29,21 @@ _PRICE_COLS = (
 )
 
 
-@dataclass
-class LoadResult:
-    inserted: int = 0
-    unchanged: int = 0
-    conflicts: list[str] = field(default_factory=list)
-
-
 def load_entries(engine: Engine, entries: Iterable[PriceEntry], source: str) -> LoadResult:
-    result = LoadResult()
-    with engine.begin() as conn:
-        for e in entries:
-            row = e.model_dump(exclude={"currency"})
-            inserted = conn.execute(
-                insert(price_book)
-                .values(**row, currency=e.currency, source=source)
-                .on_conflict_do_nothing(constraint="price_book_version")
-                .returning(price_book.c.id)
-            ).first()
-            if inserted is not None:
-                result.inserted += 1
-                continue
-            existing = conn.execute(
-                select(*(price_book.c[c] for c in _PRICE_COLS)).where(
-                    price_book.c.model == e.model,
-                    price_book.c.provider == e.provider,
-                    price_book.c.effective_from == e.effective_from,
-                )
-            ).one()
-            if tuple(existing) == tuple(getattr(e, c) for c in _PRICE_COLS):
-                result.unchanged += 1
-            else:
-                result.conflicts.append(
-                    f"{e.model}/{e.provider} from {e.effective_from.isoformat()}: "
-                    f"already loaded with different prices"
-                )
-        if result.conflicts:
-            conn.rollback()
-            result.inserted = 0
-    return result
+    return load_versions(
+        engine,
+        (
+            Version(
+                price_book,
+                ("model", "provider", "effective_from"),
+                _PRICE_COLS,
+                {**e.model_dump(exclude={"currency"}), "currency": e.currency, "source": source},
+                f"{e.model}/{e.provider} from {e.effective_from.isoformat()}: "
+                "already loaded with different prices",
+            )
+            for e in entries
+        ),
+    )
 
 
 def load_book(engine: Engine) -> PriceBook:
