@@ -392,3 +392,24 @@ request_cost = Table(
     _money("retry_cost_usd"),
     Index("request_cost_active", "last_ts"),
 )
+
+# Tenant access (migration 0009 adds the roles and row-level security): each
+# tenant's PostgreSQL role, and API tokens by their SHA-256 (tenant NULL: admin).
+tenant_role = Table(
+    "tenant_role",
+    metadata,
+    Column("role_name", Text, primary_key=True),
+    Column("tenant", Text, nullable=False, unique=True),
+)
+
+api_token = Table(
+    "api_token",
+    metadata,
+    Column("id", BigInteger, Identity(), primary_key=True),
+    Column("token_sha256", Text, nullable=False, unique=True),
+    Column("tenant", Text, nullable=True),
+    Column("label", Text, nullable=False, server_default=""),
+    Column("created_at", TS, nullable=False, server_default=func.now()),
+    Column("last_used_at", TS, nullable=True),
+    Column("revoked_at", TS, nullable=True),
+)

@@ -23,7 +23,7 @@ from rich.table import Table
 from models import prices as price_parsers
 from models.carbon import GpuEmbodied, GridIntensity, Site, parse_csv
 from models.money import to_cents
-from pipeline import db, embedded
+from pipeline import cli_web, db, embedded
 from pipeline.carbon import MJ_PER_KWH
 from pipeline.services import Services, resolve
 from pipeline.settings import Settings
@@ -52,6 +52,8 @@ alerts_app = typer.Typer(help="Alerts from the anomaly rules.", no_args_is_help=
 app.add_typer(alerts_app, name="alerts")
 dead_app = typer.Typer(help="Review and replay rejected input.", no_args_is_help=True)
 app.add_typer(dead_app, name="dead-letters")
+app.add_typer(cli_web.tokens_app, name="tokens")
+app.command()(cli_web.serve)
 # Piped output (logs, CI, tests) gets room for the wide tables instead of 80 columns.
 console = Console() if sys.stdout.isatty() else Console(width=160)
 

@@ -118,9 +118,14 @@ def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
         embedded.stop_postgres(pgdata)
 
 
-@pytest.fixture
-def env(stack: Stack, tmp_path: Path) -> Env:
+def new_env(stack: Stack, home: Path) -> Env:
+    """A private database (from the migrated template) and topic names."""
     name = f"t_{uuid.uuid4().hex[:10]}"
     with psycopg.connect(stack.admin_url, autocommit=True) as conn:
         conn.execute(f'CREATE DATABASE "{name}" TEMPLATE "{stack.template}"')
-    return Env(stack.kafka_url, db.with_database(stack.admin_url, name), f"usage-{name}", tmp_path)
+    return Env(stack.kafka_url, db.with_database(stack.admin_url, name), f"usage-{name}", home)
+
+
+@pytest.fixture
+def env(stack: Stack, tmp_path: Path) -> Env:
+    return new_env(stack, tmp_path)

@@ -17,7 +17,9 @@ from tests.integration.test_webhook import Hook
 pytestmark = pytest.mark.integration
 
 
-def _run(env: Env, incident: str, webhook: str | None = None) -> tuple[datetime, datetime, str]:
+def _run(
+    env: Env, incident: str, webhook: str | None = None, *, side: bool = False
+) -> tuple[datetime, datetime, str]:
     """An hour of simulated traffic with ``incident`` from 0:30 to 0:45,
     drained by a real worker that evaluates every closed minute."""
     start = (datetime.now(UTC) - timedelta(hours=1)).replace(second=0, microsecond=0)
@@ -30,7 +32,7 @@ def _run(env: Env, incident: str, webhook: str | None = None) -> tuple[datetime,
     env.finops("catalog", "load")
     env.finops(
         "simulate", "--rate", "3", "--duration", "3600", "--start", start.isoformat(),
-        "--incident", incident, "--no-side",
+        "--incident", incident, "--side" if side else "--no-side",
     )  # fmt: skip
     env.finops("worker", "--drain", extra=extra)
     return start + timedelta(minutes=30), start + timedelta(minutes=45), alerts_topic
