@@ -100,10 +100,15 @@ def create_app(database_url: str) -> FastAPI:
         if not who.may_read(tenant):
             raise HTTPException(404, "no such tenant")
         with reading(who) as conn:
-            end = until or _end_of(tv.latest_window(conn, tenant))
-            if end is None:
+            found = tv.extent(conn, tenant)
+            if found is None:
                 raise HTTPException(404, "no such tenant")
-            return tv.tenant_view(conn, tenant, _start(end, hours), end)
+            first, last = found
+            end = until or last + timedelta(minutes=1)
+            # No empty stretch before the tenant's first window: the chart
+            # keeps its detail for a tenant that is new.
+            start = max(_start(end, hours), min(first, end))
+            return tv.tenant_view(conn, tenant, start, end)
 
     @app.get("/healthz", include_in_schema=False)
     def healthz() -> dict[str, str]:
@@ -182,10 +187,6 @@ def create_app(database_url: str) -> FastAPI:
         return done
 
     return app
-
-
-def _end_of(latest: datetime | None) -> datetime | None:
-    return None if latest is None else latest + timedelta(minutes=1)
 
 
 def _local(target: str) -> str:

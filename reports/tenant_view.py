@@ -141,11 +141,13 @@ def bucket_minutes(span: timedelta) -> int:
     return next((b for b in BUCKETS_MIN if minutes / b <= MAX_POINTS), BUCKETS_MIN[-1])
 
 
-def latest_window(conn: Connection, tenant: str) -> datetime | None:
-    found: datetime | None = conn.execute(
-        text("SELECT max(window_start) FROM spend_window WHERE tenant = :t"), {"t": tenant}
-    ).scalar()
-    return found
+def extent(conn: Connection, tenant: str) -> tuple[datetime, datetime] | None:
+    """The tenant's first and last window, if it has any (visible here)."""
+    first, last = conn.execute(
+        text("SELECT min(window_start), max(window_start) FROM spend_window WHERE tenant = :t"),
+        {"t": tenant},
+    ).one()
+    return None if first is None else (first, last)
 
 
 def tenant_view(conn: Connection, tenant: str, since: datetime, until: datetime) -> TenantView:
