@@ -378,6 +378,20 @@ latency_window = Table(
     _count("calls"),
 )
 
+# Attempts over their route's token caps (pipeline/budgets.py), for the
+# token_budget_breach rule.
+budget_window = Table(
+    "budget_window",
+    metadata,
+    Column("window_start", TS, primary_key=True),
+    Column("tenant", Text, primary_key=True),
+    Column("route", Text, primary_key=True),
+    Column("model", Text, primary_key=True),
+    _count("over_input"),
+    _count("over_output"),
+    _count("over_tokens"),
+)
+
 # The running retry cost of each retried request (attempts after the first),
 # for the runaway-request rule.
 request_cost = Table(

@@ -9,9 +9,9 @@ watermark row in ``alert_watermark`` is locked while a worker evaluates, so
 several workers never evaluate the same minute twice; each minute reads only
 the windows its rules' spans cover, never the whole table.
 
-The rules evaluated here are those whose inputs the windows hold
-(:data:`EVALUATED`): all but ``token_budget_breach``, which needs the
-catalog's caps applied per attempt in the stream.
+All twelve rules run here (:data:`EVALUATED`), on inputs the windows hold;
+``token_budget_breach`` reads ``budget_window``, where the spend stage
+counted attempts over the caps the catalog declared when it processed them.
 """
 
 from __future__ import annotations
@@ -47,6 +47,7 @@ EVALUATED: Final = (
     "tokenizer_drift",
     "tail_latency",
     "runaway_request",
+    "token_budget_breach",
 )
 # Keys whose first part names a tenant (for the tenant pages and their access rules).
 TENANT_KEYED: Final = frozenset({"tenant_spend_spike", "cache_hit_regression", "runaway_request"})
@@ -171,6 +172,7 @@ def findings(conn: Connection, catalog: Catalog, end: datetime) -> list[r.Findin
         *r.fallback_rate(fallbacks, rules),
         *r.tokenizer_drift(drift, rules),
         *r.tail_latency(histograms, catalog),
+        *_budgets(conn, catalog, end),
         *r.tenant_spend_spike(spend, rules, why),
         *r.feature_cost_per_call(now, before, rules),
         *r.retry_amplification(retries, rules),
@@ -178,6 +180,43 @@ def findings(conn: Connection, catalog: Catalog, end: datetime) -> list[r.Findin
         *_cache(conn, catalog, end),
         *_energy(conn, catalog, end),
     ]
+
+
+def _budgets(conn: Connection, catalog: Catalog, end: datetime) -> list[r.Finding]:
+    span = _span(end, catalog.rules.token_budget_breach.window_minutes)
+    over = _rows(
+        conn,
+        "SELECT route, sum(over_input), sum(over_output) FROM budget_window"
+        " WHERE window_start >= :s AND window_start < :e GROUP BY route",
+        **span,
+    )
+    if not over:
+        return []
+    attempts = dict(
+        _rows(
+            conn,
+            "SELECT route, sum(attempts) FROM spend_window"
+            " WHERE window_start >= :s AND window_start < :e AND route = ANY(:routes)"
+            " GROUP BY route",
+            routes=[route for route, *_ in over],
+            **span,
+        )
+    )
+    top: dict[str, list[tuple[str, str]]] = {}
+    for route, tenant, model, n, beyond in _rows(
+        conn,
+        "SELECT route, tenant, model, sum(over_input + over_output) AS n, sum(over_tokens)"
+        " FROM budget_window WHERE window_start >= :s AND window_start < :e"
+        " GROUP BY route, tenant, model ORDER BY n DESC, route, tenant, model",
+        **span,
+    ):
+        if len(top.setdefault(route, [])) < 3:
+            top[route].append((f"{tenant} {model}", f"{n} attempts, {beyond:,} tokens over"))
+    use = {
+        route: r.BudgetUse(int(attempts.get(route, 0)), int(i), int(o), tuple(top[route]))
+        for route, i, o in over
+    }
+    return r.token_budget_breach(use, catalog)
 
 
 def _top_routes(conn: Connection, tenant: str, end: datetime, minutes: int) -> r.Contributors:

@@ -16,12 +16,14 @@ from collections.abc import Awaitable, Callable, Mapping
 from contextlib import suppress
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
+from functools import partial
 from typing import Any
 
 import faust
 
 from models.prices import PriceBook
 from pipeline.app import Topics
+from pipeline.budgets import NO_CAPS
 from pipeline.ndjson_codec import Message
 from pipeline.pricing import book_frame
 from pipeline.settings import Settings
@@ -49,8 +51,9 @@ class AgentStats:
     started_at: float = field(default_factory=time.time)
 
 
-class PriceBookCache:
-    """The worker's snapshot of the price book, refreshed when it changes."""
+class ReferenceData:
+    """The worker's snapshot of the price book and the route catalog's token
+    caps, each reloaded when its revision changes."""
 
     def __init__(self, reader: SpendSink, reprice: Callable[[], Awaitable[None]]) -> None:
         # Its own connection, so a refresh never waits behind the sink's
@@ -60,9 +63,15 @@ class PriceBookCache:
         self.revision = -1
         self.book = PriceBook()
         self.frame = book_frame(self.book)
+        self.catalog_revision = ""
+        self.caps = NO_CAPS
 
     async def refresh(self) -> None:
-        if await self._sink.price_book_revision() == self.revision:
+        prices, catalog = await self._sink.reference_revision()
+        if catalog != self.catalog_revision:
+            self.caps, self.catalog_revision = await self._sink.budget_caps(), catalog
+            log.info("route catalog %s: token caps for %d routes", catalog, self.caps.height)
+        if prices == self.revision:
             return
         self.book, self.revision = await self._sink.price_book()
         self.frame = book_frame(self.book)
@@ -75,7 +84,7 @@ def attach_spend_agent(
     topics: Topics,
     settings: Settings,
     sink: SpendSink,
-    prices: PriceBookCache,
+    prices: ReferenceData,
     stats: AgentStats,
     fault_hook: Callable[[str], None] = lambda point: None,
 ) -> None:
@@ -104,7 +113,11 @@ def attach_spend_agent(
             t0 = time.perf_counter()
             admission = settings.admission(datetime.now(UTC))
             batch = await asyncio.to_thread(
-                prepare, messages, book, frame, admission, energy=settings.joins
+                partial(prepare, energy=settings.joins, caps=prices.caps),
+                messages,
+                book,
+                frame,
+                admission,
             )
             stats.prepare_s += time.perf_counter() - t0
             # At least once to the DLQ topic: published before the commit, so

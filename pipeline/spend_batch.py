@@ -20,6 +20,7 @@ import polars as pl
 
 from models.prices import PriceBook
 from pipeline.admission import Admission
+from pipeline.budgets import NO_CAPS, budget_parts
 from pipeline.dead_letter import DeadLetter, dead_letter
 from pipeline.energy_usage import energy_parts
 from pipeline.latency import latency_parts
@@ -50,10 +51,12 @@ class PreparedBatch:
     windows: list[SpendWindow]  # partial sums of `events`
     # energy_usage and estimated rows of `events`; None when joins are off.
     energy: tuple[pl.DataFrame, pl.DataFrame] | None
-    # Inputs of the anomaly rules: latency histogram rows and the retry cost
-    # of each retried request, of `events`.
+    # Inputs of the anomaly rules, of `events`: latency histogram rows, the
+    # retry cost of each retried request, and token-budget breaches.
     latency: pl.DataFrame
     retries: pl.DataFrame
+    budgets: pl.DataFrame  # attempts over their route's token caps...
+    caps: pl.DataFrame  # ...as the catalog declared them for this batch
     # Later copies of an event within this batch, by position: the sink counts
     # those at or above its offsets (a redelivered batch's were counted before).
     repeats: pl.DataFrame
@@ -95,6 +98,7 @@ def prepare(
     admission: Admission,
     *,
     energy: bool = True,
+    caps: pl.DataFrame = NO_CAPS,
 ) -> PreparedBatch:
     last: dict[int, int] = {}
     first: dict[int, int] = {}
@@ -137,6 +141,8 @@ def prepare(
         energy=energy_parts(unique) if energy else None,
         latency=latency_parts(unique),
         retries=retry_costs(unique, book),
+        budgets=budget_parts(unique, caps),
+        caps=caps,
         repeats=repeats.filter(pl.col("fingerprint") == pl.col("_first")).select(
             "partition", "offset"
         ),

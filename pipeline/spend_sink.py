@@ -33,6 +33,9 @@ import psycopg
 from psycopg import AsyncConnection, AsyncCursor
 
 from models.prices import PriceBook, PriceEntry
+from pipeline.budgets import CAPS_SCHEMA, budget_parts
+from pipeline.budgets import KEY as BUDGET_KEY
+from pipeline.budgets import SUMS as BUDGET_SUMS
 from pipeline.dead_letter import DeadLetter
 from pipeline.energy_usage import ENERGY_KEY, TOKEN_SUMS
 from pipeline.latency import latency_parts
@@ -68,6 +71,8 @@ CREATE TEMP TABLE IF NOT EXISTS stage_energy_window (LIKE energy_window INCLUDIN
 CREATE TEMP TABLE IF NOT EXISTS stage_latency_window (LIKE latency_window INCLUDING DEFAULTS)
     ON COMMIT DELETE ROWS;
 CREATE TEMP TABLE IF NOT EXISTS stage_request_cost (LIKE request_cost INCLUDING DEFAULTS)
+    ON COMMIT DELETE ROWS;
+CREATE TEMP TABLE IF NOT EXISTS stage_budget_window (LIKE budget_window INCLUDING DEFAULTS)
     ON COMMIT DELETE ROWS;
 """
 
@@ -213,13 +218,33 @@ class SpendSink(OffsetSink):
         )
         return PriceBook(entries), max((int(r[8]) for r in rows), default=0)  # type: ignore[call-overload]
 
-    async def price_book_revision(self) -> int:
-        async def query() -> int:
+    async def reference_revision(self) -> tuple[int, str]:
+        """The price book's revision and the route catalog's (when it was
+        loaded): one cheap query, asked before every batch."""
+
+        async def query() -> tuple[int, str]:
             conn = await self._connection()
             async with conn.transaction():
-                cur = await conn.execute("SELECT coalesce(max(id), 0) FROM price_book")
+                cur = await conn.execute(
+                    "SELECT (SELECT coalesce(max(id), 0) FROM price_book),"
+                    " (SELECT coalesce(max(loaded_at)::text, '') || '/' || count(*)"
+                    "  FROM route_catalog)"
+                )
                 row = await cur.fetchone()
-            return int(row[0]) if row else 0  # type: ignore[call-overload]
+            assert row is not None
+            return int(row[0]), str(row[1])  # type: ignore[call-overload]
+
+        return await self._retrying(query)
+
+    async def budget_caps(self) -> pl.DataFrame:
+        """The route catalog's token caps, for pipeline.budgets."""
+
+        async def query() -> pl.DataFrame:
+            conn = await self._connection()
+            async with conn.transaction():
+                cur = await conn.execute("SELECT route, input_cap, output_cap FROM route_catalog")
+                rows = await cur.fetchall()
+            return pl.DataFrame(rows, schema=CAPS_SCHEMA, orient="row")
 
         return await self._retrying(query)
 
@@ -262,6 +287,8 @@ class SpendSink(OffsetSink):
                 await copy_merge(cur, latency, "latency_window", _LATENCY_KEY, ("calls",))
                 retries = batch.part_of(kept, batch.retries, partial(retry_costs, book=book))
                 await _add_retry_costs(cur, retries)
+                budgets = batch.part_of(kept, batch.budgets, partial(budget_parts, caps=batch.caps))
+                await copy_merge(cur, budgets, "budget_window", BUDGET_KEY, BUDGET_SUMS)
             energy = energy_of(batch, kept)
             if energy is not None:
                 await self._write_energy(conn, *energy)

@@ -30,7 +30,7 @@ from pipeline.offset_sink import OffsetSink
 from pipeline.price_store import reprice
 from pipeline.settings import Settings
 from pipeline.side_agents import attach_line_agent
-from pipeline.spend_agent import AgentStats, PriceBookCache, attach_spend_agent, stats_json
+from pipeline.spend_agent import AgentStats, ReferenceData, attach_spend_agent, stats_json
 from pipeline.spend_sink import SpendSink
 from pipeline.telemetry_sink import TelemetrySink
 from pipeline.webhook import Webhook
@@ -92,7 +92,7 @@ def run_worker(
             log.warning("repriced %d events (+%s USD)", result.events, result.cost_usd)
 
     prices_reader = SpendSink(database_url, topic)
-    prices = PriceBookCache(prices_reader, reprice_now)
+    prices = ReferenceData(prices_reader, reprice_now)
     attach_spend_agent(app, topics, settings, sink, prices, stats, crash_hook())
     sinks: list[OffsetSink] = [sink]
     if settings.joins:

@@ -78,6 +78,7 @@ def test_an_unpriced_model_incident_fires_and_resolves(env: Env) -> None:
         ("tokenizer-drift", "tokenizer_drift", "claude-4.5-sonnet"),
         ("structured-output-loop", "structured_reprompt", "/v1/extract"),
         ("runaway-agent", "runaway_request", "acme/runaway-agent-0001"),
+        ("budget-breach", "token_budget_breach", "/v1/summarize"),
     ],
 )
 def test_incidents_whose_inputs_live_in_the_windows(
