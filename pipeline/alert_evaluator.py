@@ -265,15 +265,20 @@ def _cache(conn: Connection, catalog: Catalog, end: datetime) -> list[r.Finding]
 def _energy(conn: Connection, catalog: Catalog, end: datetime) -> list[r.Finding]:
     cfg = catalog.rules.energy_regression
     sql = (
-        "SELECT model, sum(energy_mj), sum(input_tokens + output_tokens) FROM energy_window"
-        " WHERE source = 'measured' AND window_start >= :s AND window_start < :e GROUP BY model"
+        "SELECT model, batch_bucket, cache_state, sum(energy_mj), sum(input_tokens + output_tokens)"
+        " FROM energy_window WHERE source = 'measured' AND window_start >= :s AND window_start < :e"
+        " GROUP BY model, batch_bucket, cache_state"
     )
+
+    def cells(start: datetime, stop: datetime) -> dict[str, dict[r.Cell, r.EnergyUse]]:
+        out: dict[str, dict[r.Cell, r.EnergyUse]] = {}
+        for model, batch, cache, mj, tokens in _rows(conn, sql, s=start, e=stop):
+            out.setdefault(model, {})[(batch, cache)] = r.EnergyUse(int(mj), int(tokens))
+        return out
+
     span = cfg.window_minutes * MINUTE
-    now = {m: r.EnergyUse(int(e), int(t)) for m, e, t in _rows(conn, sql, s=end - span, e=end)}
-    before = {
-        m: r.EnergyUse(int(e), int(t))
-        for m, e, t in _rows(conn, sql, s=end - cfg.baseline_minutes * MINUTE, e=end - span)
-    }
+    now = cells(end - span, end)
+    before = cells(end - cfg.baseline_minutes * MINUTE, end - span)
     return r.energy_regression(now, before, catalog.rules)
 
 

@@ -434,19 +434,38 @@ class EnergyUse:
     tokens: int
 
 
+# Energy per token moves ~4x with batch size and ~10x with cache hit or miss,
+# so a model is compared with itself cell by cell: (batch bucket, cache state).
+Cell = tuple[str, str]
+
+
 def energy_regression(
-    current: Mapping[str, EnergyUse], baseline: Mapping[str, EnergyUse], rules: Rules
+    current: Mapping[str, Mapping[Cell, EnergyUse]],
+    baseline: Mapping[str, Mapping[Cell, EnergyUse]],
+    rules: Rules,
 ) -> list[Finding]:
+    """Energy now against what the baseline's joules per token give for the
+    same tokens in the same cells: a quiet hour's smaller batches are a mix
+    shift, not a regression. Cells without a baseline are left out of both."""
     cfg = rules.energy_regression
     out = []
-    for model, now in sorted(current.items()):
-        before = baseline.get(model)
-        if not cfg.enabled or before is None:
+    for model, cells in sorted(current.items()):
+        before = baseline.get(model, {})
+        matched = [
+            (now, before[cell])
+            for cell, now in cells.items()
+            if cell in before and before[cell].tokens and before[cell].energy_mj
+        ]
+        tokens = sum(now.tokens for now, _ in matched)
+        if not cfg.enabled or tokens < cfg.min_tokens:
             continue
-        if now.tokens < cfg.min_tokens or before.tokens < cfg.min_tokens or not before.energy_mj:
+        if sum(b.tokens for _, b in matched) < cfg.min_tokens:
             continue
-        now_j, before_j = _ratio(now.energy_mj, now.tokens), _ratio(before.energy_mj, before.tokens)
-        increase = now_j / before_j - 1
+        actual = sum(now.energy_mj for now, _ in matched)
+        expected = sum(
+            (_ratio(now.tokens * b.energy_mj, b.tokens) for now, b in matched), Decimal(0)
+        )
+        increase = _ratio(actual, expected) - 1
         if increase > cfg.max_increase:
             out.append(
                 Finding(
@@ -455,8 +474,9 @@ def energy_regression(
                     cfg.severity,
                     increase,
                     cfg.max_increase,
-                    f"{model}: {now_j / 1000:.3f} J per token, up {_pct(increase)} on the "
-                    f"trailing {before_j / 1000:.3f}",
+                    f"{model}: {_ratio(actual, tokens) / 1000:.3f} J per token, up "
+                    f"{_pct(increase)} on the {expected / tokens / 1000:.3f} its trailing "
+                    "baseline gives for the same batch sizes and cache states",
                 )
             )
     return out

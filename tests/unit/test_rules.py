@@ -205,11 +205,35 @@ def test_runaway_request_unpriced_model_and_tokenizer_drift() -> None:
 
 
 def test_energy_per_token_regression_against_its_baseline() -> None:
-    before = {"qwen3-32b": r.EnergyUse(10_000_000, 100_000), "llama": r.EnergyUse(1, 100_000)}
-    now = {"qwen3-32b": r.EnergyUse(15_000_000, 100_000), "llama": r.EnergyUse(1, 100_000)}
+    small = ("1", "miss")
+    before = {
+        "qwen3-32b": {small: r.EnergyUse(10_000_000, 100_000)},
+        "llama": {small: r.EnergyUse(1, 100_000)},
+    }
+    now = {
+        "qwen3-32b": {small: r.EnergyUse(15_000_000, 100_000)},
+        "llama": {small: r.EnergyUse(1, 100_000)},
+    }
     (f,) = r.energy_regression(now, before, RULES)
     assert f.key == ("qwen3-32b",) and f.value == D("0.5")
-    assert r.energy_regression(now, {}, RULES) == []
+    assert r.energy_regression(now, {}, RULES) == []  # no baseline yet
+
+
+def test_a_shift_to_smaller_batches_is_not_an_energy_regression() -> None:
+    """Same joules per token in every cell, but now most tokens come in small
+    (costly) batches: the model's mean J/token triples, the rule stays quiet;
+    one cell getting 50% worse fires at its share of the mix."""
+    small, big = ("1", "miss"), ("16", "miss")
+    before = {"m": {small: r.EnergyUse(9_000_000, 10_000), big: r.EnergyUse(27_000_000, 90_000)}}
+    shifted = {"m": {small: r.EnergyUse(81_000_000, 90_000), big: r.EnergyUse(3_000_000, 10_000)}}
+    assert r.energy_regression(shifted, before, RULES) == []
+    worse = {"m": {small: r.EnergyUse(121_500_000, 90_000), big: r.EnergyUse(3_000_000, 10_000)}}
+    (f,) = r.energy_regression(worse, before, RULES)
+    # expected 81M + 3M = 84M mJ; actual 124.5M: up 48.2...%
+    assert f.value == D(124_500_000) / D(84_000_000) - 1
+    # A cell with no baseline counts in neither side.
+    new_cell = {"m": {("64", "hit"): r.EnergyUse(10**9, 10**6), **shifted["m"]}}
+    assert r.energy_regression(new_cell, before, RULES) == []
 
 
 # --- lifecycle -----------------------------------------------------------------
