@@ -20,7 +20,7 @@ import json
 import logging
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
-from datetime import datetime, timedelta
+from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 from typing import Any, Final
 
@@ -380,6 +380,7 @@ def evaluate(
     cooldown: timedelta,
     limit: int = 60,
     catalog: Catalog | None = None,
+    max_age: timedelta = timedelta(days=1),
 ) -> list[Published]:
     """Evaluate up to ``limit`` newly closed minutes; the messages for the
     ``alerts`` topic, in order. A no-op while another worker evaluates."""
@@ -409,12 +410,24 @@ def evaluate(
             return []
         through: datetime = row[0]
         frontier = watermark - lateness
+        # History older than max_age is not judged: jump over it.
+        horizon = (datetime.now(UTC) - max_age).replace(second=0, microsecond=0)
+        through = max(through, min(horizon, frontier.replace(second=0, microsecond=0)))
         used = catalog or read_catalog(engine)
         published: list[Published] = []
         alerts = _load_alerts(conn)
         end = through + MINUTE
         evaluated = 0
+        reach = timedelta(minutes=max(rule.window_minutes for _, rule in used.rules))
         while end <= frontier and evaluated < limit:
+            if not any(a.status == "firing" for a in alerts.values()):
+                # Nothing firing, and nothing in any rule's span: every rule is
+                # silent until the next minute with data, so go straight there
+                # (a backfill spanning months is not walked minute by minute).
+                quiet_until = _next_data(conn, end, reach, frontier)
+                if quiet_until is not None and quiet_until > end:
+                    through, end = quiet_until - MINUTE, quiet_until
+                    continue
             found = findings(conn, used, end)
             transitions = r.lifecycle(alerts, found, EVALUATED, end, cooldown)
             published += _apply(conn, transitions, end)
@@ -427,6 +440,24 @@ def evaluate(
     if published:
         log.info("alerts: %d transitions through %s", len(published), through.isoformat())
     return published
+
+
+def _next_data(
+    conn: Connection, end: datetime, reach: timedelta, frontier: datetime
+) -> datetime | None:
+    """None when the span ``reach`` before ``end`` has spend or cache windows;
+    else the end of the next minute that has some (at most the frontier)."""
+    nxt = conn.execute(
+        text(
+            "SELECT least((SELECT min(window_start) FROM spend_window WHERE window_start >= :s),"
+            " (SELECT min(window_start) FROM cache_window WHERE window_start >= :s))"
+        ),
+        {"s": end - reach},
+    ).scalar()
+    if nxt is not None and nxt < end:
+        return None
+    first = frontier if nxt is None else min(nxt + MINUTE, frontier)
+    return first.replace(second=0, microsecond=0)
 
 
 def _updated(

@@ -36,6 +36,9 @@ class Settings(BaseSettings):
     # far past its end; a re-fire within the cooldown is not re-notified.
     alert_lateness_s: float = Field(default=120, ge=0)
     alert_cooldown_s: float = Field(default=1800, ge=0)
+    # Minutes older than this by the wall clock are not judged: a backfill of
+    # last month's history pages nobody, and is not walked minute by minute.
+    alert_max_age_s: float = Field(default=24 * 3600, gt=0)
     # Slack-compatible incoming webhook for alert notifications (a secret:
     # set it in the environment only).
     alert_webhook_url: str | None = None

@@ -121,13 +121,14 @@ def run_worker(
 
     lateness = timedelta(seconds=settings.alert_lateness_s)
     cooldown = timedelta(seconds=settings.alert_cooldown_s)
+    max_age = timedelta(seconds=settings.alert_max_age_s)
 
     async def evaluate_rules(limit: int) -> None:
         # The rules must never stop the stream: a failure is a fault, retried
         # on the next tick from the same watermark.
         try:
             published = await asyncio.to_thread(
-                evaluate, db, lateness=lateness, cooldown=cooldown, limit=limit
+                evaluate, db, lateness=lateness, cooldown=cooldown, limit=limit, max_age=max_age
             )
         except Exception:
             log.exception("fault alert_evaluation")
