@@ -9,6 +9,7 @@ from sqlalchemy import (
     BigInteger,
     Boolean,
     Column,
+    Date,
     DateTime,
     Identity,
     Index,
@@ -91,6 +92,13 @@ spend_window = Table(
     _count("drift_billed_tokens"),
     _count("drift_abs_tokens"),
     Column("updated_at", TS, nullable=False, server_default=func.now()),
+    # For chargeback (migration 0011): the cost at list price (no batch
+    # discount), of the retries at list price, and of the failed first
+    # attempts at effective and list price.
+    _money("list_cost_usd"),
+    _money("retry_list_cost_usd"),
+    _money("failed_first_cost_usd"),
+    _money("failed_first_list_cost_usd"),
     # Roll-ups by tenant over time ranges are the common report query.
     Index("spend_window_tenant_time", "tenant", "window_start"),
 )
@@ -426,4 +434,46 @@ api_token = Table(
     Column("created_at", TS, nullable=False, server_default=func.now()),
     Column("last_used_at", TS, nullable=True),
     Column("revoked_at", TS, nullable=True),
+)
+
+# A closed month (migration 0011): its lines and rendered documents, which a
+# trigger keeps from ever changing.
+month_close = Table(
+    "month_close",
+    metadata,
+    Column("month", Date, primary_key=True),
+    Column("closed_at", TS, nullable=False),
+    Column("policy", JSONB, nullable=False),
+    Column("rounding", Text, nullable=False),
+    Column("total", Numeric(14, 2), nullable=False),
+)
+
+invoice_line = Table(
+    "invoice_line",
+    metadata,
+    Column("month", Date, primary_key=True),
+    Column("tenant", Text, primary_key=True),
+    Column("line_no", Integer, primary_key=True),
+    Column("kind", Text, nullable=False),
+    Column("description", Text, nullable=False),
+    Column("feature", Text, nullable=False),
+    Column("route", Text, nullable=False),
+    Column("provider", Text, nullable=False),
+    Column("model", Text, nullable=False),
+    Column("quantity", BigInteger, nullable=False),
+    Column("list_cost", MONEY, nullable=False),
+    Column("effective_cost", MONEY, nullable=False),
+    Column("amount", Numeric(14, 2), nullable=False),
+    Column("adjusts", Date, nullable=True),
+    Index("invoice_line_adjusts", "adjusts"),
+)
+
+invoice_document = Table(
+    "invoice_document",
+    metadata,
+    Column("month", Date, primary_key=True),
+    Column("tenant", Text, primary_key=True),
+    Column("format", Text, primary_key=True),
+    Column("content", LargeBinary, nullable=False),
+    Column("sha256", Text, nullable=False),
 )

@@ -23,7 +23,7 @@ from rich.table import Table
 from models import prices as price_parsers
 from models.carbon import GpuEmbodied, GridIntensity, Site, parse_csv
 from models.money import to_cents
-from pipeline import cli_web, db, embedded
+from pipeline import cli_finance, cli_web, db, embedded
 from pipeline.carbon import MJ_PER_KWH
 from pipeline.services import Services, resolve
 from pipeline.settings import Settings
@@ -54,6 +54,9 @@ dead_app = typer.Typer(help="Review and replay rejected input.", no_args_is_help
 app.add_typer(dead_app, name="dead-letters")
 app.add_typer(cli_web.tokens_app, name="tokens")
 app.command()(cli_web.serve)
+app.add_typer(cli_finance.month_app, name="month")
+app.add_typer(cli_finance.report_app, name="report")
+app.command()(cli_finance.forecast)
 # Piped output (logs, CI, tests) gets room for the wide tables instead of 80 columns.
 console = Console() if sys.stdout.isatty() else Console(width=160)
 
@@ -982,12 +985,24 @@ def reconcile(
     ledger: Annotated[
         bool, typer.Option("--ledger", help="recompute the windows from the retained usage log")
     ] = False,
+    invoice: Annotated[
+        Path | None,
+        typer.Option(help="a provider invoice or usage export (CSV) to compare per day and model"),
+    ] = None,
+    threshold: Annotated[
+        str, typer.Option(help="flag days whose tokens or cost drift more than this share")
+    ] = "0.02",
 ) -> None:
-    """Check the stored windows against an independent recomputation."""
+    """Check the stored windows against an independent recomputation
+    (--ledger), or metered usage against a provider's invoice (--invoice)."""
     from pipeline.reconcile import reconcile_ledger
 
+    if invoice is not None:
+        raise typer.Exit(cli_finance.reconcile_invoice(invoice, Decimal(threshold)))
     if not ledger:
-        raise typer.BadParameter("say what to reconcile against: --ledger", param_hint="--ledger")
+        raise typer.BadParameter(
+            "say what to reconcile against: --ledger or --invoice FILE", param_hint="--ledger"
+        )
     settings, services = _services()
     console.print("reading the usage log and recomputing the windows ...")
     rec = reconcile_ledger(

@@ -53,6 +53,12 @@ class SpendWindow:
     drift_attempts: int = 0
     drift_billed_tokens: int = 0
     drift_abs_tokens: int = 0
+    # For chargeback: list cost (no batch discount) of all attempts and of the
+    # retries, and the failed first attempts' cost at effective and list price.
+    list_cost_usd: Decimal = Decimal(0)
+    retry_list_cost_usd: Decimal = Decimal(0)
+    failed_first_cost_usd: Decimal = Decimal(0)
+    failed_first_list_cost_usd: Decimal = Decimal(0)
 
     def key(self) -> tuple[object, ...]:
         return tuple(getattr(self, k) for k in KEY)
@@ -85,12 +91,17 @@ def with_window(events: pl.DataFrame) -> pl.DataFrame:
     return events.with_columns(pl.col("ts").dt.truncate(WINDOW).alias("window_start"))
 
 
-# Each cost column and the prefix of the token sums it is costed from.
+# Each cost column, the prefix of the token sums it is costed from, and
+# whether it is at list price (no batch discount).
 _COSTED: Final = (
-    ("cost_usd", ""),
-    ("retry_cost_usd", "retry_"),
-    ("failed_cost_usd", "failed_"),
-    ("invalid_cost_usd", "invalid_"),
+    ("cost_usd", "", False),
+    ("retry_cost_usd", "retry_", False),
+    ("failed_cost_usd", "failed_", False),
+    ("invalid_cost_usd", "invalid_", False),
+    ("list_cost_usd", "", True),
+    ("retry_list_cost_usd", "retry_", True),
+    ("failed_first_cost_usd", "failed_first_", False),
+    ("failed_first_list_cost_usd", "failed_first_", True),
 )
 _RULE_COUNTS: Final = (
     "invalid_attempts",
@@ -126,6 +137,7 @@ def aggregate(priced: pl.DataFrame, book: PriceBook) -> list[SpendWindow]:
             *[pl.col(t).sum() for t in TOKENS],
             *[pl.col(t).filter(retry).sum().alias(f"retry_{t}") for t in TOKENS],
             *[pl.col(t).filter(failed).sum().alias(f"failed_{t}") for t in TOKENS],
+            *[pl.col(t).filter(failed & ~retry).sum().alias(f"failed_first_{t}") for t in TOKENS],
             invalid.sum().alias("invalid_attempts"),
             *[pl.col(t).filter(invalid).sum().alias(f"invalid_{t}") for t in TOKENS],
             pl.col("fallback_from").is_not_null().sum().alias("fallback_attempts"),
@@ -137,16 +149,16 @@ def aggregate(priced: pl.DataFrame, book: PriceBook) -> list[SpendWindow]:
     parts = []
     for g in groups.iter_rows(named=True):
         price_id, attempts = g["price_id"], g["attempts"]
-        costs: dict[str, Any] = {column: Decimal(0) for column, _ in _COSTED}
+        costs: dict[str, Any] = {column: Decimal(0) for column, _, _ in _COSTED}
         if price_id is not None:
             price = book.entries[price_id]
-            for column, prefix in _COSTED:
+            for column, prefix, at_list in _COSTED:
                 costs[column] = price.cost(
                     input_tokens=g[f"{prefix}input_tokens"],
                     output_tokens=g[f"{prefix}output_tokens"],
                     cache_read_tokens=g[f"{prefix}cache_read_tokens"],
                     cache_write_tokens=g[f"{prefix}cache_write_tokens"],
-                    batch=g["batch"],
+                    batch=g["batch"] and not at_list,
                 )
         parts.append(
             SpendWindow(

@@ -98,3 +98,28 @@ def hit_rate_svg(points: Sequence[CachePoint]) -> str:
         ax.legend(loc="lower left", fontsize=7, frameon=False)
     fig.autofmt_xdate()
     return _svg(fig)
+
+
+def bars(labels: Sequence[str], values: Sequence[float], ylabel: str, gid: str) -> Figure:
+    """A plain bar chart (values are for drawing only: documents print the
+    exact numbers next to it)."""
+    fig = Figure(figsize=(7, 2.4))
+    fig.set_gid(gid)
+    ax = fig.subplots()
+    ax.bar(range(len(values)), values, color="#4a6fa5")
+    ax.set_xticks(range(len(labels)), labels, rotation=45, ha="right", fontsize=7)
+    ax.set_ylabel(ylabel)
+    ax.spines[["top", "right"]].set_visible(False)
+    return fig
+
+
+def svg(fig: Figure) -> str:
+    return _svg(fig)
+
+
+def png(fig: Figure) -> bytes:
+    """PNG bytes with no timestamp or version in them: the same figure gives
+    the same bytes, so a re-rendered document is byte-identical."""
+    out = io.BytesIO()
+    fig.savefig(out, format="png", dpi=150, bbox_inches="tight", metadata={"Software": None})
+    return out.getvalue()

@@ -6,8 +6,6 @@ row-level security, and the OpenAPI spec fuzzed by schemathesis."""
 from __future__ import annotations
 
 import json
-import os
-import shutil
 import subprocess
 import sys
 import time
@@ -24,6 +22,7 @@ from hypothesis import HealthCheck, given, settings
 
 from pipeline import access
 from pipeline.embedded import free_port
+from tests.integration.browser import chromium
 from tests.integration.conftest import Env, Stack, new_env
 from tests.integration.test_alerts import _run
 
@@ -31,7 +30,6 @@ pytestmark = pytest.mark.integration
 
 TENANT = "acme"  # the runaway agent's tenant
 OTHER = "globex"
-CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
 
 
 @dataclass(frozen=True)
@@ -109,49 +107,34 @@ class _NoRedirect(urllib.request.HTTPRedirectHandler):
 
 
 def test_the_tenant_page_renders_in_a_real_browser(site: Site, tmp_path: Path) -> None:
-    if CHROMIUM is None:
-        if os.environ.get("CI"):
-            pytest.fail("chromium is missing: .ci/run installs it (tests/install-browser.sh)")
-        pytest.skip("no chromium here: run tests/install-browser.sh")
-    from playwright.sync_api import sync_playwright
-
-    with sync_playwright() as p:
-        browser = p.chromium.launch(
-            executable_path=CHROMIUM,
-            # This machine's network is closed: no background fetches.
-            args=["--no-sandbox", "--disable-gpu", "--disable-background-networking",
-                  "--disable-component-update", "--disable-sync", "--no-first-run"],
-        )  # fmt: skip
-        try:
-            page = browser.new_page(viewport={"width": 1280, "height": 1000})
-            # Logging in through the form, as a person would.
-            page.goto(f"{site.url}/tenants/{TENANT}")
-            assert "/login" in page.url
-            page.fill("input[name=token]", site.tenant)
-            page.click("button[type=submit]")
-            page.wait_for_url(f"{site.url}/tenants/{TENANT}")
-            assert page.locator("#tenant").count() == 1, site.output()
-            assert page.locator("#tenant").inner_text() == TENANT
-            # The chart is drawn, with a marker where the alert fired.
-            chart = page.locator("#spend svg")
-            assert chart.count() == 1 and chart.bounding_box()["height"] > 100  # type: ignore[index]
-            assert page.locator("#spend svg [id^=alert-marker-]").count() >= 1
-            assert page.locator("#spend svg rect, #spend svg path").count() > 10
-            # The alert's explanation with its numbers and top contributor.
-            alert = page.locator("#alerts .alert[data-rule=runaway_request]")
-            assert alert.count() == 1
-            text = alert.inner_text()
-            assert "runaway-agent-0001" in text and "$" in text
-            assert page.locator("#by-route tr").count() > 1
-            assert page.locator("#energy tr").count() > 1 or page.locator("#retries tr").count() > 1
-            shot = tmp_path / "tenant-page.png"
-            page.screenshot(path=str(shot), full_page=True)
-            assert shot.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" and shot.stat().st_size > 20_000
-            # Another tenant's page is not there for this tenant.
-            answer = page.goto(f"{site.url}/tenants/{OTHER}")
-            assert answer is not None and answer.status == 404
-        finally:
-            browser.close()
+    with chromium() as browser:
+        page = browser.new_page(viewport={"width": 1280, "height": 1000})
+        # Logging in through the form, as a person would.
+        page.goto(f"{site.url}/tenants/{TENANT}")
+        assert "/login" in page.url
+        page.fill("input[name=token]", site.tenant)
+        page.click("button[type=submit]")
+        page.wait_for_url(f"{site.url}/tenants/{TENANT}")
+        assert page.locator("#tenant").count() == 1, site.output()
+        assert page.locator("#tenant").inner_text() == TENANT
+        # The chart is drawn, with a marker where the alert fired.
+        chart = page.locator("#spend svg")
+        assert chart.count() == 1 and chart.bounding_box()["height"] > 100  # type: ignore[index]
+        assert page.locator("#spend svg [id^=alert-marker-]").count() >= 1
+        assert page.locator("#spend svg rect, #spend svg path").count() > 10
+        # The alert's explanation with its numbers and top contributor.
+        alert = page.locator("#alerts .alert[data-rule=runaway_request]")
+        assert alert.count() == 1
+        text = alert.inner_text()
+        assert "runaway-agent-0001" in text and "$" in text
+        assert page.locator("#by-route tr").count() > 1
+        assert page.locator("#energy tr").count() > 1 or page.locator("#retries tr").count() > 1
+        shot = tmp_path / "tenant-page.png"
+        page.screenshot(path=str(shot), full_page=True)
+        assert shot.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" and shot.stat().st_size > 20_000
+        # Another tenant's page is not there for this tenant.
+        answer = page.goto(f"{site.url}/tenants/{OTHER}")
+        assert answer is not None and answer.status == 404
 
 
 def test_a_tenant_token_reads_only_its_own_tenant(site: Site) -> None:
