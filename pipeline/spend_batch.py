@@ -144,7 +144,7 @@ def prepare(
         budgets=budget_parts(unique, caps),
         caps=caps,
         repeats=repeats.filter(pl.col("fingerprint") == pl.col("_first")).select(
-            "partition", "offset"
+            "partition", "offset", "line", "event_key"
         ),
         raw=raw,
     )

@@ -275,6 +275,16 @@ class SpendSink(OffsetSink):
             kept, windows = without(batch, drop, book)
             dead = [d for d in batch.dead if d.offset >= floor[d.partition]]
             dead += batch.conflicts(events.filter(is_conflict), "an event already counted")
+            # A later copy in this batch of an event that conflicts is a
+            # conflict too, not a duplicate of a line that was rejected.
+            fresh_repeats = batch.repeats.filter(~already_applied(batch.repeats, floor))
+            repeat_conflicts = fresh_repeats["event_key"].is_in(
+                events.filter(is_conflict)["event_key"].implode()
+            )
+            dead += batch.conflicts(
+                fresh_repeats.filter(repeat_conflicts), "an event already counted"
+            )
+            fresh_repeats = fresh_repeats.filter(~repeat_conflicts)
             conflicts = sum(1 for d in dead if d.reason.startswith(CONFLICT))
             if conflicts:
                 self.faults["conflict"] += conflicts
@@ -294,7 +304,6 @@ class SpendSink(OffsetSink):
                 await self._write_energy(conn, *energy)
             await self._write_unpriced(conn, kept.filter(pl.col("price_id").is_null()))
             await self._write_dead(conn, dead)
-            fresh_repeats = batch.repeats.filter(~already_applied(batch.repeats, floor))
             duplicates = count_by_partition(fresh_repeats) + count_by_partition(
                 events.filter(is_dup)
             )

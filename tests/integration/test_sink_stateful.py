@@ -159,3 +159,23 @@ def test_sink_state_machine(env: Env) -> None:
             suppress_health_check=[HealthCheck.too_slow, HealthCheck.function_scoped_fixture],
         ),
     )
+
+
+def test_a_resent_conflict_is_a_conflict_not_a_duplicate(env: Env) -> None:
+    """Found by the state machine: an event counted in one batch, then twice
+    the same changed payload in the next. Both copies re-use a counted key
+    with another payload, so both are conflicts (the ledger agrees); the
+    second is not a duplicate of a line that was rejected."""
+    first = line(event(event_id="k1"))
+    changed = line(event(event_id="k1", output_tokens=501))
+    log = [Message(0, 0, first), Message(0, 1, changed), Message(0, 2, changed)]
+    asyncio.run(_apply(env.database_url, log[:1]))
+    asyncio.run(_apply(env.database_url, log[1:]))
+    with psycopg.connect(env.database_url) as conn:
+        row = conn.execute(
+            "SELECT events_accepted, events_duplicate, lines_dead_lettered FROM sink_offset"
+        ).fetchone()
+        reasons = [r for (r,) in conn.execute("SELECT reason FROM dead_letter ORDER BY id")]
+    want = expected(log, BOOK, ADMISSION)
+    assert row == (want.counted, want.duplicates, want.dead_lettered) == (1, 0, 2)
+    assert len(reasons) == 2 and all(r.startswith("conflict") for r in reasons)
