@@ -18,6 +18,7 @@ from sqlalchemy import Engine, and_, delete, select, update
 from models.money import exact
 from models.prices import PriceBook, PriceEntry
 from models.tables import price_book, spend_window, unpriced_event
+from pipeline.spend_windows import TOKENS
 from pipeline.versions import LoadResult, Version, load_versions
 
 _PRICE_COLS = (
@@ -81,6 +82,10 @@ def reprice(engine: Engine) -> Repriced:
             "retry_cost_usd": Decimal(0),
             "failed_cost_usd": Decimal(0),
             "invalid_cost_usd": Decimal(0),
+            "list_cost_usd": Decimal(0),
+            "retry_list_cost_usd": Decimal(0),
+            "failed_first_cost_usd": Decimal(0),
+            "failed_first_list_cost_usd": Decimal(0),
             "unpriced_attempts": 0,
         }
     )
@@ -94,13 +99,9 @@ def reprice(engine: Engine) -> Repriced:
             if price is None:
                 result.still_unpriced += 1
                 continue
-            cost = price.cost(
-                input_tokens=r["input_tokens"],
-                output_tokens=r["output_tokens"],
-                cache_read_tokens=r["cache_read_tokens"],
-                cache_write_tokens=r["cache_write_tokens"],
-                batch=r["batch"],
-            )
+            tokens = {k: r[k] for k in TOKENS}
+            cost = price.cost(**tokens, batch=r["batch"])
+            listed = price.cost(**tokens, batch=False)
             d = deltas[
                 (
                     r["window_start"],
@@ -113,10 +114,15 @@ def reprice(engine: Engine) -> Repriced:
             ]
             with exact():
                 d["cost_usd"] += cost
+                d["list_cost_usd"] += listed
                 if r["attempt"] > 1:
                     d["retry_cost_usd"] += cost
+                    d["retry_list_cost_usd"] += listed
                 if r["failed"]:
                     d["failed_cost_usd"] += cost
+                if r["failed"] and r["attempt"] == 1:
+                    d["failed_first_cost_usd"] += cost
+                    d["failed_first_list_cost_usd"] += listed
                 if r["invalid"]:
                     d["invalid_cost_usd"] += cost
                 d["unpriced_attempts"] -= 1

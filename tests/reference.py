@@ -54,7 +54,10 @@ def price_at(
     return best
 
 
-def cost(event: dict[str, Any], prices: list[dict[str, Any]]) -> Decimal | None:
+def cost(
+    event: dict[str, Any], prices: list[dict[str, Any]], *, at_list: bool = False
+) -> Decimal | None:
+    """The event's cost; at list price (no batch discount) if ``at_list``."""
     ts = datetime.fromisoformat(event["ts"].replace("Z", "+00:00"))
     p = price_at(prices, event["model"], event["provider"], ts)
     if p is None:
@@ -68,7 +71,7 @@ def cost(event: dict[str, Any], prices: list[dict[str, Any]]) -> Decimal | None:
             + event["cache_write_tokens"] * p["cache_write_per_mtok"]
             + event["output_tokens"] * p["output_per_mtok"]
         ) / Decimal(10**6)
-        if event["batch"]:
+        if event["batch"] and not at_list:
             c *= 1 - p["batch_discount"]
         return c
 
@@ -122,11 +125,18 @@ def totals(
         if c is None:
             t["unpriced_attempts"] += 1
             continue
+        listed = cost(e, prices, at_list=True)
+        assert listed is not None
         t["cost_usd"] += c
+        t["list_cost_usd"] += listed
         if e["attempt"] > 1:
             t["retry_cost_usd"] += c
+            t["retry_list_cost_usd"] += listed
         if e["status"] != "ok":
             t["failed_cost_usd"] += c
+            if e["attempt"] == 1:
+                t["failed_first_cost_usd"] += c
+                t["failed_first_list_cost_usd"] += listed
         if invalid:
             t["invalid_cost_usd"] += c
     return {k: dict(v) for k, v in out.items()}
