@@ -120,20 +120,32 @@ def _operational(book: CarbonBook, region: str, at: datetime, energy_mj: int) ->
     return None if intensity is None else energy_mj * intensity / MJ_PER_KWH
 
 
-def footprint(cells: Iterable[EnergyCell], nodes: Iterable[NodeWindow], book: CarbonBook) -> Carbon:
+UNLOCATED: Final = "unlocated"
+
+
+def footprint(
+    cells: Iterable[EnergyCell],
+    nodes: Iterable[NodeWindow],
+    book: CarbonBook,
+    *,
+    by_region: bool = False,
+) -> Carbon:
+    """Per group (each cell's key, then its site's region if ``by_region``,
+    then its source) and the idle line."""
     with localcontext(GRAMS):  # every sum, not only each product
-        return _footprint(cells, nodes, book)
+        return _footprint(cells, nodes, book, by_region)
 
 
 def _footprint(
-    cells: Iterable[EnergyCell], nodes: Iterable[NodeWindow], book: CarbonBook
+    cells: Iterable[EnergyCell], nodes: Iterable[NodeWindow], book: CarbonBook, by_region: bool
 ) -> Carbon:
     node_index = {(n.window_start, n.node_id): n for n in nodes}
     groups: dict[tuple[str, ...], Footprint] = defaultdict(Footprint)
     for c in cells:
         measured = c.source == "measured"
         site = book.site("node", c.node_id) if measured else book.site("model", c.model)
-        f = groups[(*c.key, c.source)]
+        region = (site.region if site else UNLOCATED,) if by_region else ()
+        f = groups[(*c.key, *region, c.source)]
         f.tokens += c.tokens
         f.energy_mj += c.energy_mj
         op = _operational(book, site.region, c.window_start, c.energy_mj) if site else None

@@ -11,7 +11,11 @@ from pipeline.carbon_store import load_book
 from reports.energy import DIMENSIONS
 
 
-def carbon(engine: Engine, start: datetime, end: datetime, by: tuple[str, ...]) -> Carbon:
+def carbon(
+    engine: Engine, start: datetime, end: datetime, by: tuple[str, ...], *, by_region: bool = False
+) -> Carbon:
+    """Grouped by the energy-window columns ``by`` and, if ``by_region``,
+    by the grid region of each cell's site (after them)."""
     unknown = set(by) - set(DIMENSIONS)
     if unknown:
         raise ValueError(f"cannot group by {sorted(unknown)}; choose from {DIMENSIONS}")
@@ -48,4 +52,4 @@ def carbon(engine: Engine, start: datetime, end: datetime, by: tuple[str, ...]) 
             NodeWindow(r[0], str(r[1]), int(r[2]), int(r[3]), int(r[4]))
             for r in conn.execute(nodes_sql, params)
         ]
-    return footprint(cells, nodes, load_book(engine))
+    return footprint(cells, nodes, load_book(engine), by_region=by_region)

@@ -5,7 +5,7 @@ Energy in kWh with measured (GPU telemetry, split by attribution) and
 estimated (external APIs, per-model coefficients) always apart, and the
 idle energy of the self-hosted fleet as its own line; location-based
 operational gCO2e, embodied gCO2e and the SCI per 1,000 tokens; tokens per
-joule by model, batch bucket and cache state, and per tenant. The method
+joule by model, batch bucket and cache state, per tenant and per grid region. The method
 statement (pipeline.carbon.METHOD) is part of every output.
 """
 
@@ -26,7 +26,7 @@ from reports import charts
 from reports.carbon import carbon
 from reports.render import render
 
-BREAKDOWNS: Final = ("model", "batch_bucket", "cache_state", "tenant")
+BREAKDOWNS: Final = ("model", "batch_bucket", "cache_state", "tenant", "region")
 COLUMNS: Final = (
     "dimension", "value", "source", "tokens", "energy_kwh", "tokens_per_joule",
     "operational_gco2e", "embodied_gco2e", "sci_gco2e_per_1k_tokens",
@@ -61,7 +61,8 @@ def sustainability(engine: Engine, m: date) -> dict[str, bytes]:
     rows: list[dict[str, Any]] = []
     totals: dict[str, Any] = {}
     for dim in BREAKDOWNS:
-        result = carbon(engine, start, end, (dim,))
+        by_region = dim == "region"
+        result = carbon(engine, start, end, () if by_region else (dim,), by_region=by_region)
         for (value, source), f in sorted(result.groups.items()):
             rows.append(_row(dim, value, source, f))
         if not totals:

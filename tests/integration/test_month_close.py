@@ -223,6 +223,11 @@ def _check_sustainability(env: Env, tmp_path: Path) -> None:
     )
     assert doc["totals"]["idle"]["energy_mj"] == idle
     assert "SCI" in doc["method"]
+    # Every breakdown adds up to the same measured energy, regions included.
+    for dim in ("model", "tenant", "region"):
+        rows = [r for r in doc["rows"] if r["dimension"] == dim and r["source"] == "measured"]
+        assert sum(r["energy_mj"] for r in rows) == sums["measured"], dim
+    assert {r["value"] for r in doc["rows"] if r["dimension"] == "region"} - {"unlocated"}
     html = (tmp_path / "s" / "sustainability-2026-09.html").read_text()
     assert "tokens-per-joule" in html and "Method" in html
 

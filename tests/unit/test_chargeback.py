@@ -99,3 +99,26 @@ def test_late_usage_becomes_an_adjustment_for_its_month() -> None:
     assert by_tenant["gone"].effective_cost == D(-1)  # usage that disappeared is credited
     assert cb.adjustment_lines(month, [cb.KeyUsage(*key, cost=D(8), list_cost=D(10))],
                                {key: (D(10), D(8))}) == []  # fmt: skip
+
+
+def test_a_month_renders_to_the_same_bytes_every_time() -> None:
+    """What makes a re-run after a crash give byte-identical documents: the
+    rendering is a pure function of the lines (no clock, no random id)."""
+    from datetime import UTC, datetime
+
+    from models.chargeback_policy import ChargebackPolicy
+    from reports.chargeback import render_month
+
+    month, closed = date(2026, 9, 1), datetime(2026, 10, 1, 3, 0, tzinfo=UTC)
+    k = cb.KeyUsage("acme", "bot", "/chat", "anthropic", "claude-4.5-sonnet", 10, 12, 2, 45_000,
+                    D("0.195"), D("0.2"), D("0.039"), D("0.04"), D("0.01"), D("0.01"))  # fmt: skip
+    lines = cb.ordered(
+        [*cb.key_lines(k), *cb.shared_lines([cb.SharedCost("Fee", D("10.00"))], {"acme": D(1)},
+                                            cb.Policy())]
+    )  # fmt: skip
+    daily = {"acme": [(date(2026, 9, d), D("0.01")) for d in range(1, 31)]}
+    once = render_month(month, closed, lines, daily, ChargebackPolicy())
+    again = render_month(month, closed, lines, daily, ChargebackPolicy())
+    assert once == again
+    assert set(once) == {("acme", "html"), ("acme", "pdf"), ("", "html"), ("", "csv")}
+    assert once[("acme", "pdf")].startswith(b"%PDF") and b"$10.20" in once[("acme", "html")]
