@@ -74,10 +74,13 @@ class TenantSpendSpike(_Rule):
 
 
 class FeatureCostPerCall(_Rule):
-    """Cost per call over the last ``window_minutes`` against the same
-    minutes a week earlier."""
+    """Cost per call over the last ``window_minutes`` against the
+    ``baseline_minutes`` centred on the same time a week earlier: a steadier
+    baseline than the same two minutes, whose noise alone doubled a
+    feature's cost per call a few times a day."""
 
     window_minutes: Minutes = 2
+    baseline_minutes: Minutes = 60
     factor: Share = Decimal(2)
     min_calls: Positive = 50
 

@@ -94,10 +94,11 @@ def findings(conn: Connection, catalog: Catalog, end: datetime) -> list[r.Findin
         f: r.CostPerCall(c, int(n))
         for f, c, n in _rows(conn, calls, **_span(end, cpc.window_minutes))
     }
-    week = end - timedelta(days=7)
+    # The baseline: the hour (baseline_minutes) centred on the same time a week earlier.
+    week = end - timedelta(days=7) + timedelta(minutes=cpc.baseline_minutes // 2)
     before = {
         f: r.CostPerCall(c, int(n))
-        for f, c, n in _rows(conn, calls, **_span(week, cpc.window_minutes))
+        for f, c, n in _rows(conn, calls, **_span(week, cpc.baseline_minutes))
     }
 
     retry = rules.retry_amplification

@@ -157,7 +157,11 @@ def findings(run: Minutes, week_ago: Minutes, end: datetime) -> list[r.Finding]:
         *r.tenant_spend_spike(dict(spend), rules),
         *r.feature_cost_per_call(
             run.cost_per_call(end, per_call),
-            week_ago.cost_per_call(end - timedelta(days=7), per_call),
+            week_ago.cost_per_call(
+                end
+                - timedelta(days=7, minutes=-(rules.feature_cost_per_call.baseline_minutes // 2)),
+                rules.feature_cost_per_call.baseline_minutes,
+            ),
             rules,
         ),
         *r.token_budget_breach({k: r.BudgetUse(*v) for k, v in budget.items()}, CATALOG),
@@ -173,10 +177,10 @@ def findings(run: Minutes, week_ago: Minutes, end: datetime) -> list[r.Finding]:
 
 
 @cache
-def week_ago() -> Minutes:
+def week_ago(duration_s: float = CFG.duration_s) -> Minutes:
     cfg = SimConfig(
         start=START - timedelta(days=7),
-        duration_s=CFG.duration_s,
+        duration_s=duration_s,
         rate=CFG.rate,
         seed=CFG.seed + 100,  # another week's traffic, not a copy of this one
     )
@@ -193,6 +197,19 @@ def timeline(incident: str | None) -> dict[datetime, list[r.Finding]]:
     # The first hour is the baseline; evaluation starts when it is complete.
     ends = [START + timedelta(hours=1) + k * MINUTE for k in range(2 * 60 + 1)]
     return {end: findings(run, week_ago(), end) for end in ends}
+
+
+def test_a_clean_simulated_day_fires_nothing() -> None:
+    """24 hours of clean traffic, every minute after the first hour judged by
+    every rule of the reference evaluation: not one finding."""
+    day = 24 * 3600.0
+    cfg = SimConfig(start=CFG.start, duration_s=day, rate=CFG.rate, seed=CFG.seed + 7)
+    events = list(generate(cfg))
+    run = Minutes(events, cache_events(events, cfg))
+    ends = [START + timedelta(hours=1) + k * MINUTE for k in range(23 * 60 + 1)]
+    fired = {end: f for end in ends if (f := findings(run, week_ago(day), end))}
+    first = next(iter(fired.items()), None)
+    assert not fired, f"{len(fired)} minutes with findings; first: {first}"
 
 
 def test_a_clean_simulated_run_fires_nothing() -> None:
