@@ -18,7 +18,7 @@ from sqlalchemy import Engine, and_, delete, select, update
 from models.money import exact
 from models.prices import PriceBook, PriceEntry
 from models.tables import price_book, spend_window, unpriced_event
-from pipeline.spend_windows import TOKENS
+from pipeline.spend_windows import COSTED, SUBSETS, TOKENS
 from pipeline.versions import LoadResult, Version, load_versions
 
 _PRICE_COLS = (
@@ -77,17 +77,7 @@ def reprice(engine: Engine) -> Repriced:
     book = load_book(engine)
     result = Repriced()
     deltas: dict[tuple[object, ...], dict[str, Decimal | int]] = defaultdict(
-        lambda: {
-            "cost_usd": Decimal(0),
-            "retry_cost_usd": Decimal(0),
-            "failed_cost_usd": Decimal(0),
-            "invalid_cost_usd": Decimal(0),
-            "list_cost_usd": Decimal(0),
-            "retry_list_cost_usd": Decimal(0),
-            "failed_first_cost_usd": Decimal(0),
-            "failed_first_list_cost_usd": Decimal(0),
-            "unpriced_attempts": 0,
-        }
+        lambda: {**{column: Decimal(0) for column, _, _ in COSTED}, "unpriced_attempts": 0}
     )
     done = []
     with engine.begin() as conn:
@@ -113,18 +103,10 @@ def reprice(engine: Engine) -> Repriced:
                 )
             ]
             with exact():
-                d["cost_usd"] += cost
-                d["list_cost_usd"] += listed
-                if r["attempt"] > 1:
-                    d["retry_cost_usd"] += cost
-                    d["retry_list_cost_usd"] += listed
-                if r["failed"]:
-                    d["failed_cost_usd"] += cost
-                if r["failed"] and r["attempt"] == 1:
-                    d["failed_first_cost_usd"] += cost
-                    d["failed_first_list_cost_usd"] += listed
-                if r["invalid"]:
-                    d["invalid_cost_usd"] += cost
+                # The same subsets of attempts as the stream's windows.
+                for column, prefix, at_list in COSTED:
+                    if SUBSETS[prefix].test(r["attempt"], r["failed"], r["invalid"]):
+                        d[column] += listed if at_list else cost
                 d["unpriced_attempts"] -= 1
                 result.cost_usd += cost
             done.append(r["event_key"])

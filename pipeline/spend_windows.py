@@ -7,6 +7,7 @@ upsert is the final group-by.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, fields
 from datetime import datetime
 from decimal import Decimal
@@ -91,9 +92,32 @@ def with_window(events: pl.DataFrame) -> pl.DataFrame:
     return events.with_columns(pl.col("ts").dt.truncate(WINDOW).alias("window_start"))
 
 
-# Each cost column, the prefix of the token sums it is costed from, and
-# whether it is at list price (no batch discount).
-_COSTED: Final = (
+@dataclass(frozen=True)
+class Subset:
+    """Attempts a cost column is summed over: as a polars filter on events
+    (``attempt``, ``status``) and as a test on a stored attempt's
+    (attempt, failed, invalid), so the stream and repricing agree."""
+
+    expr: pl.Expr | None  # None: every attempt
+    test: Callable[[int, bool, bool], bool]
+
+
+RETRY: Final = pl.col("attempt") > 1
+FAILED: Final = pl.col("status") != "ok"
+INVALID: Final = pl.col("status") == "invalid_output"
+SUBSETS: Final = {
+    "": Subset(None, lambda attempt, failed, invalid: True),
+    "retry_": Subset(RETRY, lambda attempt, failed, invalid: attempt > 1),
+    "failed_": Subset(FAILED, lambda attempt, failed, invalid: failed),
+    "invalid_": Subset(INVALID, lambda attempt, failed, invalid: invalid),
+    "failed_first_": Subset(
+        FAILED & ~RETRY, lambda attempt, failed, invalid: failed and attempt == 1
+    ),
+}
+
+# Each cost column, the subset (prefix of the token sums) it is costed from,
+# and whether it is at list price (no batch discount).
+COSTED: Final = (
     ("cost_usd", "", False),
     ("retry_cost_usd", "retry_", False),
     ("failed_cost_usd", "failed_", False),
@@ -116,30 +140,30 @@ def aggregate(priced: pl.DataFrame, book: PriceBook) -> list[SpendWindow]:
     """Sum priced events (with ``price_id``) into window partial sums.
 
     polars sums the tokens per (window key, price version, batch flag), once
-    for all attempts and once each for retries and failures; each of those
+    for all attempts and once for each of :data:`SUBSETS`; each of those
     sums is then costed by one exact Decimal evaluation of the cost rule,
     which is linear in the tokens. No float ever holds money.
     """
     if priced.is_empty():
         return []
-    retry = pl.col("attempt") > 1
-    failed = pl.col("status") != "ok"
-    invalid = pl.col("status") == "invalid_output"
     local = pl.col("local_input_tokens")
+    subset_sums = [
+        pl.col(t).filter(s.expr).sum().alias(f"{prefix}{t}")
+        for prefix, s in SUBSETS.items()
+        if s.expr is not None
+        for t in TOKENS
+    ]
     groups = (
         with_window(priced)
         .group_by([*KEY, "price_id", "batch"])
         .agg(
             pl.len().alias("attempts"),
             (pl.col("attempt") == 1).sum().alias("requests"),
-            retry.sum().alias("retry_attempts"),
-            failed.sum().alias("failed_attempts"),
+            RETRY.sum().alias("retry_attempts"),
+            FAILED.sum().alias("failed_attempts"),
             *[pl.col(t).sum() for t in TOKENS],
-            *[pl.col(t).filter(retry).sum().alias(f"retry_{t}") for t in TOKENS],
-            *[pl.col(t).filter(failed).sum().alias(f"failed_{t}") for t in TOKENS],
-            *[pl.col(t).filter(failed & ~retry).sum().alias(f"failed_first_{t}") for t in TOKENS],
-            invalid.sum().alias("invalid_attempts"),
-            *[pl.col(t).filter(invalid).sum().alias(f"invalid_{t}") for t in TOKENS],
+            *subset_sums,
+            INVALID.sum().alias("invalid_attempts"),
             pl.col("fallback_from").is_not_null().sum().alias("fallback_attempts"),
             local.is_not_null().sum().alias("drift_attempts"),
             pl.col("input_tokens").filter(local.is_not_null()).sum().alias("drift_billed_tokens"),
@@ -149,10 +173,10 @@ def aggregate(priced: pl.DataFrame, book: PriceBook) -> list[SpendWindow]:
     parts = []
     for g in groups.iter_rows(named=True):
         price_id, attempts = g["price_id"], g["attempts"]
-        costs: dict[str, Any] = {column: Decimal(0) for column, _, _ in _COSTED}
+        costs: dict[str, Any] = {column: Decimal(0) for column, _, _ in COSTED}
         if price_id is not None:
             price = book.entries[price_id]
-            for column, prefix, at_list in _COSTED:
+            for column, prefix, at_list in COSTED:
                 costs[column] = price.cost(
                     input_tokens=g[f"{prefix}input_tokens"],
                     output_tokens=g[f"{prefix}output_tokens"],
