@@ -2,9 +2,9 @@
 
 Every route declares a token budget, a latency budget, its retry limit and
 its fallback model; every rule has thresholds, a severity and can be turned
-off. Parsed with YAML's base loader (every scalar a string, so no float ever
-sneaks into a money threshold) and validated by pydantic; errors name the
-path of the offending value (``routes[2].token_budget.input_cap``).
+off. Parsed by models.yaml_config: every scalar a string, so no float ever
+sneaks into a money threshold, and errors name the path of the offending
+value (``routes[2].token_budget.input_cap``).
 """
 
 from __future__ import annotations
@@ -12,8 +12,9 @@ from __future__ import annotations
 from decimal import Decimal
 from typing import Annotated, Literal, Self
 
-import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic import BaseModel, ConfigDict, Field, model_validator
+
+from models.yaml_config import ConfigError, parse
 
 Severity = Literal["info", "ticket", "page"]
 Positive = Annotated[int, Field(gt=0)]
@@ -184,31 +185,13 @@ class Catalog(_Strict):
         return next((r for r in self.routes if r.route == name), None)
 
 
-class CatalogError(ValueError):
-    """The catalog is invalid; ``problems`` lists each as ``path: message``."""
-
-    def __init__(self, problems: list[str]) -> None:
-        super().__init__("invalid route catalog:\n  " + "\n  ".join(problems))
-        self.problems = problems
-
-
-def _path(loc: tuple[int | str, ...]) -> str:
-    out = ""
-    for part in loc:
-        out += f"[{part}]" if isinstance(part, int) else (f".{part}" if out else str(part))
-    return out or "<catalog>"
+class CatalogError(ConfigError):
+    what = "route catalog"
+    root = "<catalog>"
 
 
 def parse_yaml(text: str) -> Catalog:
-    try:
-        data = yaml.load(text, Loader=yaml.BaseLoader)
-    except yaml.YAMLError as exc:
-        raise CatalogError([f"not YAML: {exc}"]) from exc
-    if not isinstance(data, dict):
-        raise CatalogError(["the catalog must be a mapping with a 'routes' list"])
-    try:
-        return Catalog.model_validate(data)
-    except ValidationError as exc:
-        raise CatalogError(
-            [f"{_path(tuple(e['loc']))}: {e['msg']}" for e in exc.errors(include_url=False)]
-        ) from exc
+    return parse(
+        text, Catalog, CatalogError, "the catalog must be a mapping with a 'routes' list",
+        empty_ok=False,
+    )  # fmt: skip

@@ -1,28 +1,23 @@
 """How month close allocates shared costs, declared in YAML
-(``models/data/chargeback.yaml`` by default). Parsed like the route catalog:
-every scalar a string, so no float ever holds money, and errors name the
-path of the offending value."""
+(``models/data/chargeback.yaml`` by default), parsed by models.yaml_config
+like the route catalog."""
 
 from __future__ import annotations
 
 from decimal import Decimal
 from typing import Annotated, Literal, Self
 
-import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic import BaseModel, ConfigDict, Field, model_validator
 
-from models.catalog import _path
 from models.money import CENT
+from models.yaml_config import ConfigError, parse
 
 Usd = Annotated[Decimal, Field(ge=0, allow_inf_nan=False)]
 
 
-class PolicyError(ValueError):
-    """The policy is invalid; ``problems`` lists each as ``path: message``."""
-
-    def __init__(self, problems: list[str]) -> None:
-        super().__init__("invalid chargeback policy:\n  " + "\n  ".join(problems))
-        self.problems = problems
+class PolicyError(ConfigError):
+    what = "chargeback policy"
+    root = "<policy>"
 
 
 class _Strict(BaseModel):
@@ -61,15 +56,10 @@ class ChargebackPolicy(_Strict):
 
 
 def parse_policy(text: str) -> ChargebackPolicy:
-    try:
-        data = yaml.load(text, Loader=yaml.BaseLoader) or {}
-    except yaml.YAMLError as exc:
-        raise PolicyError([f"not YAML: {exc}"]) from exc
-    if not isinstance(data, dict):
-        raise PolicyError(["the chargeback policy must be a mapping"])
-    try:
-        return ChargebackPolicy.model_validate(data)
-    except ValidationError as exc:
-        raise PolicyError(
-            [f"{_path(tuple(e['loc']))}: {e['msg']}" for e in exc.errors(include_url=False)]
-        ) from exc
+    return parse(
+        text,
+        ChargebackPolicy,
+        PolicyError,
+        "the chargeback policy must be a mapping",
+        empty_ok=True,
+    )
