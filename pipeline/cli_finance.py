@@ -3,8 +3,7 @@
 
 from __future__ import annotations
 
-from collections import defaultdict
-from datetime import UTC, date, datetime, timedelta
+from datetime import UTC, date, datetime, time, timedelta
 from decimal import Decimal
 from pathlib import Path
 from typing import Annotated, Literal
@@ -12,12 +11,12 @@ from typing import Annotated, Literal
 import typer
 from rich.console import Console
 from rich.table import Table
-from sqlalchemy import text
 
 from models.chargeback_policy import ChargebackPolicy, PolicyError, parse_policy
 from pipeline import db
 from pipeline.cli_web import _database_url
-from pipeline.month_close import MonthError, close_month, month_start, stored_month
+from pipeline.month_close import close_month, stored_month
+from pipeline.months import MonthError, next_month, parse_month
 
 month_app = typer.Typer(help="Close a month into chargeback documents.", no_args_is_help=True)
 report_app = typer.Typer(help="Finance and sustainability exports.", no_args_is_help=True)
@@ -44,7 +43,7 @@ def _policy(path: Path | None) -> ChargebackPolicy:
 
 def _month(value: str) -> date:
     try:
-        return month_start(value)
+        return parse_month(value)
     except MonthError as exc:
         raise typer.BadParameter(str(exc)) from exc
 
@@ -166,37 +165,23 @@ def forecast(
     ] = None,
 ) -> None:
     """Month-to-date spend and a forecast to month end, with an 80% interval."""
-    from pipeline.forecast import METHOD
-    from pipeline.forecast import forecast as predict
+    from pipeline.forecast import METHOD, forecasts
+    from pipeline.month_close import daily_spend
 
     today = date.fromisoformat(as_of) if as_of else datetime.now(UTC).date()
     m = _month(month) if month else today.replace(day=1)
-    known_until = min(today, (m + timedelta(days=32)).replace(day=1))
-    history_from = m - timedelta(days=28)
-    series: dict[str, dict[date, Decimal]] = defaultdict(dict)
+    known_until = min(today, next_month(m))
     with db.engine(_database_url()).connect() as conn:
-        # The column name comes from the Literal above, never from free text.
-        for key, day, usd in conn.execute(
-            text(
-                f"SELECT {by}, (window_start AT TIME ZONE 'UTC')::date AS d, sum(cost_usd)"
-                " FROM spend_window WHERE window_start >= :s AND window_start < :e"
-                f" GROUP BY {by}, d"
-            ),
-            {"s": history_from, "e": known_until},
-        ):
-            series[key][day] = usd
+        daily = daily_spend(
+            conn, m, by=by, before_days=28, until=datetime.combine(known_until, time(), UTC)
+        )
     table = Table(
         title=f"Forecast {m:%Y-%m} by {by}, known through {known_until - timedelta(days=1)}"
     )
     for col in (by, "month to date", "forecast", "80% interval"):
         table.add_column(col, justify="left" if col == by else "right")
     total_mtd = total_expected = Decimal(0)
-    for key in sorted(series):
-        days = series[key]
-        span = (known_until - m).days
-        history = [days.get(history_from + timedelta(days=i), Decimal(0)) for i in range(28)]
-        known = [days.get(m + timedelta(days=i), Decimal(0)) for i in range(max(span, 0))]
-        f = predict(m, known, history)
+    for key, f in forecasts(daily, m, known_days=max((known_until - m).days, 0)).items():
         total_mtd += f.month_to_date
         total_expected += f.expected
         table.add_row(

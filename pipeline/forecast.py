@@ -8,7 +8,7 @@ computed in floats and shown rounded to the cent.
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from datetime import date, timedelta
 from decimal import ROUND_HALF_EVEN, Decimal
@@ -16,6 +16,7 @@ from statistics import fmean, pstdev
 from typing import Final
 
 from models.money import CENT
+from pipeline.months import days_in
 
 METHOD: Final = (
     "Each weekday gets a seasonal factor: its mean daily spend over the known days (the month so "
@@ -39,11 +40,6 @@ class Forecast:
     high: Decimal
     days_known: int
     days_in_month: int
-
-
-def days_in(month: date) -> int:
-    nxt = date(month.year + month.month // 12, month.month % 12 + 1, 1)
-    return (nxt - month).days
 
 
 def _usd(x: float) -> Decimal:
@@ -89,3 +85,16 @@ def forecast(month: date, daily: Sequence[Decimal], history: Sequence[Decimal] =
         len(daily),
         total_days,
     )
+
+
+def forecasts(
+    daily: Mapping[str, Sequence[tuple[date, Decimal]]], month: date, known_days: int
+) -> dict[str, Forecast]:
+    """A forecast per key of ``daily`` (its spend per day, the days before
+    ``month`` as history), as known after the month's first ``known_days``."""
+    out = {}
+    for key, days in daily.items():
+        history = [usd for d, usd in days if d < month]
+        this_month = [usd for d, usd in days if d >= month]
+        out[key] = forecast(month, this_month[:known_days], history)
+    return out

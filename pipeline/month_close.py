@@ -24,15 +24,12 @@ from sqlalchemy import Connection, Engine, text
 from models.chargeback_policy import ChargebackPolicy
 from models.money import CENT, exact
 from pipeline import chargeback as cb
-from pipeline.forecast import Forecast, forecast
+from pipeline import months
+from pipeline.carbon import MJ_PER_KWH
+from pipeline.forecast import forecasts
+from pipeline.months import MonthError
 from reports import chargeback as docs
 from reports import focus
-
-MJ_PER_KWH: Final = Decimal(3_600_000_000)
-
-
-class MonthError(ValueError):
-    pass
 
 
 @dataclass(frozen=True)
@@ -44,24 +41,10 @@ class Closed:
     fresh: bool  # closed by this call (False: it was closed already)
 
 
-def month_start(value: str) -> date:
-    try:
-        year, month = value.split("-")
-        if len(year) != 4 or len(month) != 2:
-            raise ValueError(value)
-        return date(int(year), int(month), 1)
-    except ValueError as exc:
-        raise MonthError(f"a month is YYYY-MM, not {value!r}") from exc
-
-
-def next_month(m: date) -> date:
-    return date(m.year + m.month // 12, m.month % 12 + 1, 1)
-
-
 def _bounds(m: date) -> dict[str, datetime]:
-    start = datetime(m.year, m.month, 1, tzinfo=UTC)
-    end = next_month(m)
-    return {"s": start, "e": datetime(end.year, end.month, 1, tzinfo=UTC)}
+    """The month's span as query parameters :s and :e."""
+    start, end = months.bounds(m)
+    return {"s": start, "e": end}
 
 
 _KEY_SUMS: Final = (
@@ -92,18 +75,20 @@ def _billed(conn: Connection, m: date) -> dict[tuple[str, ...], tuple[Decimal, D
 
 
 def _shared_costs(conn: Connection, m: date, policy: ChargebackPolicy) -> list[cb.SharedCost]:
+    idle_mj: int | None = None  # read once, if a cost is priced by it
     out = []
     for spec in policy.shared_costs:
         if spec.usd is not None:
             out.append(cb.SharedCost(spec.name, spec.usd))
             continue
-        idle_mj = conn.execute(
-            text(
-                "SELECT coalesce(sum(idle_mj), 0) FROM node_energy_window"
-                " WHERE window_start >= :s AND window_start < :e"
-            ),
-            _bounds(m),
-        ).scalar_one()
+        if idle_mj is None:
+            idle_mj = conn.execute(
+                text(
+                    "SELECT coalesce(sum(idle_mj), 0) FROM node_energy_window"
+                    " WHERE window_start >= :s AND window_start < :e"
+                ),
+                _bounds(m),
+            ).scalar_one()
         assert spec.usd_per_kwh is not None
         usd = (Decimal(idle_mj) / MJ_PER_KWH * spec.usd_per_kwh).quantize(CENT, ROUND_HALF_EVEN)
         kwh = (Decimal(idle_mj) / MJ_PER_KWH).quantize(Decimal("0.1"))
@@ -111,44 +96,44 @@ def _shared_costs(conn: Connection, m: date, policy: ChargebackPolicy) -> list[c
     return out
 
 
+DAILY_BY: Final = ("tenant", "feature", "model")
+
+
 def daily_spend(
-    conn: Connection, m: date, before_days: int = 0
+    conn: Connection,
+    m: date,
+    *,
+    by: str = "tenant",
+    before_days: int = 0,
+    until: datetime | None = None,
 ) -> dict[str, list[tuple[date, Decimal]]]:
-    """Each tenant's spend per UTC day of month ``m`` (and ``before_days``
-    before it), every day listed, zero when there was none."""
+    """Spend per ``by`` (tenant, feature or model) and UTC day of month
+    ``m`` and the ``before_days`` before it, read up to ``until`` (default:
+    the month's end); every day listed, zero when there was none."""
+    if by not in DAILY_BY:
+        raise ValueError(f"daily spend is by one of {DAILY_BY}, not {by!r}")
     first = m - timedelta(days=before_days)
-    days = (next_month(m) - first).days
+    days = (months.next_month(m) - first).days
+    span = _bounds(m) | {"s": months.midnight(first)}
     found = {
-        (tenant, day): usd
-        for tenant, day, usd in conn.execute(
+        (key, day): usd
+        for key, day, usd in conn.execute(
+            # The column name is one of DAILY_BY, checked above.
             text(
-                "SELECT tenant, (window_start AT TIME ZONE 'UTC')::date AS d, sum(cost_usd)"
+                f"SELECT {by}, (window_start AT TIME ZONE 'UTC')::date AS d, sum(cost_usd)"
                 " FROM spend_window WHERE window_start >= :s AND window_start < :e"
-                " GROUP BY tenant, d"
+                f" GROUP BY {by}, d"
             ),
-            _bounds(m) | {"s": datetime(first.year, first.month, first.day, tzinfo=UTC)},
+            span if until is None else span | {"e": min(until, span["e"])},
         )
     }
-    out: dict[str, list[tuple[date, Decimal]]] = {}
-    for tenant in sorted({t for t, _ in found}):
-        out[tenant] = [
-            (d, found.get((tenant, d), Decimal(0)))
+    return {
+        key: [
+            (d, found.get((key, d), Decimal(0)))
             for d in (first + timedelta(days=i) for i in range(days))
         ]
-    return out
-
-
-def mid_month_forecasts(
-    daily: dict[str, list[tuple[date, Decimal]]], m: date, known_days: int = 15
-) -> dict[str, Forecast]:
-    """What the forecast said at mid-month, per tenant: shown next to the
-    actual total, so finance sees how far to trust the next one."""
-    out = {}
-    for tenant, days in daily.items():
-        history = [usd for d, usd in days if d < m]
-        month = [usd for d, usd in days if d >= m]
-        out[tenant] = forecast(m, month[:known_days], history)
-    return out
+        for key in sorted({k for k, _ in found})
+    }
 
 
 def close_month(
@@ -193,7 +178,9 @@ def close_month(
             lines,
             {t: [(d, usd) for d, usd in days if d >= m] for t, days in daily.items()},
             policy,
-            mid_month_forecasts(daily, m),
+            # What the forecast said at mid-month, next to the actual total,
+            # so finance sees how far to trust the next one.
+            forecasts(daily, m, known_days=15),
         )
         rows = focus.frame([*focus.usage_rows(conn, m), *focus.adjustment_rows(m, lines)])
         documents[("", "focus.csv")] = focus.to_csv(rows)

@@ -19,7 +19,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Sequence
-from datetime import UTC, date, datetime, timedelta
+from datetime import date, timedelta
 from decimal import ROUND_DOWN, Decimal
 from typing import Any, Final
 
@@ -28,6 +28,7 @@ from sqlalchemy import Connection, text
 
 from models.money import MTOK, exact
 from pipeline.chargeback import Line
+from pipeline.months import bounds, midnight, next_month
 
 VERSION: Final = "1.2"
 MONEY: Final = pl.Decimal(38, 16)
@@ -121,14 +122,6 @@ ORDER BY day, s.tenant, s.route, s.feature, s.provider, s.model, p.id
 """
 
 
-def _midnight(d: date) -> datetime:
-    return datetime(d.year, d.month, d.day, tzinfo=UTC)
-
-
-def _month_end(m: date) -> date:
-    return date(m.year + m.month // 12, m.month % 12 + 1, 1)
-
-
 def _split(total: Decimal, weights: Sequence[Decimal]) -> list[Decimal]:
     """``total`` over ``weights`` in proportion, at 16 places, the largest
     weight taking the remainder: the parts add up to ``total`` exactly, and
@@ -149,8 +142,8 @@ def _base(m: date, tenant: str) -> dict[str, Any]:
         "BillingAccountName": tenant,
         "BillingAccountType": "Cost Centre",
         "BillingCurrency": "USD",
-        "BillingPeriodStart": _midnight(m),
-        "BillingPeriodEnd": _midnight(_month_end(m)),
+        "BillingPeriodStart": midnight(m),
+        "BillingPeriodEnd": midnight(next_month(m)),
         "ChargeFrequency": "Usage-Based",
         "InvoiceId": f"{m:%Y-%m}/{tenant}",
         "InvoiceIssuerName": "finops internal chargeback",
@@ -161,9 +154,9 @@ def _base(m: date, tenant: str) -> dict[str, Any]:
 
 
 def usage_rows(conn: Connection, m: date) -> list[dict[str, Any]]:
-    bounds = {"s": _midnight(m), "e": _midnight(_month_end(m))}
+    start, end = bounds(m)
     rows = []
-    for g in conn.execute(text(_GROUPS), bounds).mappings():
+    for g in conn.execute(text(_GROUPS), {"s": start, "e": end}).mappings():
         if g["price_id"] is None:
             continue  # unpriced: no cost yet (its windows count it as unpriced_attempts)
         tokens = [int(g[k.replace("-", "_")]) for k, _, _ in KINDS]
@@ -186,8 +179,8 @@ def usage_rows(conn: Connection, m: date) -> list[dict[str, Any]]:
                     "BilledCost": eff,
                     "ChargeCategory": "Usage",
                     "ChargeDescription": f"{title} of {g['model']} ({g['provider']})",
-                    "ChargePeriodStart": _midnight(g["day"]),
-                    "ChargePeriodEnd": _midnight(g["day"] + timedelta(days=1)),
+                    "ChargePeriodStart": midnight(g["day"]),
+                    "ChargePeriodEnd": midnight(g["day"] + timedelta(days=1)),
                     "ConsumedQuantity": Decimal(n),
                     "ConsumedUnit": "Tokens",
                     "ContractedCost": lst,
@@ -232,8 +225,8 @@ def adjustment_rows(m: date, lines: Sequence[Line]) -> list[dict[str, Any]]:
                 "ChargeCategory": "Adjustment",
                 "ChargeClass": "Correction",
                 "ChargeDescription": f"{x.description}: {x.model} on {x.route} ({x.feature})",
-                "ChargePeriodStart": _midnight(x.adjusts),
-                "ChargePeriodEnd": _midnight(_month_end(x.adjusts)),
+                "ChargePeriodStart": midnight(x.adjusts),
+                "ChargePeriodEnd": midnight(next_month(x.adjusts)),
                 "ContractedCost": x.list_cost,
                 "EffectiveCost": x.effective_cost,
                 "ListCost": x.list_cost,

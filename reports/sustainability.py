@@ -14,7 +14,7 @@ from __future__ import annotations
 import csv
 import io
 import json
-from datetime import UTC, date, datetime
+from datetime import date
 from decimal import ROUND_HALF_EVEN, Decimal
 from typing import Any, Final
 
@@ -22,6 +22,7 @@ from markupsafe import Markup
 from sqlalchemy import Engine
 
 from pipeline.carbon import METHOD, MJ_PER_KWH, Footprint
+from pipeline.months import bounds
 from reports import charts
 from reports.carbon import carbon
 from reports.render import render
@@ -56,8 +57,7 @@ def _row(dimension: str, value: str, source: str, f: Footprint) -> dict[str, Any
 
 
 def sustainability(engine: Engine, m: date) -> dict[str, bytes]:
-    start = datetime(m.year, m.month, 1, tzinfo=UTC)
-    end = datetime(m.year + m.month // 12, m.month % 12 + 1, 1, tzinfo=UTC)
+    start, end = bounds(m)
     rows: list[dict[str, Any]] = []
     totals: dict[str, Any] = {}
     for dim in BREAKDOWNS:
