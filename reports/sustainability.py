@@ -27,6 +27,7 @@ from reports import charts
 from reports.carbon import carbon
 from reports.render import render
 
+# Energy-window columns, then the grid region (last: it comes from the site).
 BREAKDOWNS: Final = ("model", "batch_bucket", "cache_state", "tenant", "region")
 COLUMNS: Final = (
     "dimension", "value", "source", "tokens", "energy_kwh", "tokens_per_joule",
@@ -58,27 +59,24 @@ def _row(dimension: str, value: str, source: str, f: Footprint) -> dict[str, Any
 
 def sustainability(engine: Engine, m: date) -> dict[str, bytes]:
     start, end = bounds(m)
+    # One read at the finest grain (every breakdown, then the region, then
+    # the source); each breakdown and the totals are sums of its footprints.
+    result = carbon(engine, start, end, BREAKDOWNS[:-1], by_region=True)
     rows: list[dict[str, Any]] = []
-    totals: dict[str, Any] = {}
-    for dim in BREAKDOWNS:
-        by_region = dim == "region"
-        result = carbon(engine, start, end, () if by_region else (dim,), by_region=by_region)
-        for (value, source), f in sorted(result.groups.items()):
-            rows.append(_row(dim, value, source, f))
-        if not totals:
-            by_source: dict[str, Footprint] = {}
-            for (_, source), f in result.groups.items():
-                by_source.setdefault(source, Footprint()).add(f)
-            totals = {
-                "measured": _row(
-                    "total", "all", "measured", by_source.get("measured", Footprint())
-                ),
-                "estimated": _row(
-                    "total", "all", "estimated", by_source.get("estimated", Footprint())
-                ),
-                "idle": _row("total", "idle", "measured", result.idle),
-                "fleet": _row("total", "fleet", "all", result.fleet),
-            }
+    for i, dim in enumerate(BREAKDOWNS):
+        rolled: dict[tuple[str, str], Footprint] = {}
+        for key, f in result.groups.items():
+            rolled.setdefault((key[i], key[-1]), Footprint()).add(f)
+        rows += [_row(dim, value, source, f) for (value, source), f in sorted(rolled.items())]
+    by_source: dict[str, Footprint] = {}
+    for key, f in result.groups.items():
+        by_source.setdefault(key[-1], Footprint()).add(f)
+    totals = {
+        "measured": _row("total", "all", "measured", by_source.get("measured", Footprint())),
+        "estimated": _row("total", "all", "estimated", by_source.get("estimated", Footprint())),
+        "idle": _row("total", "idle", "measured", result.idle),
+        "fleet": _row("total", "fleet", "all", result.fleet),
+    }
     name = f"sustainability-{m:%Y-%m}"
     doc = {"month": f"{m:%Y-%m}", "method": METHOD, "totals": totals, "rows": rows}
     out = io.StringIO()

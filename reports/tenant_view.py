@@ -154,27 +154,10 @@ def tenant_view(conn: Connection, tenant: str, since: datetime, until: datetime)
     p = {"t": tenant, "s": since, "e": until}
     bucket = bucket_minutes(until - since)
     in_range = "tenant = :t AND window_start >= :s AND window_start < :e"
-    t = conn.execute(
-        text(
-            "SELECT coalesce(sum(cost_usd), 0), coalesce(sum(requests), 0),"
-            " coalesce(sum(attempts), 0), coalesce(sum(retry_cost_usd), 0),"
-            " coalesce(sum(failed_cost_usd), 0), coalesce(sum(invalid_cost_usd), 0),"
-            " coalesce(sum(input_tokens), 0), coalesce(sum(output_tokens), 0),"
-            f" coalesce(sum(cache_read_tokens), 0) FROM spend_window WHERE {in_range}"
-        ),
-        p,
-    ).one()
-    totals = Totals(
-        cost_usd=t[0],
-        requests=t[1],
-        attempts=t[2],
-        retry_cost_usd=t[3],
-        failed_cost_usd=t[4],
-        invalid_cost_usd=t[5],
-        input_tokens=t[6],
-        output_tokens=t[7],
-        cache_read_tokens=t[8],
-    )
+    # Totals' fields are spend_window columns of the same names.
+    sums = ", ".join(f"coalesce(sum({c}), 0)" for c in Totals.model_fields)
+    t = conn.execute(text(f"SELECT {sums} FROM spend_window WHERE {in_range}"), p).one()
+    totals = Totals(**dict(zip(Totals.model_fields, t, strict=True)))
     binned = "date_bin(make_interval(mins => :b), window_start, TIMESTAMPTZ '2000-01-01')"
     spend = [
         SpendPoint(bucket=b, cost_usd=c, requests=q, attempts=a)
