@@ -105,50 +105,19 @@ def key_lines(k: KeyUsage) -> list[Line]:
     failed first attempts as lines of their own; together they are exactly
     the key's cost."""
     with exact():
-        usage = Line(
-            k.tenant,
-            "usage",
-            f"{k.model} tokens, {k.requests:,} requests",
-            k.feature,
-            k.route,
-            k.provider,
-            k.model,
-            k.tokens,
-            k.list_cost - k.retry_list_cost - k.failed_first_list_cost,
-            k.cost - k.retry_cost - k.failed_first_cost,
-        )
-    lines = [usage]
-    if k.retry_cost or k.retry_list_cost:
-        lines.append(
-            Line(
-                k.tenant,
-                "retries",
-                f"{k.retry_attempts:,} retry attempts",
-                k.feature,
-                k.route,
-                k.provider,
-                k.model,
-                k.retry_attempts,
-                k.retry_list_cost,
-                k.retry_cost,
-            )
-        )
-    if k.failed_first_cost or k.failed_first_list_cost:
-        lines.append(
-            Line(
-                k.tenant,
-                "failed",
-                "failed first attempts",
-                k.feature,
-                k.route,
-                k.provider,
-                k.model,
-                0,
-                k.failed_first_list_cost,
-                k.failed_first_cost,
-            )
-        )
-    return lines
+        usage_list = k.list_cost - k.retry_list_cost - k.failed_first_list_cost
+        usage_cost = k.cost - k.retry_cost - k.failed_first_cost
+    parts: list[tuple[LineKind, str, int, Decimal, Decimal]] = [
+        ("usage", f"{k.model} tokens, {k.requests:,} requests", k.tokens, usage_list, usage_cost),
+        ("retries", f"{k.retry_attempts:,} retry attempts", k.retry_attempts,
+         k.retry_list_cost, k.retry_cost),
+        ("failed", "failed first attempts", 0, k.failed_first_list_cost, k.failed_first_cost),
+    ]  # fmt: skip
+    return [
+        Line(k.tenant, kind, what, k.feature, k.route, k.provider, k.model, n, listed, cost)
+        for kind, what, n, listed, cost in parts
+        if kind == "usage" or listed or cost
+    ]
 
 
 def split_to_cents(total: Decimal, weights: Mapping[str, Decimal]) -> dict[str, Decimal]:
