@@ -2,10 +2,11 @@
 
 from __future__ import annotations
 
-import asyncio
 from collections import Counter
 from collections.abc import Sequence
+from dataclasses import dataclass
 
+import polars as pl
 from psycopg import AsyncConnection
 
 from pipeline.cache_codec import CACHE
@@ -26,19 +27,32 @@ CREATE TEMP TABLE IF NOT EXISTS stage_cache_eviction_window
 """
 
 
-class CacheSink(LineSink):
+@dataclass(frozen=True)
+class CacheBatch:
+    windows: pl.DataFrame
+    evictions: pl.DataFrame
+    accepted: Counter[int]
+    dead: list[DeadLetter]
+
+
+class CacheSink(LineSink[CacheBatch]):
     stage_ddl = _STAGE_DDL
 
     def __init__(self, database_url: str, topic: str) -> None:
         super().__init__(database_url, topic, SINK)
 
-    async def write(
-        self, conn: AsyncConnection[tuple[object, ...]], messages: Sequence[Message]
-    ) -> tuple[Counter[int], list[DeadLetter]]:
-        decoded = await asyncio.to_thread(CACHE.decode, messages)
+    def prepare(self, messages: Sequence[Message]) -> CacheBatch:
+        decoded = CACHE.decode(messages)
         windows, evictions = window_frames(decoded.events)
-        async with conn.cursor() as cur:
-            await copy_merge(cur, windows, "cache_window", WINDOW_KEY, _CACHE_SUMS)
-            await copy_merge(cur, evictions, "cache_eviction_window", EVICTION_KEY, _EVICTION_SUMS)
         accepted = Counter(decoded.events["partition"].to_list())
-        return accepted, decoded.dead
+        return CacheBatch(windows, evictions, accepted, decoded.dead)
+
+    async def write(
+        self, conn: AsyncConnection[tuple[object, ...]], batch: CacheBatch
+    ) -> tuple[Counter[int], list[DeadLetter]]:
+        async with conn.cursor() as cur:
+            await copy_merge(cur, batch.windows, "cache_window", WINDOW_KEY, _CACHE_SUMS)
+            await copy_merge(
+                cur, batch.evictions, "cache_eviction_window", EVICTION_KEY, _EVICTION_SUMS
+            )
+        return batch.accepted, batch.dead

@@ -28,6 +28,7 @@ from pipeline.ndjson_codec import Message, split_lines
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
+B = TypeVar("B")
 M = TypeVar("M", bound=BaseModel)
 
 # A partition's next owner bumps its epoch. lock_timeout: a zombie frozen in
@@ -256,20 +257,27 @@ class LinesApplied:
     fenced: tuple[int, ...] = ()
 
 
-class LineSink(OffsetSink):
+class LineSink(OffsetSink, Generic[B]):
     """A sink for a topic whose batches need no dedup: each message is
-    applied once by its offset, and ``write`` turns its lines into table rows
-    inside the offset transaction."""
+    applied once by its offset. ``prepare`` is the pure part (decode,
+    validate, sum; it runs in a thread, outside any transaction) and
+    ``write`` turns its result into table rows inside the offset
+    transaction."""
+
+    def prepare(self, messages: Sequence[Message]) -> B:
+        raise NotImplementedError
 
     async def write(
-        self, conn: AsyncConnection[tuple[object, ...]], messages: Sequence[Message]
+        self, conn: AsyncConnection[tuple[object, ...]], batch: B
     ) -> tuple[Counter[int], list[DeadLetter]]:
         raise NotImplementedError
 
-    async def apply(self, messages: Sequence[Message]) -> LinesApplied:
-        return await self._retrying(lambda: self._apply_once(messages))
+    async def apply(self, messages: Sequence[Message], prepared: B | None = None) -> LinesApplied:
+        """Apply ``messages``; ``prepared`` is ``prepare(messages)`` when the
+        caller already ran it (it is used only if every message is fresh)."""
+        return await self._retrying(lambda: self._apply_once(messages, prepared))
 
-    async def _apply_once(self, messages: Sequence[Message]) -> LinesApplied:
+    async def _apply_once(self, messages: Sequence[Message], prepared: B | None) -> LinesApplied:
         partitions = sorted({m.partition for m in messages})
         conn = await self._connection()
         async with conn.transaction():
@@ -282,7 +290,10 @@ class LineSink(OffsetSink):
             ]
             if not fresh:
                 return LinesApplied(fenced=fenced)
-            accepted, dead = await self.write(conn, fresh)
+            if prepared is None or len(fresh) < len(messages):
+                # A redelivery or a fenced partition: only the rest counts.
+                prepared = await asyncio.to_thread(self.prepare, fresh)
+            accepted, dead = await self.write(conn, prepared)
             await self._write_dead(conn, dead)
             last: dict[int, int] = {}
             for m in fresh:

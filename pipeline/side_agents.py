@@ -1,16 +1,18 @@
 """Agents for the topics joined with usage: GPU telemetry and cache events.
 
-Thin, like the spend agent: take a batch without acking, let the sink apply
-it in one transaction with its offsets, publish its dead letters, then ack.
-These topics carry little volume (a sample per GPU per scrape, a few cache
-events per call), so one stage is enough. The ``dead_letter`` table is the
-authority for their rejected lines; the copy on the dead-letter topic is
-published after the commit (a crash in between can miss that copy, never
-the table row).
+Thin, like the spend agent, and staged the same way
+(:func:`pipeline.stages.run_stages`): the sink's pure ``prepare`` runs in a
+thread while the previous batch commits, then the sink applies the batch in
+one transaction with its offsets, the dead letters are published, and the
+batch is acked. The ``dead_letter`` table is the authority for these topics'
+rejected lines; the copy on the dead-letter topic is published after the
+commit (a crash in between can miss that copy, never the table row).
 """
 
 from __future__ import annotations
 
+import asyncio
+from collections.abc import Sequence
 from typing import Any
 
 import faust
@@ -18,27 +20,28 @@ import faust
 from pipeline.ndjson_codec import Message
 from pipeline.offset_sink import LineSink
 from pipeline.settings import Settings
+from pipeline.stages import run_stages
 
 
 def attach_line_agent(
-    app: faust.App, name: str, topic: Any, dlq: Any, sink: LineSink, settings: Settings
+    app: faust.App, name: str, topic: Any, dlq: Any, sink: LineSink[Any], settings: Settings
 ) -> None:
+    async def prepare(events: list[Any]) -> tuple[Sequence[Message], Any]:
+        messages = [
+            Message(e.message.partition, e.message.offset, e.message.value or b"") for e in events
+        ]
+        return messages, await asyncio.to_thread(sink.prepare, messages)
+
+    async def commit(events: list[Any], batch: tuple[Sequence[Message], Any]) -> tuple[int, ...]:
+        applied = await sink.apply(*batch)
+        for d in applied.dead:
+            await dlq.send(
+                key=str(d.partition).encode(),
+                value=d.raw,
+                headers={"reason": d.reason.encode()},
+            )
+        return applied.fenced
+
     @app.agent(topic, name=name)
     async def agent(stream: Any) -> None:
-        async for events in stream.noack_take(
-            settings.batch_messages, within=settings.batch_within_s
-        ):
-            messages = [
-                Message(e.message.partition, e.message.offset, e.message.value or b"")
-                for e in events
-            ]
-            applied = await sink.apply(messages)
-            for d in applied.dead:
-                await dlq.send(
-                    key=str(d.partition).encode(),
-                    value=d.raw,
-                    headers={"reason": d.reason.encode()},
-                )
-            for e in events:
-                if e.message.partition not in applied.fenced:
-                    await stream.ack(e)
+        await run_stages(stream, settings, prepare, commit)

@@ -43,17 +43,23 @@ ON CONFLICT (node_id, gpu) DO UPDATE SET
 """
 
 
-class TelemetrySink(LineSink):
+Decoded = tuple[list[Line[GpuTelemetrySample]], list[DeadLetter]]
+
+
+class TelemetrySink(LineSink[Decoded]):
     def __init__(
         self, database_url: str, topic: str, *, max_gap: timedelta = timedelta(seconds=30)
     ) -> None:
         super().__init__(database_url, topic, SINK)
         self._max_gap = max_gap
 
+    def prepare(self, messages: Sequence[Message]) -> Decoded:
+        return decode_lines(GpuTelemetrySample, messages)
+
     async def write(
-        self, conn: AsyncConnection[tuple[object, ...]], messages: Sequence[Message]
+        self, conn: AsyncConnection[tuple[object, ...]], batch: Decoded
     ) -> tuple[Counter[int], list[DeadLetter]]:
-        decoded, dead = decode_lines(GpuTelemetrySample, messages)
+        decoded, dead = batch[0], list(batch[1])
         series: dict[tuple[str, str], list[tuple[Line[GpuTelemetrySample], Sample]]] = defaultdict(
             list
         )
