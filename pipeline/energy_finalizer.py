@@ -15,6 +15,7 @@ Several workers may run this at once: rows are taken with SKIP LOCKED.
 from __future__ import annotations
 
 import logging
+from collections import defaultdict
 from datetime import timedelta
 
 from psycopg import AsyncConnection
@@ -36,15 +37,30 @@ LIMIT %s
 FOR UPDATE OF n SKIP LOCKED
 """
 _KEY_COLS = ", ".join(ENERGY_KEY)
+# The ready windows as two parallel arrays, joined to each table by value.
+_READY_ROWS = "unnest(%s::timestamptz[], %s::text[]) AS r(window_start, node_id)"
 _USAGE = (
-    f"SELECT {_KEY_COLS}, attempts, {', '.join(TOKEN_SUMS)}, weight FROM energy_usage"
-    f" WHERE window_start = %s AND node_id = %s ORDER BY {_KEY_COLS}"
+    f"SELECT u.window_start, u.node_id, {', '.join('u.' + k for k in ENERGY_KEY)}, u.attempts,"
+    f" {', '.join('u.' + t for t in TOKEN_SUMS)}, u.weight"
+    f" FROM energy_usage u JOIN {_READY_ROWS}"
+    " ON u.window_start = r.window_start AND u.node_id = r.node_id"
+    f" ORDER BY u.window_start, u.node_id, {', '.join('u.' + k for k in ENERGY_KEY)}"
 )
-_INSERT = (
-    f"INSERT INTO energy_window (window_start, node_id, {_KEY_COLS}, source, attempts,"
-    f" {', '.join(TOKEN_SUMS)}, energy_mj)"
-    f" VALUES (%s, %s, {', '.join(['%s'] * len(ENERGY_KEY))}, 'measured', %s, %s, %s, %s, %s)"
+_DELETE = (
+    f"DELETE FROM energy_window e USING {_READY_ROWS}"
+    " WHERE e.window_start = r.window_start AND e.node_id = r.node_id AND e.source = 'measured'"
 )
+_COPY = (
+    f"COPY energy_window (window_start, node_id, {_KEY_COLS}, source, attempts,"
+    f" {', '.join(TOKEN_SUMS)}, energy_mj) FROM STDIN"
+)
+_MARK_FINAL = """
+UPDATE node_energy_window n SET attributed_mj = r.attributed, idle_mj = r.idle, final = true,
+    splits = n.splits + 1
+FROM unnest(%s::timestamptz[], %s::text[], %s::bigint[], %s::bigint[])
+    AS r(window_start, node_id, attributed, idle)
+WHERE n.window_start = r.window_start AND n.node_id = r.node_id
+"""
 
 
 class EnergyFinalizer(PgSession):
@@ -61,38 +77,43 @@ class EnergyFinalizer(PgSession):
         async with conn.transaction():
             cur = await conn.execute(_READY, (self._timeout, limit))
             ready = await cur.fetchall()
-            for window_start, node_id, measured in ready:
-                await _split(conn, window_start, node_id, int(measured))  # type: ignore[call-overload]
+            if ready:
+                await _split(conn, [(w, n, int(m)) for w, n, m in ready])  # type: ignore[call-overload]
         if ready:
             log.info("energy: split %d node-windows", len(ready))
         return len(ready)
 
 
 async def _split(
-    conn: AsyncConnection[tuple[object, ...]], window_start: object, node_id: object, measured: int
+    conn: AsyncConnection[tuple[object, ...]], ready: list[tuple[object, object, int]]
 ) -> None:
-    cur = await conn.execute(_USAGE, (window_start, node_id))
-    usage = await cur.fetchall()
-    weights = [int(r[-1]) for r in usage]  # type: ignore[call-overload]
+    """Split the measured energy of every ``ready`` (window, node, mJ) in a
+    handful of statements, whatever their number: the shares are computed
+    here, by :func:`largest_remainder`, the one definition of the split."""
+    starts, nodes = [w for w, _, _ in ready], [n for _, n, _ in ready]
+    cur = await conn.execute(_USAGE, (starts, nodes))
+    served: dict[tuple[object, object], list[tuple[object, ...]]] = defaultdict(list)
+    for row in await cur.fetchall():
+        served[(row[0], row[1])].append(row[2:])
+    await conn.execute(_DELETE, (starts, nodes))
+    attributed: list[int] = []
+    async with conn.cursor() as c, c.copy(_COPY) as copy:
+        for window_start, node_id, measured in ready:
+            usage = served.get((window_start, node_id), [])
+            weights = [int(r[-1]) for r in usage]  # type: ignore[call-overload]
+            if not usage or sum(weights) <= 0:
+                attributed.append(0)
+                continue
+            attributed.append(measured)
+            for r, mj in zip(usage, largest_remainder(measured, weights), strict=True):
+                key, sums = r[: len(ENERGY_KEY)], r[len(ENERGY_KEY) : -1]
+                await copy.write_row((window_start, node_id, *key, "measured", *sums, mj))
     await conn.execute(
-        "DELETE FROM energy_window"
-        " WHERE window_start = %s AND node_id = %s AND source = 'measured'",
-        (window_start, node_id),
-    )
-    attributed = 0
-    if usage and sum(weights) > 0:
-        shares = largest_remainder(measured, weights)
-        attributed = measured
-        async with conn.cursor() as c:
-            await c.executemany(
-                _INSERT,
-                [
-                    (window_start, node_id, *r[: len(ENERGY_KEY)], *r[len(ENERGY_KEY) : -1], mj)
-                    for r, mj in zip(usage, shares, strict=True)
-                ],
-            )
-    await conn.execute(
-        "UPDATE node_energy_window SET attributed_mj = %s, idle_mj = %s, final = true,"
-        " splits = splits + 1 WHERE window_start = %s AND node_id = %s",
-        (attributed, measured - attributed, window_start, node_id),
+        _MARK_FINAL,
+        (
+            starts,
+            nodes,
+            attributed,
+            [m - a for (_, _, m), a in zip(ready, attributed, strict=True)],
+        ),
     )
