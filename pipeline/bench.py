@@ -43,7 +43,7 @@ from rich.progress import Progress, TaskID
 from rich.table import Table
 
 from pipeline import db, simulate_side
-from pipeline.kafka import bootstrap, end_offsets, ensure_topics
+from pipeline.kafka import bootstrap, delete_topics, end_offsets, ensure_topics
 from pipeline.producer import BatchingPublisher
 from pipeline.services import Services
 from pipeline.settings import Settings
@@ -207,31 +207,38 @@ def run_bench(
         topic = f"bench-{run_id}-{shape}"
         joins = shape == "joined"
         traffic = {topic: events} | ({f"{topic}-{k}": v for k, v in side.items()} if joins else {})
-        dlqs = [f"{t}-dlq" for t in traffic]
-        asyncio.run(ensure_topics(services.kafka_url, [*traffic, *dlqs], settings.partitions))
-        messages = 0
-        with Progress(console=console, transient=True) as progress:
-            for name, rows in traffic.items():
-                task = progress.add_task(f"publish {name}", total=len(rows))
-                publisher = BatchingPublisher(
-                    services.kafka_url,
-                    name,
-                    events_per_message=per_message if name == topic else 10**9,
-                    max_message_bytes=(
-                        settings.max_message_bytes if name == topic else side_message_bytes
-                    ),
-                    on_progress=partial(_advance, progress, task),
-                )
-                messages += asyncio.run(publisher.publish(rows)).messages
-        console.print(f"[{shape}] measuring the raw consumer ...")
-        raw = asyncio.run(raw_consume(services.kafka_url, list(traffic)))
-        console.print(f"[{shape}] measuring the pipeline ...")
-        db_name = f"finops_bench_{run_id}_{shape}"
-        database_url = _fresh_database(services.database_url, db_name)
+        # Every topic of the shape, the worker's side topics even when its
+        # joins are off: deleted after the shape, since the embedded broker
+        # keeps all messages in memory.
+        topics = [topic, *(f"{topic}-{k}" for k in ("telemetry", "cache"))]
+        topics += [f"{t}-dlq" for t in topics]
         try:
-            pipe = pipeline_drain(settings, services, topic, database_url, joins)
+            asyncio.run(ensure_topics(services.kafka_url, topics, settings.partitions))
+            messages = 0
+            with Progress(console=console, transient=True) as progress:
+                for name, rows in traffic.items():
+                    task = progress.add_task(f"publish {name}", total=len(rows))
+                    publisher = BatchingPublisher(
+                        services.kafka_url,
+                        name,
+                        events_per_message=per_message if name == topic else 10**9,
+                        max_message_bytes=(
+                            settings.max_message_bytes if name == topic else side_message_bytes
+                        ),
+                        on_progress=partial(_advance, progress, task),
+                    )
+                    messages += asyncio.run(publisher.publish(rows)).messages
+            console.print(f"[{shape}] measuring the raw consumer ...")
+            raw = asyncio.run(raw_consume(services.kafka_url, list(traffic)))
+            console.print(f"[{shape}] measuring the pipeline ...")
+            db_name = f"finops_bench_{run_id}_{shape}"
+            database_url = _fresh_database(services.database_url, db_name)
+            try:
+                pipe = pipeline_drain(settings, services, topic, database_url, joins)
+            finally:
+                _drop_database(services.database_url, db_name)
         finally:
-            _drop_database(services.database_url, db_name)
+            asyncio.run(delete_topics(services.kafka_url, topics))
         if raw.events != n or pipe.events != n:
             raise RuntimeError(
                 f"{shape}: expected {n} events, raw saw {raw.events}, "

@@ -36,6 +36,19 @@ async def ensure_topics(url: str, names: list[str], partitions: int) -> None:
         await admin.close()
 
 
+async def delete_topics(url: str, names: list[str]) -> None:
+    """Delete the topics that exist among ``names`` (the embedded broker keeps
+    every message in memory until its topic is deleted)."""
+    admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap(url))
+    await admin.start()
+    try:
+        existing = [n for n in names if n in set(await admin.list_topics())]
+        if existing:
+            await admin.delete_topics(existing)
+    finally:
+        await admin.close()
+
+
 async def end_offsets(url: str, topic: str, timeout_s: float = 30.0) -> dict[int, int]:
     """The current end (high watermark) of every partition of a topic.
 
