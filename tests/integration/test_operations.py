@@ -3,11 +3,15 @@ ledger, review and replay dead letters, read the metrics."""
 
 from __future__ import annotations
 
+import asyncio
+import re
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import pytest
+from aiokafka.admin import AIOKafkaAdminClient
 
+from pipeline.kafka import bootstrap
 from tests.factories import event, line
 from tests.integration.conftest import Env
 
@@ -76,3 +80,29 @@ def test_dead_letters_are_reviewed_then_replayed_once(env: Env, tmp_path: Path) 
         if row.startswith("finops_events_accepted_total")
     )
     assert accepted == 4
+
+
+def test_bench_measures_both_shapes_and_leaves_no_topics_behind(env: Env) -> None:
+    """A small `finops bench` end to end: both shapes drain every event, the
+    last line is the joins ratio, and its topics and databases are gone after
+    (the embedded broker keeps every message in memory until then)."""
+    out = env.finops("bench", "--events", "3000", "--shapes", "batched,joined", timeout=600)
+    rows = [r for r in out.stdout.splitlines() if r.startswith("│")]
+    assert [r.split("│")[1].strip() for r in rows] == ["batched", "joined"]
+    assert all(r.split("│")[2].strip() == "3,000" for r in rows)
+    ratio = re.search(
+        r"joins ratio \(joined / spend path alone, pipeline rates\): ([\d.]+)", out.stdout
+    )
+    assert ratio is not None and float(ratio.group(1)) > 0
+
+    async def bench_topics() -> list[str]:
+        admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap(env.kafka_url))
+        await admin.start()
+        try:
+            return [t for t in await admin.list_topics() if t.startswith("bench-")]
+        finally:
+            await admin.close()
+
+    assert asyncio.run(bench_topics()) == []
+    bench_dbs = "SELECT datname FROM pg_database WHERE starts_with(datname, %s)"
+    assert env.query(bench_dbs, ("finops_bench_",)) == []
