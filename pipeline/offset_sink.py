@@ -112,21 +112,24 @@ class OffsetSink(PgSession):
     def topic(self) -> str:
         return self._topic
 
-    async def caught_up(self, targets: dict[int, int]) -> bool:
-        """Whether every partition has been applied up to its target end offset."""
+    async def applied(self) -> dict[int, int]:
+        """partition -> the next offset this sink will apply."""
 
-        async def query() -> bool:
+        async def query() -> dict[int, int]:
             conn = await self._connection()
             async with conn.transaction():
                 cur = await conn.execute(
                     "SELECT partition, next_offset FROM sink_offset WHERE sink = %s AND topic = %s",
                     (self._sink, self._topic),
                 )
-                done = {int(p): int(o) for p, o in await cur.fetchall()}  # type: ignore[call-overload]
-            return all(done.get(p, 0) >= end for p, end in targets.items())
+                return {int(p): int(o) for p, o in await cur.fetchall()}  # type: ignore[call-overload]
 
-        result: bool = await self._retrying(query)
-        return result
+        return await self._retrying(query)
+
+    async def caught_up(self, targets: dict[int, int]) -> bool:
+        """Whether every partition has been applied up to its target end offset."""
+        done = await self.applied()
+        return all(done.get(p, 0) >= end for p, end in targets.items())
 
     async def claim(self, partitions: Sequence[int]) -> dict[int, int]:
         """Take ownership of ``partitions``: bump their epochs, so a batch of

@@ -40,6 +40,7 @@ log = logging.getLogger(__name__)
 # Test-only: "POINT:N" SIGKILLs this worker the Nth time it reaches POINT
 # (before_commit or after_commit), to prove recovery at exact fault points.
 CRASH_ENV = "FINOPS_TEST_CRASH_AT"
+DRAIN_STALLED = 75  # EX_TEMPFAIL: nothing was lost, run the drain again
 
 
 def crash_hook() -> Callable[[str], None]:
@@ -154,6 +155,7 @@ def run_worker(
             stats_file.write_text(stats_json(stats, sink.faults + prices_reader.faults))
 
     stopping: set[asyncio.Future[None]] = set()
+    stalled = asyncio.Event()
     if drain:
         # Own connections, so polling never waits behind a commit.
         watched: list[tuple[OffsetSink, dict[int, int]]] = [
@@ -168,8 +170,22 @@ def run_worker(
 
         @app.task  # type: ignore[untyped-decorator]
         async def watch_drain() -> None:
+            last, since = -1, time.monotonic()
             for progress, targets in watched:
                 while not await progress.caught_up(targets):
+                    # Any sink advancing is progress; none for the stall
+                    # limit (a dead broker or database) ends the drain.
+                    done = sum([sum((await s.applied()).values()) for s, _ in watched])
+                    if done != last:
+                        last, since = done, time.monotonic()
+                    elif time.monotonic() - since > settings.drain_stall_s:
+                        log.error(
+                            "drain stalled: no sink advanced for %.0f s; exiting 75",
+                            settings.drain_stall_s,
+                        )
+                        stalled.set()
+                        stopping.add(asyncio.ensure_future(worker.stop()))
+                        return
                     await asyncio.sleep(0.2)
             # A drain is a backfill: no more telemetry will come, so split
             # every window now rather than after the timeout.
@@ -193,4 +209,9 @@ def run_worker(
         code = 0
     write_stats()
     db.dispose()
+    if stalled.is_set():
+        # A stage still retrying its sink can keep faust's consumer thread
+        # alive after the stop; nothing uncommitted was acked, so go now.
+        logging.shutdown()
+        os._exit(DRAIN_STALLED)
     return code

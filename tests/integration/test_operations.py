@@ -8,6 +8,7 @@ import re
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
+import psycopg
 import pytest
 from aiokafka.admin import AIOKafkaAdminClient
 
@@ -106,3 +107,34 @@ def test_bench_measures_both_shapes_and_leaves_no_topics_behind(env: Env) -> Non
     assert asyncio.run(bench_topics()) == []
     bench_dbs = "SELECT datname FROM pg_database WHERE starts_with(datname, %s)"
     assert env.query(bench_dbs, ("finops_bench_",)) == []
+
+
+def test_a_drain_that_cannot_advance_gives_up_instead_of_waiting_forever(
+    env: Env, tmp_path: Path
+) -> None:
+    """Every spend commit fails (a trigger refuses the windows), so the sink
+    retries and no offset advances: after FINOPS_DRAIN_STALL_S the drain says
+    so and exits 75, with nothing committed, so running it again is safe."""
+    _setup(
+        env,
+        tmp_path,
+        [line(event(event_id=f"e{i}", ts=_ts(-timedelta(minutes=3)))) for i in range(5)],
+    )
+    with psycopg.connect(env.database_url, autocommit=True) as conn:
+        conn.execute(
+            "CREATE FUNCTION refuse() RETURNS trigger LANGUAGE plpgsql AS"
+            " $$BEGIN RAISE EXCEPTION 'refused by the test'; END$$"
+        )
+        conn.execute(
+            "CREATE TRIGGER refuse BEFORE INSERT ON spend_window"
+            " FOR EACH ROW EXECUTE FUNCTION refuse()"
+        )
+    done = env.finops(
+        "worker", "--drain", check=False, timeout=120, extra={"FINOPS_DRAIN_STALL_S": "5"}
+    )
+    assert done.returncode == 75, done.stdout + done.stderr
+    assert "drain stalled" in done.stderr
+    assert env.query("SELECT sum(next_offset) FROM sink_offset WHERE sink = 'spend'") in (
+        [(0,)],
+        [(None,)],
+    )
