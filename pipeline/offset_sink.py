@@ -126,11 +126,6 @@ class OffsetSink(PgSession):
 
         return await self._retrying(query)
 
-    async def caught_up(self, targets: dict[int, int]) -> bool:
-        """Whether every partition has been applied up to its target end offset."""
-        done = await self.applied()
-        return all(done.get(p, 0) >= end for p, end in targets.items())
-
     async def claim(self, partitions: Sequence[int]) -> dict[int, int]:
         """Take ownership of ``partitions``: bump their epochs, so a batch of
         any previous owner still in flight is fenced off, and remember ours."""

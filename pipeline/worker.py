@@ -171,22 +171,29 @@ def run_worker(
         @app.task  # type: ignore[untyped-decorator]
         async def watch_drain() -> None:
             last, since = -1, time.monotonic()
-            for progress, targets in watched:
-                while not await progress.caught_up(targets):
-                    # Any sink advancing is progress; none for the stall
-                    # limit (a dead broker or database) ends the drain.
-                    done = sum([sum((await s.applied()).values()) for s, _ in watched])
-                    if done != last:
-                        last, since = done, time.monotonic()
-                    elif time.monotonic() - since > settings.drain_stall_s:
-                        log.error(
-                            "drain stalled: no sink advanced for %.0f s; exiting 75",
-                            settings.drain_stall_s,
-                        )
-                        stalled.set()
-                        stopping.add(asyncio.ensure_future(worker.stop()))
-                        return
-                    await asyncio.sleep(0.2)
+            while True:
+                polled = time.monotonic()
+                applied = [await s.applied() for s, _ in watched]
+                if all(
+                    all(done.get(p, 0) >= end for p, end in targets.items())
+                    for done, (_, targets) in zip(applied, watched, strict=True)
+                ):
+                    break
+                total, now = sum(sum(done.values()) for done in applied), time.monotonic()
+                # Any sink advancing is progress, and so is a poll that had to
+                # wait for the database (the sinks wait out an outage by
+                # design); nothing else for the stall limit ends the drain.
+                if total != last or now - polled > 5:
+                    last, since = total, now
+                elif now - since > settings.drain_stall_s:
+                    log.error(
+                        "drain stalled: no sink advanced for %.0f s; exiting 75",
+                        settings.drain_stall_s,
+                    )
+                    stalled.set()
+                    stopping.add(asyncio.ensure_future(worker.stop()))
+                    return
+                await asyncio.sleep(0.2)
             # A drain is a backfill: no more telemetry will come, so split
             # every window now rather than after the timeout.
             backfill = EnergyFinalizer(database_url, timedelta(0))
