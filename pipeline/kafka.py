@@ -42,7 +42,8 @@ async def delete_topics(url: str, names: list[str]) -> None:
     admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap(url))
     await admin.start()
     try:
-        existing = [n for n in names if n in set(await admin.list_topics())]
+        known = set(await admin.list_topics())
+        existing = [n for n in names if n in known]
         if existing:
             await admin.delete_topics(existing)
     finally:

@@ -57,7 +57,8 @@ class Settings(BaseSettings):
     # On SIGTERM, how long batches already taken may take to commit.
     shutdown_grace_s: float = Field(default=10, ge=0)
     # `worker --drain` gives up (exit 75) when no sink has advanced this long:
-    # a dead broker or database must not make a backfill wait forever.
+    # a dead broker or a sink that keeps failing must not make a backfill
+    # wait forever (waiting for PostgreSQL itself does not count).
     drain_stall_s: float = Field(default=300, gt=0)
 
     # A node-window's energy is split once its telemetry has covered it, or

@@ -12,7 +12,6 @@ commit (a crash in between can miss that copy, never the table row).
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Sequence
 from typing import Any
 
 import faust
@@ -26,14 +25,11 @@ from pipeline.stages import run_stages
 def attach_line_agent(
     app: faust.App, name: str, topic: Any, dlq: Any, sink: LineSink[Any], settings: Settings
 ) -> None:
-    async def prepare(events: list[Any]) -> tuple[Sequence[Message], Any]:
-        messages = [
-            Message(e.message.partition, e.message.offset, e.message.value or b"") for e in events
-        ]
-        return messages, await asyncio.to_thread(sink.prepare, messages)
+    async def prepare(messages: list[Message]) -> Any:
+        return await asyncio.to_thread(sink.prepare, messages)
 
-    async def commit(events: list[Any], batch: tuple[Sequence[Message], Any]) -> tuple[int, ...]:
-        applied = await sink.apply(*batch)
+    async def commit(messages: list[Message], prepared: Any) -> tuple[int, ...]:
+        applied = await sink.apply(messages, prepared)
         for d in applied.dead:
             await dlq.send(
                 key=str(d.partition).encode(),

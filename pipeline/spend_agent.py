@@ -91,10 +91,7 @@ def attach_spend_agent(
     decodes, prices and sums a batch in a thread and publishes its dead
     letters; commit applies it in the sink's transaction."""
 
-    async def prepare_batch(events: list[Any]) -> Prepared:
-        messages = [
-            Message(e.message.partition, e.message.offset, e.message.value or b"") for e in events
-        ]
+    async def prepare_batch(messages: list[Message]) -> Prepared:
         await prices.refresh()
         book, frame, revision = prices.book, prices.frame, prices.revision
         t0 = time.perf_counter()
@@ -125,13 +122,13 @@ def attach_spend_agent(
         await asyncio.gather(*published)
         return Prepared(batch, book, revision)
 
-    async def commit_batch(events: list[Any], p: Prepared) -> tuple[int, ...]:
+    async def commit_batch(messages: list[Message], p: Prepared) -> tuple[int, ...]:
         fault_hook("before_commit")
         t0 = time.perf_counter()
         applied = await sink.apply(p.batch, p.book)
         stats.sink_s += time.perf_counter() - t0
         fault_hook("after_commit")
-        stats.messages += len(events)
+        stats.messages += len(messages)
         stats.accepted += applied.accepted
         stats.duplicates += applied.duplicates
         stats.dead_lettered += applied.dead_lettered

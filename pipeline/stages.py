@@ -23,14 +23,15 @@ from collections.abc import Awaitable, Callable, Collection
 from contextlib import suppress
 from typing import Any, TypeVar
 
+from pipeline.ndjson_codec import Message
 from pipeline.settings import Settings
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
 
-Prepare = Callable[[list[Any]], Awaitable[T]]
+Prepare = Callable[[list[Message]], Awaitable[T]]
 # Applies a prepared batch; returns the partitions it found fenced.
-Commit = Callable[[list[Any], T], Awaitable[Collection[int]]]
+Commit = Callable[[list[Message], T], Awaitable[Collection[int]]]
 
 
 async def run_stages(
@@ -41,19 +42,24 @@ async def run_stages(
     on_batch: Callable[[], None] = lambda: None,
 ) -> None:
     """Consume ``stream`` in batches of ``settings.batch_messages`` through
-    ``prepare`` and ``commit``, acking each event once its batch committed."""
+    ``prepare`` and ``commit`` (both given the batch's messages), acking each
+    event once its batch committed."""
     to_prepare: asyncio.Queue[list[Any] | None] = asyncio.Queue(maxsize=2)
-    to_commit: asyncio.Queue[tuple[list[Any], T] | None] = asyncio.Queue(maxsize=1)
+    to_commit: asyncio.Queue[tuple[list[Any], list[Message], T] | None] = asyncio.Queue(maxsize=1)
 
     async def preparing() -> None:
         while (events := await to_prepare.get()) is not None:
-            await to_commit.put((events, await prepare(events)))
+            messages = [
+                Message(e.message.partition, e.message.offset, e.message.value or b"")
+                for e in events
+            ]
+            await to_commit.put((events, messages, await prepare(messages)))
         await to_commit.put(None)
 
     async def committing() -> None:
         while (item := await to_commit.get()) is not None:
-            events, batch = item
-            fenced = await commit(events, batch)
+            events, messages, batch = item
+            fenced = await commit(messages, batch)
             for e in events:
                 if e.message.partition not in fenced:
                     await stream.ack(e)

@@ -59,6 +59,8 @@ class TelemetrySink(LineSink[Decoded]):
     async def write(
         self, conn: AsyncConnection[tuple[object, ...]], batch: Decoded
     ) -> tuple[Counter[int], list[DeadLetter]]:
+        # A copy: out-of-order samples are added to it below, and a retried
+        # transaction writes the same prepared batch again.
         decoded, dead = batch[0], list(batch[1])
         series: dict[tuple[str, str], list[tuple[Line[GpuTelemetrySample], Sample]]] = defaultdict(
             list
