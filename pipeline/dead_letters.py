@@ -36,7 +36,13 @@ def summary(database_url: str) -> list[DeadLetterSummary]:
 
 
 def replay(
-    database_url: str, kafka_url: str, topic: str, reason: str, *, max_message_bytes: int
+    database_url: str,
+    kafka_url: str,
+    topic: str,
+    reason: str,
+    *,
+    max_message_bytes: int,
+    compression: str,
 ) -> int:
     """Re-publish the not yet replayed dead letters whose reason starts with
     ``reason``; mark them replayed once the broker acknowledged them."""
@@ -49,7 +55,11 @@ def replay(
     if not rows:
         return 0
     publisher = BatchingPublisher(
-        kafka_url, topic, events_per_message=100, max_message_bytes=max_message_bytes
+        kafka_url,
+        topic,
+        events_per_message=100,
+        max_message_bytes=max_message_bytes,
+        compression=compression,
     )
     asyncio.run(publisher.publish(bytes(raw) for _, raw in rows))
     with psycopg.connect(database_url) as conn:

@@ -3,7 +3,8 @@
 Events of one node_id share a message (up to ``events_per_message`` lines or
 ``max_message_bytes``), so the stream processes batches, not single events.
 ``events_per_message=1`` gives one event per message, as simple gateways send.
-Producers run without idempotence (the embedded broker refuses
+Batches are lz4-compressed unless told otherwise (``compression``); every
+Kafka client and broker reads lz4. Producers run without idempotence (the embedded broker refuses
 InitProducerId); a re-sent message is harmless because the pipeline dedups
 by (tenant, node_id, event_id).
 """
@@ -49,6 +50,7 @@ class BatchingPublisher:
         events_per_message: int,
         max_message_bytes: int,
         on_progress: Callable[[int], None] | None = None,
+        compression: str = "lz4",
         in_flight: int = 2000,
         retry_for_s: float = 300.0,
     ) -> None:
@@ -57,6 +59,7 @@ class BatchingPublisher:
         self._per_message = events_per_message
         self._max_bytes = max_message_bytes
         self._on_progress = on_progress or (lambda n: None)
+        self._compression = None if compression == "none" else compression
         self._in_flight = in_flight
         self._retry_for_s = retry_for_s
 
@@ -66,6 +69,7 @@ class BatchingPublisher:
             acks="all",
             enable_idempotence=False,
             linger_ms=5,
+            compression_type=self._compression,
             max_request_size=max(self._max_bytes * 2, 1024**2),
             max_batch_size=max(self._max_bytes + 1024, 16384),
         )
