@@ -180,13 +180,15 @@ class ColumnContract:
         ok = pl.all_horizontal(self.checks()).fill_null(False) & (
             filled == pl.Series(lines.str.count_matches(self._known_key))
         )
+        # Evaluated once, for the good rows and the rejected ones alike.
+        frame = frame.with_columns(ok.alias("_ok"))
         good = (
-            frame.filter(ok)
+            frame.filter("_ok")
             .with_columns(pl.col("_ts").alias("ts"))
             .drop("_ts")
             .with_columns(pl.col(k).fill_null(v) for k, v in self.defaults.items())
         )
-        bad = frame.select((~ok).alias("bad")).to_series()
+        bad = ~frame["_ok"]
         rejected = [
             (text.encode(), *_position(positions, i))
             for i, text in zip(bad.arg_true().to_list(), lines.filter(bad), strict=True)
