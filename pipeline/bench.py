@@ -19,6 +19,9 @@ and every energy window split); start-up (group join) is reported apart,
 because it does not scale with N. ``joined`` / ``batched`` pipeline rates is
 the cost of the joins. Lines per second counts every input line of the shape
 (usage, telemetry and cache), the work the joined pipeline really does.
+A second table shows how long each agent's prepare and commit stages were
+busy, as a share of the drain: the stage near 100% is the one that sets the
+pace.
 """
 
 from __future__ import annotations
@@ -31,7 +34,7 @@ import sys
 import tempfile
 import time
 import uuid
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from functools import partial
 from pathlib import Path
@@ -57,6 +60,8 @@ class Run:
     events: int
     seconds: float
     startup_s: float
+    # The pipeline's agents: name -> the worker's StageClock fields.
+    stages: dict[str, dict[str, float]] = field(default_factory=dict)
 
     @property
     def rate(self) -> float:
@@ -151,7 +156,11 @@ def pipeline_drain(
         )
         stats = json.loads(stats_file.read_text())
     first, last = stats["first_message_at"], stats["drained_at"]
-    return Run(stats["accepted"], last - first, first - t0)
+    return Run(stats["accepted"], last - first, first - t0, stats["stages"])
+
+
+def _busy(seconds: float, of: float) -> str:
+    return f"{seconds:.1f} s ({seconds / of:.0%})" if of > 0 else f"{seconds:.1f} s"
 
 
 def _advance(progress: Progress, task: TaskID, completed: int) -> None:
@@ -202,6 +211,15 @@ def run_bench(
     )
     ratios: dict[str, float] = {}
     rates: dict[str, float] = {}
+    busy = Table(
+        "shape",
+        "agent",
+        "batches",
+        "messages",
+        "prepare busy",
+        "commit busy",
+        title="where the pipeline's time went (stage busy time, share of the drain)",
+    )
     for shape in shapes:
         per_message = SHAPES[shape]
         topic = f"bench-{run_id}-{shape}"
@@ -246,6 +264,16 @@ def run_bench(
                 f"pipeline counted {pipe.events}"
             )
         ratios[shape], rates[shape] = pipe.rate / raw.rate, pipe.rate
+        for agent, clock in pipe.stages.items():
+            if clock["batches"]:
+                busy.add_row(
+                    shape,
+                    agent,
+                    f"{clock['batches']:,}",
+                    f"{clock['messages']:,}",
+                    _busy(clock["prepare_s"], pipe.seconds),
+                    _busy(clock["commit_s"], pipe.seconds),
+                )
         table.add_row(
             shape,
             f"{n:,}",
@@ -258,6 +286,7 @@ def run_bench(
             f"{pipe.startup_s:.1f}",
         )
     console.print(table)
+    console.print(busy)
     if "batched" in ratios:
         console.print(f"batched-shape ratio pipeline/raw: {ratios['batched']:.2f}")
     if "batched" in rates and "joined" in rates:

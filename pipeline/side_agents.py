@@ -19,11 +19,17 @@ import faust
 from pipeline.ndjson_codec import Message
 from pipeline.offset_sink import LineSink
 from pipeline.settings import Settings
-from pipeline.stages import run_stages
+from pipeline.stages import StageClock, run_stages
 
 
 def attach_line_agent(
-    app: faust.App, name: str, topic: Any, dlq: Any, sink: LineSink[Any], settings: Settings
+    app: faust.App,
+    name: str,
+    topic: Any,
+    dlq: Any,
+    sink: LineSink[Any],
+    settings: Settings,
+    clock: StageClock,
 ) -> None:
     async def prepare(messages: list[Message]) -> Any:
         return await asyncio.to_thread(sink.prepare, messages)
@@ -40,4 +46,4 @@ def attach_line_agent(
 
     @app.agent(topic, name=name)
     async def agent(stream: Any) -> None:
-        await run_stages(stream, settings, prepare, commit)
+        await run_stages(stream, settings, prepare, commit, clock)

@@ -12,7 +12,7 @@ import json
 import logging
 import time
 from collections.abc import Awaitable, Callable, Mapping
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime
 from functools import partial
 from typing import Any
@@ -27,7 +27,7 @@ from pipeline.pricing import book_frame
 from pipeline.settings import Settings
 from pipeline.spend_batch import PreparedBatch, prepare
 from pipeline.spend_sink import SpendSink
-from pipeline.stages import run_stages
+from pipeline.stages import StageClock, run_stages
 
 log = logging.getLogger(__name__)
 
@@ -44,10 +44,9 @@ class AgentStats:
     first_message_at: float | None = None
     last_commit_at: float | None = None
     drained_at: float | None = None  # --drain: every joined topic applied and split
-    # Where the time goes: pure batch work (in a thread) and the sink transaction.
-    prepare_s: float = 0.0
-    sink_s: float = 0.0
     started_at: float = field(default_factory=time.time)
+    # Per agent (spend, telemetry, cache): how busy its stages were.
+    stages: dict[str, StageClock] = field(default_factory=dict)
 
 
 class ReferenceData:
@@ -94,7 +93,6 @@ def attach_spend_agent(
     async def prepare_batch(messages: list[Message]) -> Prepared:
         await prices.refresh()
         book, frame, revision = prices.book, prices.frame, prices.revision
-        t0 = time.perf_counter()
         admission = settings.admission(datetime.now(UTC))
         batch = await asyncio.to_thread(
             partial(prepare, energy=settings.joins, caps=prices.caps),
@@ -103,7 +101,6 @@ def attach_spend_agent(
             frame,
             admission,
         )
-        stats.prepare_s += time.perf_counter() - t0
         # At least once to the DLQ topic: published before the commit, so
         # a crash in between re-publishes rather than loses.
         published = [
@@ -124,9 +121,7 @@ def attach_spend_agent(
 
     async def commit_batch(messages: list[Message], p: Prepared) -> tuple[int, ...]:
         fault_hook("before_commit")
-        t0 = time.perf_counter()
         applied = await sink.apply(p.batch, p.book)
-        stats.sink_s += time.perf_counter() - t0
         fault_hook("after_commit")
         stats.messages += len(messages)
         stats.accepted += applied.accepted
@@ -148,7 +143,8 @@ def attach_spend_agent(
 
     @app.agent(topics.usage, name="spend")
     async def spend(stream: Any) -> None:
-        await run_stages(stream, settings, prepare_batch, commit_batch, on_batch=first_batch)
+        clock = stats.stages.setdefault("spend", StageClock())
+        await run_stages(stream, settings, prepare_batch, commit_batch, clock, first_batch)
 
 
 @dataclass(frozen=True)
@@ -160,4 +156,4 @@ class Prepared:
 
 def stats_json(stats: AgentStats, faults: Mapping[str, int]) -> str:
     """The worker's counters, and the faults it met by kind (see ``fault`` log lines)."""
-    return json.dumps({**stats.__dict__, "faults": dict(faults)})
+    return json.dumps({**asdict(stats), "faults": dict(faults)})

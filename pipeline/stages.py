@@ -19,8 +19,10 @@ from __future__ import annotations
 import asyncio
 import logging
 import os
+import time
 from collections.abc import Awaitable, Callable, Collection
 from contextlib import suppress
+from dataclasses import dataclass
 from typing import Any, TypeVar
 
 from pipeline.ndjson_codec import Message
@@ -34,32 +36,51 @@ Prepare = Callable[[list[Message]], Awaitable[T]]
 Commit = Callable[[list[Message], T], Awaitable[Collection[int]]]
 
 
+@dataclass
+class StageClock:
+    """Where an agent's time went: how long its prepare and commit stages
+    were busy. A stage busy for nearly the whole run is the agent's limit."""
+
+    batches: int = 0
+    messages: int = 0
+    prepare_s: float = 0.0
+    commit_s: float = 0.0
+
+
 async def run_stages(
     stream: Any,
     settings: Settings,
     prepare: Prepare[T],
     commit: Commit[T],
+    clock: StageClock,
     on_batch: Callable[[], None] = lambda: None,
 ) -> None:
     """Consume ``stream`` in batches of ``settings.batch_messages`` through
     ``prepare`` and ``commit`` (both given the batch's messages), acking each
-    event once its batch committed."""
+    event once its batch committed; ``clock`` adds up each stage's time."""
     to_prepare: asyncio.Queue[list[Any] | None] = asyncio.Queue(maxsize=2)
     to_commit: asyncio.Queue[tuple[list[Any], list[Message], T] | None] = asyncio.Queue(maxsize=1)
 
     async def preparing() -> None:
         while (events := await to_prepare.get()) is not None:
+            t0 = time.perf_counter()
             messages = [
                 Message(e.message.partition, e.message.offset, e.message.value or b"")
                 for e in events
             ]
-            await to_commit.put((events, messages, await prepare(messages)))
+            prepared = await prepare(messages)
+            clock.prepare_s += time.perf_counter() - t0
+            await to_commit.put((events, messages, prepared))
         await to_commit.put(None)
 
     async def committing() -> None:
         while (item := await to_commit.get()) is not None:
             events, messages, batch = item
+            t0 = time.perf_counter()
             fenced = await commit(messages, batch)
+            clock.commit_s += time.perf_counter() - t0
+            clock.batches += 1
+            clock.messages += len(messages)
             for e in events:
                 if e.message.partition not in fenced:
                     await stream.ack(e)

@@ -32,6 +32,7 @@ from pipeline.settings import Settings
 from pipeline.side_agents import attach_line_agent
 from pipeline.spend_agent import AgentStats, ReferenceData, attach_spend_agent, stats_json
 from pipeline.spend_sink import SpendSink
+from pipeline.stages import StageClock
 from pipeline.telemetry_sink import TelemetrySink
 from pipeline.webhook import Webhook
 
@@ -99,10 +100,12 @@ def run_worker(
     if settings.joins:
         telemetry = TelemetrySink(database_url, settings.telemetry_topic)
         cache = CacheSink(database_url, settings.cache_topic)
-        attach_line_agent(
-            app, "telemetry", topics.telemetry, topics.telemetry_dlq, telemetry, settings
-        )
-        attach_line_agent(app, "cache", topics.cache, topics.cache_dlq, cache, settings)
+        for name, side_topic, side_dlq, side_sink in (
+            ("telemetry", topics.telemetry, topics.telemetry_dlq, telemetry),
+            ("cache", topics.cache, topics.cache_dlq, cache),
+        ):
+            clock = stats.stages.setdefault(name, StageClock())
+            attach_line_agent(app, name, side_topic, side_dlq, side_sink, settings, clock)
         sinks += [telemetry, cache]
         finalizer = EnergyFinalizer(
             database_url, timedelta(seconds=settings.energy_finalize_after_s)

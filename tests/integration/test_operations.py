@@ -88,9 +88,26 @@ def test_bench_measures_both_shapes_and_leaves_no_topics_behind(env: Env) -> Non
     last line is the joins ratio, and its topics and databases are gone after
     (the embedded broker keeps every message in memory until then)."""
     out = env.finops("bench", "--events", "3000", "--shapes", "batched,joined", timeout=600)
-    rows = [r for r in out.stdout.splitlines() if r.startswith("│")]
-    assert [r.split("│")[1].strip() for r in rows] == ["batched", "joined"]
-    assert all(r.split("│")[2].strip() == "3,000" for r in rows)
+    cells = [
+        [c.strip() for c in r.split("│")[1:-1]]
+        for r in out.stdout.splitlines()
+        if r.startswith("│")
+    ]
+    rows = [c for c in cells if len(c) == 9]
+    assert [r[0] for r in rows] == ["batched", "joined"]
+    assert all(r[1] == "3,000" for r in rows)
+    # Where the time went: every agent of each shape, and between them every
+    # message of the shape committed exactly once.
+    busy = [c for c in cells if len(c) == 6]
+    assert sorted((b[0], b[1]) for b in busy) == [
+        ("batched", "spend"),
+        ("joined", "cache"),
+        ("joined", "spend"),
+        ("joined", "telemetry"),
+    ]
+    for shape, _, messages, *_ in rows:
+        committed = sum(int(b[3].replace(",", "")) for b in busy if b[0] == shape)
+        assert committed == int(messages.replace(",", ""))
     ratio = re.search(
         r"joins ratio \(joined / spend path alone, pipeline rates\): ([\d.]+)", out.stdout
     )
