@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import io
 import re
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC
 from enum import Enum
@@ -108,11 +108,20 @@ class ColumnContract:
             + "|".join(re.escape(f) for f in sorted(TEXT_FIELDS))
             + r')"\s*:'
         )
-        # Every known key with a non-null value. A line where this count
-        # differs from the fields the reader filled has a duplicate key
-        # (polars keeps the first value, pydantic the last) or a known key
-        # nested in an unknown object: the contract must judge it.
-        known = r'"(?:' + "|".join(re.escape(f) for f in self.schema) + r')"\s*:\s*[^n\s]'
+
+        # Every known key with a non-null value, and every defaulted key with
+        # any value. A line where this count differs from the fields the
+        # reader filled has a duplicate key (polars keeps the first value,
+        # pydantic the last), a known key nested in an unknown object, or an
+        # explicit null where the contract has a default but no None (the
+        # reader cannot tell it from an absent key): the contract must judge.
+        def keys(fields: Iterable[str]) -> str:
+            return r'"(?:' + "|".join(re.escape(f) for f in fields) + r')"\s*:'
+
+        nullable = [f for f in self.schema if f not in self.defaults]
+        known = keys(nullable) + r"\s*[^n\s]"
+        if self.defaults:
+            known += "|" + keys(self.defaults)
         object.__setattr__(self, "_suspect", suspect)
         object.__setattr__(self, "_known_key", known)
 

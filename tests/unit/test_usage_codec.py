@@ -205,3 +205,18 @@ def test_cache_fast_path_accepts_exactly_what_the_contract_accepts(
         for field, value in row.items():
             if field not in ("partition", "offset", "line"):
                 assert value == getattr(expected, field), field
+
+
+def test_an_explicit_null_where_the_contract_has_a_default_is_judged_by_the_contract() -> None:
+    """The reader cannot tell ``"output_tokens": null`` from an absent key;
+    the contract defaults an absent one to 0 but rejects the null (found by
+    the property above)."""
+    absent, null = _cache_event(), {**_cache_event(), "output_tokens": None}
+    del absent["output_tokens"]
+    decoded = CACHE.decode(
+        [Message(0, 0, json.dumps(absent).encode() + b"\n" + json.dumps(null).encode())]
+    )
+    assert decoded.events["output_tokens"].to_list() == [0]
+    assert [(d.line, d.reason.split(":")[1].strip()) for d in decoded.dead] == [
+        (1, "output_tokens")
+    ]
