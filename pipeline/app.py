@@ -35,9 +35,9 @@ def build_app(settings: Settings, kafka_url: str) -> tuple[faust.App, Topics]:
         topic_disable_leader=True,
         topic_partitions=settings.partitions,
         consumer_auto_offset_reset="earliest",
-        # Against Tansu a group join takes ~5 s; short sessions make a dead
-        # worker's partitions move in seconds, not the 60 s default.
-        broker_session_timeout=10.0,
+        # Short sessions make a dead worker's partitions move in seconds, not
+        # the 60 s default (and Tansu's joins take half a session).
+        broker_session_timeout=settings.session_timeout_s,
         broker_heartbeat_interval=1.0,
         broker_rebalance_timeout=20.0,
         broker_commit_interval=1.0,

@@ -31,6 +31,11 @@ class Settings(BaseSettings):
     telemetry_topic: str = "gpu-telemetry"
     cache_topic: str = "cache-events"
     group_id: str = "finops-spend"
+    # A worker silent this long leaves the group and its partitions move.
+    # 6 s is the least Kafka brokers accept (group.min.session.timeout.ms);
+    # Tansu holds every group join for half of it, so it is also most of a
+    # worker's start-up against the embedded broker.
+    session_timeout_s: float = Field(default=6.0, ge=3)
     # Alert transitions (fire, resolve) as JSON, keyed by the alert's dedup key.
     alerts_topic: str = "alerts"
     # A minute is evaluated by the rules once the newest spend window is this

@@ -158,7 +158,7 @@ def worker_stall(run: ChaosRun, lines_: list[bytes], rng: random.Random, k: Inte
     SIGCONT it: a zombie with batches in flight, which fencing must stop."""
     w1, traffic = _two_workers_and_traffic(run, lines_, k)
     time.sleep(rng.uniform(10, 14))
-    run.say("  SIGSTOP w1 for 25s (session timeout 10s)")
+    run.say(f"  SIGSTOP w1 for 25s (session timeout {run.settings.session_timeout_s:g}s)")
     run.signal(w1, signal.SIGSTOP)
     time.sleep(25)
     run.signal(w1, signal.SIGCONT)
