@@ -45,9 +45,7 @@ def build_app(settings: Settings, kafka_url: str) -> tuple[faust.App, Topics]:
         stream_buffer_maxsize=max(4096, settings.batch_messages * 4),
         consumer_max_fetch_size=4 * 1024**2,
         producer_max_request_size=max(1024**2, settings.max_message_bytes * 2),
-        producer_compression_type=(
-            None if settings.compression == "none" else settings.compression
-        ),
+        producer_compression_type=settings.kafka_compression,
         loghandlers=[],
     )
 

@@ -244,7 +244,7 @@ def run_bench(
                             settings.max_message_bytes if name == topic else side_message_bytes
                         ),
                         on_progress=partial(_advance, progress, task),
-                        compression=settings.compression,
+                        compression=settings.kafka_compression,
                     )
                     messages += asyncio.run(publisher.publish(rows)).messages
             console.print(f"[{shape}] measuring the raw consumer ...")

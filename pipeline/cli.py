@@ -246,7 +246,7 @@ def _publish(
             events_per_message=per_message,
             max_message_bytes=settings.max_message_bytes,
             on_progress=lambda n: progress.update(task, completed=n),
-            compression=settings.compression,
+            compression=settings.kafka_compression,
         )
 
         async def run() -> object:
@@ -1067,7 +1067,7 @@ def dead_replay(
         settings.usage_topic,
         reason,
         max_message_bytes=settings.max_message_bytes,
-        compression=settings.compression,
+        compression=settings.kafka_compression,
     )
     console.print(f"re-published {n} dead letters with reason {reason!r}")
 

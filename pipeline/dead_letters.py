@@ -42,7 +42,7 @@ def replay(
     reason: str,
     *,
     max_message_bytes: int,
-    compression: str,
+    compression: str | None,
 ) -> int:
     """Re-publish the not yet replayed dead letters whose reason starts with
     ``reason``; mark them replayed once the broker acknowledged them."""

@@ -101,27 +101,17 @@ class ColumnContract:
         # carries prompt or completion text: such lines must be judged by the
         # contract. Inside a JSON string a quote is escaped, so these cannot
         # match string contents.
-        suspect = (
-            r'"(?:'
-            + "|".join(re.escape(f) for f in self.strings)
-            + r')"\s*:\s*[^"\s]|"(?:'
-            + "|".join(re.escape(f) for f in sorted(TEXT_FIELDS))
-            + r')"\s*:'
-        )
-
+        suspect = _keys(self.strings) + r'\s*[^"\s]|' + _keys(sorted(TEXT_FIELDS))
         # Every known key with a non-null value, and every defaulted key with
         # any value. A line where this count differs from the fields the
         # reader filled has a duplicate key (polars keeps the first value,
         # pydantic the last), a known key nested in an unknown object, or an
         # explicit null where the contract has a default but no None (the
         # reader cannot tell it from an absent key): the contract must judge.
-        def keys(fields: Iterable[str]) -> str:
-            return r'"(?:' + "|".join(re.escape(f) for f in fields) + r')"\s*:'
-
         nullable = [f for f in self.schema if f not in self.defaults]
-        known = keys(nullable) + r"\s*[^n\s]"
+        known = _keys(nullable) + r"\s*[^n\s]"
         if self.defaults:
-            known += "|" + keys(self.defaults)
+            known += "|" + _keys(self.defaults)
         object.__setattr__(self, "_suspect", suspect)
         object.__setattr__(self, "_known_key", known)
 
@@ -274,6 +264,11 @@ def _lines(messages: Sequence[Message]) -> tuple[pl.Series, pl.DataFrame, list[R
         )
     )
     return frame["text"], frame.select("partition", "offset", "line"), slow
+
+
+def _keys(fields: Iterable[str]) -> str:
+    """A regex matching any of ``fields`` as a JSON key, up to its colon."""
+    return r'"(?:' + "|".join(re.escape(f) for f in fields) + r')"\s*:'
 
 
 def _utf8_or_none(value: bytes) -> str | None:

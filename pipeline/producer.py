@@ -3,9 +3,9 @@
 Events of one node_id share a message (up to ``events_per_message`` lines or
 ``max_message_bytes``), so the stream processes batches, not single events.
 ``events_per_message=1`` gives one event per message, as simple gateways send.
-Batches are lz4-compressed unless told otherwise (``compression``); every
-Kafka client and broker reads lz4. Producers run without idempotence (the embedded broker refuses
-InitProducerId); a re-sent message is harmless because the pipeline dedups
+Batches are compressed with the codec the caller names (``compression``,
+from the settings: lz4 by default). Producers run without idempotence (the
+embedded broker refuses InitProducerId); a re-sent message is harmless because the pipeline dedups
 by (tenant, node_id, event_id).
 """
 
@@ -49,8 +49,8 @@ class BatchingPublisher:
         *,
         events_per_message: int,
         max_message_bytes: int,
+        compression: str | None,
         on_progress: Callable[[int], None] | None = None,
-        compression: str = "lz4",
         in_flight: int = 2000,
         retry_for_s: float = 300.0,
     ) -> None:
@@ -59,7 +59,7 @@ class BatchingPublisher:
         self._per_message = events_per_message
         self._max_bytes = max_message_bytes
         self._on_progress = on_progress or (lambda n: None)
-        self._compression = None if compression == "none" else compression
+        self._compression = compression
         self._in_flight = in_flight
         self._retry_for_s = retry_for_s
 

@@ -77,6 +77,11 @@ class Settings(BaseSettings):
     energy_finalize_after_s: float = Field(default=300, ge=0)
 
     @property
+    def kafka_compression(self) -> str | None:
+        """``compression`` as Kafka clients name it (None: uncompressed)."""
+        return None if self.compression == "none" else self.compression
+
+    @property
     def side_topics(self) -> tuple[str, ...]:
         """The joined topics and their dead-letter topics."""
         t, c = self.telemetry_topic, self.cache_topic

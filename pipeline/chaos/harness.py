@@ -268,7 +268,7 @@ class ChaosRun:
             self.topic,
             events_per_message=events_per_message or self.settings.events_per_message,
             max_message_bytes=self.settings.max_message_bytes * 2,
-            compression=self.settings.compression,
+            compression=self.settings.kafka_compression,
         )
         asyncio.run(publisher.publish(lines))
         with self._lock:

@@ -60,7 +60,7 @@ def test_every_codec_round_trips_every_line_under_its_key(env: Env, codec: str) 
             topic,
             events_per_message=100,
             max_message_bytes=4096,
-            compression=codec,
+            compression=Settings(compression=codec).kafka_compression,
         )
         published = await publisher.publish(lines)
         assert published.events == len(lines)
