@@ -33,6 +33,9 @@ POSITION: Final = {"partition": pl.Int32(), "offset": pl.Int64(), "line": pl.Int
 _RFC3339: Final = r"^\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2}(\.\d{1,6})?(Z|[+-]\d{2}:\d{2})$"
 _TS_FORMAT: Final = "%Y-%m-%dT%H:%M:%S%.f%#z"
 MAX_TOKENS: Final = 10**12
+# How polars renders a JSON number, boolean, array or object read into a
+# text column: a value that looks like this may not have been a JSON string.
+_RENDERED: Final = r"^(?:-?\d+(?:\.\d+)?|true|false)$|^[\[{]"
 _JSON_WS: Final = b" \t\r\n"
 
 
@@ -95,6 +98,7 @@ class ColumnContract:
     defaults: dict[str, Any] = field(default_factory=dict)
     _suspect: str = field(init=False, repr=False)
     _known_key: str = field(init=False, repr=False)
+    _texts: frozenset[str] = field(init=False, repr=False)
 
     def __post_init__(self) -> None:
         # An identifier key whose value is not a JSON string, or a key that
@@ -102,18 +106,32 @@ class ColumnContract:
         # contract. Inside a JSON string a quote is escaped, so these cannot
         # match string contents.
         suspect = _keys(self.strings) + r'\s*[^"\s]|' + _keys(sorted(TEXT_FIELDS))
-        # Every known key with a non-null value, and every defaulted key with
-        # any value. A line where this count differs from the fields the
-        # reader filled has a duplicate key (polars keeps the first value,
-        # pydantic the last), a known key nested in an unknown object, or an
-        # explicit null where the contract has a default but no None (the
-        # reader cannot tell it from an absent key): the contract must judge.
-        nullable = [f for f in self.schema if f not in self.defaults]
-        known = _keys(nullable) + r"\s*[^n\s]"
+        # Every known key, up to its colon: a line that names one twice has a
+        # duplicate key (polars keeps the first value, pydantic the last,
+        # even when the last is null), so the contract must judge it.
+        known = _keys(self.schema)
+        # An explicit null where the contract has a default but no None: the
+        # reader cannot tell it from an absent key.
         if self.defaults:
-            known += "|" + _keys(self.defaults)
+            suspect += "|" + _keys(self.defaults) + r"\s*null"
         object.__setattr__(self, "_suspect", suspect)
         object.__setattr__(self, "_known_key", known)
+        object.__setattr__(
+            self, "_texts", frozenset(c for c, t in self.schema.items() if t == pl.String())
+        )
+
+    def _checks_by_columns(self) -> dict[tuple[str, ...], list[pl.Expr]]:
+        """The contract's checks, and that every text column but ``ts`` holds
+        JSON strings, keyed by the columns they read: a check of text columns
+        only is a function of their values, so it can run once per distinct
+        value; the key ``()`` holds those that must run on every row."""
+        values = self._texts - {"ts"}
+        rendered = [pl.col(c).is_null() | ~pl.col(c).str.contains(_RENDERED) for c in values]
+        grouped: dict[tuple[str, ...], list[pl.Expr]] = {}
+        for check in [*self.checks(), *rendered]:
+            per_value = frozenset(check.meta.root_names()) <= values
+            grouped.setdefault(tuple(sorted(values)) if per_value else (), []).append(check)
+        return grouped
 
     @property
     def frame_schema(self) -> dict[str, pl.DataType]:
@@ -123,6 +141,15 @@ class ColumnContract:
         return pl.DataFrame(schema=self.frame_schema)
 
     def decode(self, messages: Sequence[Message]) -> Decoded:
+        """Every line of ``messages``: valid ones as rows, the rest as dead
+        letters. One read proves most batches whole (:meth:`proved`); a batch
+        it cannot prove is checked line by line (:meth:`checked`)."""
+        proved = self.proved(messages)
+        return Decoded(proved, []) if proved is not None else self.checked(messages)
+
+    def checked(self, messages: Sequence[Message]) -> Decoded:
+        """Line by line: the lines the column checks pass, and every other
+        line judged by the contract itself."""
         lines, positions, slow = _lines(messages)
         suspect = lines.str.contains(self._suspect).fill_null(True)
         if suspect.any():
@@ -160,6 +187,70 @@ class ColumnContract:
         events = pl.concat(frames) if frames else self.empty()
         return Decoded(events, dead)
 
+    def proved(self, messages: Sequence[Message]) -> pl.DataFrame | None:
+        """The whole batch in one read, when that read itself proves every line
+        is one the contract accepts, exactly as the contract reads it; else
+        None (and the line-by-line checks below decide).
+
+        The proof, for a batch with no backslash (so no escapes: every ``"``
+        opens or closes a JSON key or a JSON string value):
+
+        - the reader parsed it, one row per line (it rejects two objects on a
+          line, and the row count must equal the line count, so a blank line
+          fails too);
+        - every text column holds JSON strings only: polars would render a
+          number, boolean, array or object as text, and no value here looks
+          like such a rendering;
+        - so each filled field accounts for the two quotes of its key, and
+          each filled text field for two more of its value, and the batch
+          has exactly that many quotes. Anything else in a line adds quotes:
+          a duplicate key (the reader keeps the first value, the contract the
+          last), an unknown or text-bearing key, an explicit null;
+        - every contract check holds: those that read only text columns are
+          evaluated once per distinct value, the rest per row.
+        """
+        raw = b"\n".join(m.value for m in messages)
+        if not messages or b"\\" in raw:
+            return None
+        lines = [m.value.count(b"\n") + 1 for m in messages]
+        try:
+            parsed = pl.read_ndjson(io.BytesIO(raw), schema=self.schema)
+        except pl.exceptions.PolarsError:
+            return None
+        if parsed.height != sum(lines):
+            return None
+        height = parsed.height
+        filled = {
+            c: height - n for c, n in zip(parsed.columns, parsed.null_count().row(0), strict=True)
+        }
+        quotes = sum(n * (4 if c in self._texts else 2) for c, n in filled.items())
+        if raw.count(b'"') != quotes:
+            return None
+        frame = parsed.with_columns(
+            pl.col("ts")
+            .str.to_datetime(_TS_FORMAT, strict=False, time_zone="UTC", time_unit="us")
+            .alias("_ts")
+        )
+        for roots, checks in self._checks_by_columns().items():
+            scope = frame.select(roots).unique() if roots else frame
+            if not scope.select(pl.all_horizontal(checks).fill_null(False).all()).item():
+                return None
+        positions = pl.DataFrame(
+            {
+                "partition": [m.partition for m in messages],
+                "offset": [m.offset for m in messages],
+                "n": lines,
+            },
+            schema={"partition": pl.Int32(), "offset": pl.Int64(), "n": pl.Int32()},
+        ).select(
+            pl.col("partition", "offset").repeat_by("n").explode(),
+            pl.int_ranges("n", dtype=pl.Int32()).explode().alias("line"),
+        )
+        events = pl.concat([positions, frame], how="horizontal").with_columns(
+            pl.col("_ts").alias("ts"), *(pl.col(k).fill_null(v) for k, v in self.defaults.items())
+        )
+        return events.select(self.frame_schema.keys())
+
     def _read_fast(
         self, lines: pl.Series, positions: pl.DataFrame, raw: bytes | None = None
     ) -> tuple[pl.DataFrame | None, list[Rejected]]:
@@ -175,9 +266,8 @@ class ColumnContract:
             .str.to_datetime(_TS_FORMAT, strict=False, time_zone="UTC", time_unit="us")
             .alias("_ts")
         )
-        filled = pl.sum_horizontal(pl.col(f).is_not_null() for f in self.schema)
-        ok = pl.all_horizontal(self.checks()).fill_null(False) & (
-            filled == pl.Series(lines.str.count_matches(self._known_key))
+        ok = pl.all_horizontal(self.checks()).fill_null(False) & _unique_keys(
+            lines, self._known_key
         )
         # Evaluated once, for the good rows and the rejected ones alike.
         frame = frame.with_columns(ok.alias("_ok"))
@@ -264,6 +354,12 @@ def _lines(messages: Sequence[Message]) -> tuple[pl.Series, pl.DataFrame, list[R
         )
     )
     return frame["text"], frame.select("partition", "offset", "line"), slow
+
+
+def _unique_keys(lines: pl.Series, key: str) -> pl.Series:
+    """Per line: does no key matching ``key`` occur twice?"""
+    keys = lines.str.extract_all(key).list.eval(pl.element().str.strip_chars_end(": \t\r"))
+    return keys.list.n_unique() == keys.list.len()
 
 
 def _keys(fields: Iterable[str]) -> str:
