@@ -4,6 +4,9 @@ by small bounded queues, so each overlaps the others.
 intake (the agent loop) -> prepare (the pure work; polars in a thread)
 -> commit (the sink transaction) -> ack.
 
+Batches queued for the prepare stage are merged (up to twice the batch
+size), so back-pressure makes batches fuller rather than more numerous.
+
 ``noack_take`` refills its buffer only when the loop asks for the next batch,
 so the loop hands a batch over and comes straight back: faust's per-message
 intake is the largest cost of small messages, and it now runs while the
@@ -62,7 +65,19 @@ async def run_stages(
     to_commit: asyncio.Queue[tuple[list[Any], list[Message], T] | None] = asyncio.Queue(maxsize=1)
 
     async def preparing() -> None:
-        while (events := await to_prepare.get()) is not None:
+        ended = False
+        while not ended and (events := await to_prepare.get()) is not None:
+            # When a later stage falls behind, the intake's batches queue up
+            # here (often short ones, cut by ``batch_within_s``): take the
+            # queued ones along, up to twice the batch size, so a busy stage
+            # meets fewer, fuller batches instead of paying its per-batch
+            # cost (a transaction and its fixed statements) for each.
+            while len(events) < settings.batch_messages and not to_prepare.empty():
+                more = to_prepare.get_nowait()
+                if more is None:
+                    ended = True
+                    break
+                events += more
             t0 = time.perf_counter()
             messages = [
                 Message(e.message.partition, e.message.offset, e.message.value or b"")
