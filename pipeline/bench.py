@@ -21,7 +21,9 @@ the cost of the joins. Lines per second counts every input line of the shape
 (usage, telemetry and cache), the work the joined pipeline really does.
 A second table shows how long each agent's prepare and commit stages were
 busy, as a share of the drain: the stage near 100% is the one that sets the
-pace.
+pace. ``rounds`` measures every shape that many times, interleaved (batched,
+joined, batched, joined, ...), and reports the median ratio and each round's:
+these machines are shared, and a single pair of runs can differ by a fifth.
 """
 
 from __future__ import annotations
@@ -38,6 +40,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from functools import partial
 from pathlib import Path
+from statistics import median
 
 import psycopg
 from aiokafka import AIOKafkaConsumer, TopicPartition
@@ -168,7 +171,12 @@ def _advance(progress: Progress, task: TaskID, completed: int) -> None:
 
 
 def run_bench(
-    settings: Settings, services: Services, n: int, shapes: tuple[str, ...], console: Console
+    settings: Settings,
+    services: Services,
+    n: int,
+    shapes: tuple[str, ...],
+    console: Console,
+    rounds: int = 1,
 ) -> None:
     run_id = uuid.uuid4().hex[:8]
     console.print(f"generating {n:,} simulated events ...")
@@ -183,10 +191,6 @@ def run_bench(
     )
     usage = list(generate(cfg))
     events = list(simulate_side.lines(iter(usage)))
-    # Side traffic goes in messages as large in bytes as the batched usage
-    # messages (a cache event is a third of a usage event's size), the way a
-    # producer that batches by size sends it; faust's cost is per message.
-    side_message_bytes = SHAPES["batched"] * (sum(map(len, events)) // max(len(events), 1) + 1)
     side: dict[str, list[bytes]] = {}
     if "joined" in shapes:
         side = {
@@ -209,8 +213,8 @@ def run_bench(
         "pipeline start-up s",
         title=f"finops bench, {n:,} usage events per shape, {os.cpu_count()} cores",
     )
-    ratios: dict[str, float] = {}
-    rates: dict[str, float] = {}
+    ratios: dict[str, list[float]] = {}
+    rates: dict[str, list[float]] = {}
     busy = Table(
         "shape",
         "agent",
@@ -220,77 +224,108 @@ def run_bench(
         "commit busy",
         title="where the pipeline's time went (stage busy time, share of the drain)",
     )
-    for shape in shapes:
-        per_message = SHAPES[shape]
-        topic = f"bench-{run_id}-{shape}"
-        joins = shape == "joined"
-        traffic = {topic: events} | ({f"{topic}-{k}": v for k, v in side.items()} if joins else {})
-        # Every topic of the shape, the worker's side topics even when its
-        # joins are off: deleted after the shape, since the embedded broker
-        # keeps all messages in memory.
-        topics = [topic, *(f"{topic}-{k}" for k in ("telemetry", "cache"))]
-        topics += [f"{t}-dlq" for t in topics]
-        try:
-            asyncio.run(ensure_topics(services.kafka_url, topics, settings.partitions))
-            messages = 0
-            with Progress(console=console, transient=True) as progress:
-                for name, rows in traffic.items():
-                    task = progress.add_task(f"publish {name}", total=len(rows))
-                    publisher = BatchingPublisher(
-                        services.kafka_url,
-                        name,
-                        events_per_message=per_message if name == topic else 10**9,
-                        max_message_bytes=(
-                            settings.max_message_bytes if name == topic else side_message_bytes
-                        ),
-                        on_progress=partial(_advance, progress, task),
-                        compression=settings.kafka_compression,
-                    )
-                    messages += asyncio.run(publisher.publish(rows)).messages
-            console.print(f"[{shape}] measuring the raw consumer ...")
-            raw = asyncio.run(raw_consume(services.kafka_url, list(traffic)))
-            console.print(f"[{shape}] measuring the pipeline ...")
-            db_name = f"finops_bench_{run_id}_{shape}"
-            database_url = _fresh_database(services.database_url, db_name)
-            try:
-                pipe = pipeline_drain(settings, services, topic, database_url, joins)
-            finally:
-                _drop_database(services.database_url, db_name)
-        finally:
-            asyncio.run(delete_topics(services.kafka_url, topics))
-        if raw.events != n or pipe.events != n:
-            raise RuntimeError(
-                f"{shape}: expected {n} events, raw saw {raw.events}, "
-                f"pipeline counted {pipe.events}"
+    # Rounds interleave the shapes (batched, joined, batched, joined, ...) so
+    # a machine that slows down or speeds up mid-run biases no shape.
+    for round_no in range(1, rounds + 1):
+        for shape in shapes:
+            label = shape if rounds == 1 else f"{shape} #{round_no}"
+            console.print(f"[{label}] publishing, then the raw consumer and the pipeline ...")
+            raw, pipe, messages, lines = _measure(
+                settings,
+                services,
+                console,
+                f"bench-{run_id}-{shape}-{round_no}",
+                shape,
+                events,
+                side,
             )
-        ratios[shape], rates[shape] = pipe.rate / raw.rate, pipe.rate
-        for agent, clock in pipe.stages.items():
-            if clock["batches"]:
-                busy.add_row(
-                    shape,
-                    agent,
-                    f"{clock['batches']:,}",
-                    f"{clock['messages']:,}",
-                    _busy(clock["prepare_s"], pipe.seconds),
-                    _busy(clock["commit_s"], pipe.seconds),
+            if raw.events != n or pipe.events != n:
+                raise RuntimeError(
+                    f"{shape}: expected {n} events, raw saw {raw.events}, "
+                    f"pipeline counted {pipe.events}"
                 )
-        table.add_row(
-            shape,
-            f"{n:,}",
-            f"{messages:,}",
-            f"{raw.rate:,.0f}",
-            f"{pipe.rate:,.0f}",
-            f"{sum(map(len, traffic.values())) / pipe.seconds:,.0f}",
-            f"{ratios[shape]:.2f}",
-            f"{raw.startup_s:.1f}",
-            f"{pipe.startup_s:.1f}",
-        )
+            ratios.setdefault(shape, []).append(pipe.rate / raw.rate)
+            rates.setdefault(shape, []).append(pipe.rate)
+            for agent, clock in pipe.stages.items():
+                if clock["batches"]:
+                    busy.add_row(
+                        label,
+                        agent,
+                        f"{clock['batches']:,}",
+                        f"{clock['messages']:,}",
+                        _busy(clock["prepare_s"], pipe.seconds),
+                        _busy(clock["commit_s"], pipe.seconds),
+                    )
+            table.add_row(
+                label,
+                f"{n:,}",
+                f"{messages:,}",
+                f"{raw.rate:,.0f}",
+                f"{pipe.rate:,.0f}",
+                f"{lines / pipe.seconds:,.0f}",
+                f"{ratios[shape][-1]:.2f}",
+                f"{raw.startup_s:.1f}",
+                f"{pipe.startup_s:.1f}",
+            )
     console.print(table)
     console.print(busy)
     if "batched" in ratios:
-        console.print(f"batched-shape ratio pipeline/raw: {ratios['batched']:.2f}")
+        console.print(f"batched-shape ratio pipeline/raw: {median(ratios['batched']):.2f}")
     if "batched" in rates and "joined" in rates:
+        joins = [j / b for b, j in zip(rates["batched"], rates["joined"], strict=True)]
+        spread = f" (median of {rounds} rounds: {', '.join(f'{r:.2f}' for r in joins)})"
         console.print(
             "joins ratio (joined / spend path alone, pipeline rates): "
-            f"{rates['joined'] / rates['batched']:.2f}"
+            f"{median(joins):.2f}{spread if rounds > 1 else ''}"
         )
+
+
+def _measure(
+    settings: Settings,
+    services: Services,
+    console: Console,
+    topic: str,
+    shape: str,
+    events: list[bytes],
+    side: dict[str, list[bytes]],
+) -> tuple[Run, Run, int, int]:
+    """Publish one shape's traffic to fresh topics, time the raw consumer and
+    the pipeline on it, and delete the topics (the embedded broker keeps every
+    message in memory). Returns both runs, the messages and the input lines."""
+    joins = shape == "joined"
+    traffic = {topic: events} | ({f"{topic}-{k}": v for k, v in side.items()} if joins else {})
+    # Every topic of the shape, the worker's side topics even when its joins
+    # are off.
+    topics = [topic, *(f"{topic}-{k}" for k in ("telemetry", "cache"))]
+    topics += [f"{t}-dlq" for t in topics]
+    # Side traffic goes in messages as large in bytes as the batched usage
+    # messages (a cache event is a third of a usage event's size), the way a
+    # producer that batches by size sends it; faust's cost is per message.
+    side_message_bytes = SHAPES["batched"] * (sum(map(len, events)) // max(len(events), 1) + 1)
+    try:
+        asyncio.run(ensure_topics(services.kafka_url, topics, settings.partitions))
+        messages = 0
+        with Progress(console=console, transient=True) as progress:
+            for name, rows in traffic.items():
+                task = progress.add_task(f"publish {name}", total=len(rows))
+                publisher = BatchingPublisher(
+                    services.kafka_url,
+                    name,
+                    events_per_message=SHAPES[shape] if name == topic else 10**9,
+                    max_message_bytes=(
+                        settings.max_message_bytes if name == topic else side_message_bytes
+                    ),
+                    on_progress=partial(_advance, progress, task),
+                    compression=settings.kafka_compression,
+                )
+                messages += asyncio.run(publisher.publish(rows)).messages
+        raw = asyncio.run(raw_consume(services.kafka_url, list(traffic)))
+        db_name = f"finops_bench_{topic.removeprefix('bench-').replace('-', '_')}"
+        database_url = _fresh_database(services.database_url, db_name)
+        try:
+            pipe = pipeline_drain(settings, services, topic, database_url, joins)
+        finally:
+            _drop_database(services.database_url, db_name)
+    finally:
+        asyncio.run(delete_topics(services.kafka_url, topics))
+    return raw, pipe, messages, sum(map(len, traffic.values()))

@@ -767,12 +767,16 @@ def demo(
 def bench(
     events: Annotated[int, typer.Option(help="events per message shape")] = 200_000,
     shapes: Annotated[str, typer.Option(help="batched,joined,single")] = "batched,joined,single",
+    rounds: Annotated[
+        int, typer.Option(min=1, help="measure the shapes this many times, interleaved")
+    ] = 1,
 ) -> None:
     """Pipeline throughput against a raw aiokafka consumer, same events, same run."""
     from pipeline.bench import run_bench
 
     settings, services = _services()
-    run_bench(settings, services, events, tuple(s.strip() for s in shapes.split(",")), console)
+    shape_names = tuple(s.strip() for s in shapes.split(","))
+    run_bench(settings, services, events, shape_names, console, rounds)
 
 
 _ALL_TIME = (datetime(1970, 1, 1, tzinfo=UTC), datetime(9999, 1, 1, tzinfo=UTC))
