@@ -99,6 +99,7 @@ class ColumnContract:
     _suspect: str = field(init=False, repr=False)
     _known_key: str = field(init=False, repr=False)
     _texts: frozenset[str] = field(init=False, repr=False)
+    _by_columns: dict[tuple[str, ...], list[pl.Expr]] = field(init=False, repr=False)
 
     def __post_init__(self) -> None:
         # An identifier key whose value is not a JSON string, or a key that
@@ -119,6 +120,7 @@ class ColumnContract:
         object.__setattr__(
             self, "_texts", frozenset(c for c, t in self.schema.items() if t == pl.String())
         )
+        object.__setattr__(self, "_by_columns", self._checks_by_columns())
 
     def _checks_by_columns(self) -> dict[tuple[str, ...], list[pl.Expr]]:
         """The contract's checks, and that every text column but ``ts`` holds
@@ -231,7 +233,7 @@ class ColumnContract:
             .str.to_datetime(_TS_FORMAT, strict=False, time_zone="UTC", time_unit="us")
             .alias("_ts")
         )
-        for roots, checks in self._checks_by_columns().items():
+        for roots, checks in self._by_columns.items():
             scope = frame.select(roots).unique() if roots else frame
             if not scope.select(pl.all_horizontal(checks).fill_null(False).all()).item():
                 return None

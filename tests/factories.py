@@ -36,6 +36,24 @@ def event(**overrides: Any) -> dict[str, Any]:
     return base
 
 
+def cache_event(**overrides: Any) -> dict[str, Any]:
+    base: dict[str, Any] = {
+        "node_id": "gpu-a1",
+        "ts": "2025-11-01T10:00:00Z",
+        "tenant": "acme",
+        "route": "/v1/chat",
+        "layer": "prefix",
+        "op": "evict",
+        "tokens": 300,
+        "owner_tenant": "globex",
+        "model": "qwen3-32b",
+        "provider": "self-hosted",
+        "output_tokens": 20,
+    }
+    base.update(overrides)
+    return base
+
+
 def line(ev: dict[str, Any]) -> bytes:
     return json.dumps(ev, separators=(",", ":")).encode()
 

@@ -20,21 +20,9 @@ from models.contracts import CacheEvent, UsageEvent
 from pipeline.cache_codec import CACHE
 from pipeline.ndjson_codec import ColumnContract, Message
 from pipeline.usage_codec import USAGE
-from tests.factories import event
+from tests.factories import cache_event, event
 
-CACHE_EVENT: dict[str, Any] = {
-    "node_id": "gpu-a1",
-    "ts": "2025-11-01T10:00:00.25Z",
-    "tenant": "acme",
-    "route": "/v1/chat",
-    "layer": "prefix",
-    "op": "evict",
-    "tokens": 300,
-    "owner_tenant": "globex",
-    "model": "qwen3-32b",
-    "provider": "self-hosted",
-    "output_tokens": 20,
-}
+CACHE_EVENT = cache_event(ts="2025-11-01T10:00:00.25Z")
 CONTRACTS: dict[str, tuple[ColumnContract, type[BaseModel], dict[str, Any]]] = {
     "usage": (USAGE, UsageEvent, event()),
     "cache": (CACHE, CacheEvent, CACHE_EVENT),

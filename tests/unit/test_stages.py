@@ -14,15 +14,8 @@ from pipeline.stages import StageClock, run_stages
 
 
 @dataclass(frozen=True)
-class _Record:
-    partition: int
-    offset: int
-    value: bytes
-
-
-@dataclass(frozen=True)
 class _Event:
-    message: _Record
+    message: Message  # the fields run_stages reads of a faust message
 
 
 class _Stream:
@@ -36,7 +29,7 @@ class _Stream:
         offset = 0
         for size in self._chunks:
             assert size <= n
-            yield [_Event(_Record(0, offset + i, b"{}")) for i in range(size)]
+            yield [_Event(Message(0, offset + i, b"{}")) for i in range(size)]
             offset += size
             await asyncio.sleep(0)
 

@@ -13,7 +13,7 @@ from pydantic import ValidationError
 from models.contracts import CacheEvent, UsageEvent
 from pipeline.cache_codec import CACHE
 from pipeline.usage_codec import Message, decode
-from tests.factories import event, line, messages
+from tests.factories import cache_event, event, line, messages
 
 
 def test_good_lines_decode_column_wise() -> None:
@@ -149,25 +149,9 @@ def test_arbitrary_bytes_never_crash_and_are_all_accounted_for(chunks: list[byte
 # --- the cache-event contract takes the same fast path ---------------------------
 
 
-def _cache_event() -> dict[str, Any]:
-    return {
-        "node_id": "gpu-a1",
-        "ts": "2025-11-01T10:00:00Z",
-        "tenant": "acme",
-        "route": "/v1/chat",
-        "layer": "prefix",
-        "op": "evict",
-        "tokens": 300,
-        "owner_tenant": "globex",
-        "model": "qwen3-32b",
-        "provider": "self-hosted",
-        "output_tokens": 20,
-    }
-
-
 @st.composite
 def maybe_bad_cache_events(draw: st.DrawFn) -> dict[str, Any]:
-    ev = _cache_event()
+    ev = cache_event()
     ev["ts"] = draw(_timestamps)
     ev["op"] = draw(st.sampled_from(["hit", "miss", "insert", "evict", "peek"]))
     ev["layer"] = draw(st.sampled_from(["prefix", "embedding", "response", "semantic", "disk"]))
@@ -211,7 +195,7 @@ def test_an_explicit_null_where_the_contract_has_a_default_is_judged_by_the_cont
     """The reader cannot tell ``"output_tokens": null`` from an absent key;
     the contract defaults an absent one to 0 but rejects the null (found by
     the property above)."""
-    absent, null = _cache_event(), {**_cache_event(), "output_tokens": None}
+    absent, null = cache_event(), {**cache_event(), "output_tokens": None}
     del absent["output_tokens"]
     decoded = CACHE.decode(
         [Message(0, 0, json.dumps(absent).encode() + b"\n" + json.dumps(null).encode())]
