@@ -272,12 +272,17 @@ def run_bench(
     if "batched" in ratios:
         console.print(f"batched-shape ratio pipeline/raw: {median(ratios['batched']):.2f}")
     if "batched" in rates and "joined" in rates:
-        joins = [j / b for b, j in zip(rates["batched"], rates["joined"], strict=True)]
-        spread = f" (median of {rounds} rounds: {', '.join(f'{r:.2f}' for r in joins)})"
-        console.print(
-            "joins ratio (joined / spend path alone, pipeline rates): "
-            f"{median(joins):.2f}{spread if rounds > 1 else ''}"
-        )
+        console.print(joins_ratio(rates["batched"], rates["joined"]))
+
+
+def joins_ratio(batched: list[float], joined: list[float]) -> str:
+    """The bench's last line: joined / batched pipeline rates, round by
+    round, and their median."""
+    ratios = [j / b for b, j in zip(batched, joined, strict=True)]
+    line = f"joins ratio (joined / spend path alone, pipeline rates): {median(ratios):.2f}"
+    if len(ratios) > 1:
+        line += f" (median of {len(ratios)} rounds: {', '.join(f'{r:.2f}' for r in ratios)})"
+    return line
 
 
 def _measure(

@@ -84,12 +84,12 @@ def test_dead_letters_are_reviewed_then_replayed_once(env: Env, tmp_path: Path) 
 
 
 def test_bench_measures_both_shapes_and_leaves_no_topics_behind(env: Env) -> None:
-    """A small `finops bench` end to end, two interleaved rounds: both shapes
-    drain every event each round, the last line is the median joins ratio
-    with each round's, and its topics and databases are gone after (the
-    embedded broker keeps every message in memory until then)."""
+    """A small `finops bench` end to end: both shapes drain every event, the
+    last line is the joins ratio, and its topics and databases are gone after
+    (the embedded broker keeps every message in memory until then). Rounds
+    only repeat this (tests/unit/test_bench_summary.py)."""
     out = env.finops(
-        "bench", "--events", "3000", "--shapes", "batched,joined", "--rounds", "2", timeout=900
+        "bench", "--events", "3000", "--shapes", "batched,joined", "--rounds", "1", timeout=600
     )
     cells = [
         [c.strip() for c in r.split("│")[1:-1]]
@@ -97,32 +97,24 @@ def test_bench_measures_both_shapes_and_leaves_no_topics_behind(env: Env) -> Non
         if r.startswith("│")
     ]
     rows = [c for c in cells if len(c) == 9]
-    assert [r[0] for r in rows] == ["batched #1", "joined #1", "batched #2", "joined #2"]
+    assert [r[0] for r in rows] == ["batched", "joined"]
     assert all(r[1] == "3,000" for r in rows)
     # Where the time went: every agent of each shape, and between them every
     # message of the shape committed exactly once.
     busy = [c for c in cells if len(c) == 6]
-    assert sorted((b[0], b[1]) for b in busy) == sorted(
-        (f"{shape} #{n}", agent)
-        for n in (1, 2)
-        for shape, agent in (
-            ("batched", "spend"),
-            ("joined", "cache"),
-            ("joined", "spend"),
-            ("joined", "telemetry"),
-        )
-    )
+    assert sorted((b[0], b[1]) for b in busy) == [
+        ("batched", "spend"),
+        ("joined", "cache"),
+        ("joined", "spend"),
+        ("joined", "telemetry"),
+    ]
     for shape, _, messages, *_ in rows:
         committed = sum(int(b[3].replace(",", "")) for b in busy if b[0] == shape)
         assert committed == int(messages.replace(",", ""))
     ratio = re.search(
-        r"joins ratio \(joined / spend path alone, pipeline rates\): ([\d.]+)"
-        r" \(median of 2 rounds: ([\d.]+), ([\d.]+)\)",
-        out.stdout,
+        r"joins ratio \(joined / spend path alone, pipeline rates\): ([\d.]+)$", out.stdout, re.M
     )
-    assert ratio is not None
-    median, *rounds = (float(g) for g in ratio.groups())
-    assert median > 0 and min(rounds) <= median <= max(rounds)
+    assert ratio is not None and float(ratio.group(1)) > 0
 
     async def bench_topics() -> list[str]:
         admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap(env.kafka_url))
