@@ -72,6 +72,15 @@ def tokens(name: str, *, required: bool = True) -> pl.Expr:
     return pl.col(name).is_not_null() & valid if required else pl.col(name).is_null() | valid
 
 
+def _parsed_ts() -> pl.Expr:
+    """``_ts``: ``ts`` parsed in the RFC 3339 subset, null where it did not parse."""
+    return (
+        pl.col("ts")
+        .str.to_datetime(_TS_FORMAT, strict=False, time_zone="UTC", time_unit="us")
+        .alias("_ts")
+    )
+
+
 def timestamp() -> pl.Expr:
     """``ts`` is an RFC 3339 string with an offset that parsed."""
     return (
@@ -99,7 +108,9 @@ class ColumnContract:
     _suspect: str = field(init=False, repr=False)
     _known_key: str = field(init=False, repr=False)
     _texts: frozenset[str] = field(init=False, repr=False)
-    _by_columns: dict[tuple[str, ...], list[pl.Expr]] = field(init=False, repr=False)
+    _value_columns: tuple[str, ...] = field(init=False, repr=False)
+    _per_value: list[pl.Expr] = field(init=False, repr=False)
+    _per_row: list[pl.Expr] = field(init=False, repr=False)
 
     def __post_init__(self) -> None:
         # An identifier key whose value is not a JSON string, or a key that
@@ -120,20 +131,20 @@ class ColumnContract:
         object.__setattr__(
             self, "_texts", frozenset(c for c, t in self.schema.items() if t == pl.String())
         )
-        object.__setattr__(self, "_by_columns", self._checks_by_columns())
-
-    def _checks_by_columns(self) -> dict[tuple[str, ...], list[pl.Expr]]:
-        """The contract's checks, and that every text column but ``ts`` holds
-        JSON strings, keyed by the columns they read: a check of text columns
-        only is a function of their values, so it can run once per distinct
-        value; the key ``()`` holds those that must run on every row."""
+        # The contract's checks, and that every text column but ``ts`` holds
+        # JSON strings, split by the columns they read: a check of those text
+        # columns only is a function of their values, so it runs once per
+        # distinct combination of them; the rest run on every row.
         values = self._texts - {"ts"}
         rendered = [pl.col(c).is_null() | ~pl.col(c).str.contains(_RENDERED) for c in values]
-        grouped: dict[tuple[str, ...], list[pl.Expr]] = {}
+        per_value: list[pl.Expr] = []
+        per_row: list[pl.Expr] = []
         for check in [*self.checks(), *rendered]:
-            per_value = frozenset(check.meta.root_names()) <= values
-            grouped.setdefault(tuple(sorted(values)) if per_value else (), []).append(check)
-        return grouped
+            reads_values_only = frozenset(check.meta.root_names()) <= values
+            (per_value if reads_values_only else per_row).append(check)
+        object.__setattr__(self, "_value_columns", tuple(sorted(values)))
+        object.__setattr__(self, "_per_value", per_value)
+        object.__setattr__(self, "_per_row", per_row)
 
     @property
     def frame_schema(self) -> dict[str, pl.DataType]:
@@ -192,7 +203,7 @@ class ColumnContract:
     def proved(self, messages: Sequence[Message]) -> pl.DataFrame | None:
         """The whole batch in one read, when that read itself proves every line
         is one the contract accepts, exactly as the contract reads it; else
-        None (and the line-by-line checks below decide).
+        None (and :meth:`checked` decides, line by line).
 
         The proof, for a batch with no backslash (so no escapes: every ``"``
         opens or closes a JSON key or a JSON string value):
@@ -228,14 +239,12 @@ class ColumnContract:
         quotes = sum(n * (4 if c in self._texts else 2) for c, n in filled.items())
         if raw.count(b'"') != quotes:
             return None
-        frame = parsed.with_columns(
-            pl.col("ts")
-            .str.to_datetime(_TS_FORMAT, strict=False, time_zone="UTC", time_unit="us")
-            .alias("_ts")
-        )
-        for roots, checks in self._by_columns.items():
-            scope = frame.select(roots).unique() if roots else frame
-            if not scope.select(pl.all_horizontal(checks).fill_null(False).all()).item():
+        frame = parsed.with_columns(_parsed_ts())
+        for scope, checks in (
+            (frame.select(self._value_columns).unique(), self._per_value),
+            (frame, self._per_row),
+        ):
+            if checks and not scope.select(pl.all_horizontal(checks).fill_null(False).all()).item():
                 return None
         positions = pl.DataFrame(
             {
@@ -263,11 +272,7 @@ class ColumnContract:
         if parsed is None:
             # Some line has a value of the wrong JSON type; find it per message.
             return self._read_per_message(lines, positions)
-        frame = pl.concat([positions, parsed], how="horizontal").with_columns(
-            pl.col("ts")
-            .str.to_datetime(_TS_FORMAT, strict=False, time_zone="UTC", time_unit="us")
-            .alias("_ts")
-        )
+        frame = pl.concat([positions, parsed], how="horizontal").with_columns(_parsed_ts())
         ok = pl.all_horizontal(self.checks()).fill_null(False) & _unique_keys(
             lines, self._known_key
         )
