@@ -182,19 +182,22 @@ dead_letter = Table(
 
 _ENERGY_KEY = ("model", "tenant", "route", "feature", "batch_bucket", "cache_state")
 
-# Usage on self-hosted nodes, summed per node-window and attribution key with
-# its attribution weight; written in the spend transaction, so exactly once.
+# Usage on self-hosted nodes, summed per batch, node-window and attribution
+# key with its attribution weight; written in the spend transaction, so
+# exactly once. Append-only: one row per batch and key, summed by the
+# finalizer (a plain COPY on the spend path instead of an upsert).
 energy_usage = Table(
     "energy_usage",
     metadata,
-    Column("window_start", TS, primary_key=True),
-    Column("node_id", Text, primary_key=True),
-    *(Column(k, Text, primary_key=True) for k in _ENERGY_KEY),
+    Column("window_start", TS, nullable=False),
+    Column("node_id", Text, nullable=False),
+    *(Column(k, Text, nullable=False) for k in _ENERGY_KEY),
     _count("attempts"),
     _count("input_tokens"),
     _count("output_tokens"),
     _count("cache_read_tokens"),
     _count("weight"),
+    Index("energy_usage_node_window", "window_start", "node_id"),
 )
 
 # Measured energy per node and minute (integer millijoules), and its split.

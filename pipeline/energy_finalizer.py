@@ -39,12 +39,14 @@ FOR UPDATE OF n SKIP LOCKED
 _KEY_COLS = ", ".join(ENERGY_KEY)
 # The ready windows as two parallel arrays, joined to each table by value.
 _READY_ROWS = "unnest(%s::timestamptz[], %s::text[]) AS r(window_start, node_id)"
+# energy_usage is append-only (a row per batch and key): summed here.
+_GROUP = ", ".join(f"u.{c}" for c in ("window_start", "node_id", *ENERGY_KEY))
 _USAGE = (
-    f"SELECT u.window_start, u.node_id, {', '.join('u.' + k for k in ENERGY_KEY)}, u.attempts,"
-    f" {', '.join('u.' + t for t in TOKEN_SUMS)}, u.weight"
+    f"SELECT {_GROUP}, sum(u.attempts)::bigint,"
+    f" {', '.join(f'sum(u.{t})::bigint' for t in TOKEN_SUMS)}, sum(u.weight)::bigint"
     f" FROM energy_usage u JOIN {_READY_ROWS}"
     " ON u.window_start = r.window_start AND u.node_id = r.node_id"
-    f" ORDER BY u.window_start, u.node_id, {', '.join('u.' + k for k in ENERGY_KEY)}"
+    f" GROUP BY {_GROUP} ORDER BY {_GROUP}"
 )
 _DELETE = (
     f"DELETE FROM energy_window e USING {_READY_ROWS}"

@@ -202,6 +202,16 @@ def as_csv(frame: pl.DataFrame) -> str:
     return frame.write_csv(include_header=False, datetime_format="%Y-%m-%dT%H:%M:%S%.6f%z")
 
 
+async def copy_rows(
+    cur: AsyncCursor[tuple[object, ...]], frame: pl.DataFrame, table: str, cols: tuple[str, ...]
+) -> None:
+    """COPY the ``cols`` of ``frame`` straight into ``table`` (append-only)."""
+    if frame.is_empty():
+        return
+    async with cur.copy(f"COPY {table} ({', '.join(cols)}) FROM STDIN (FORMAT csv)") as copy:
+        await copy.write(as_csv(frame.select(cols)))
+
+
 async def copy_merge(
     cur: AsyncCursor[tuple[object, ...]],
     frame: pl.DataFrame,
@@ -213,9 +223,7 @@ async def copy_merge(
     merge it: far cheaper than a row-by-row upsert for thousands of rows."""
     if frame.is_empty():
         return
-    cols = (*key, *sums)
-    async with cur.copy(f"COPY stage_{table} ({', '.join(cols)}) FROM STDIN (FORMAT csv)") as copy:
-        await copy.write(as_csv(frame.select(cols)))
+    await copy_rows(cur, frame, f"stage_{table}", (*key, *sums))
     await cur.execute(merge_sql(table, key, sums))
 
 

@@ -39,7 +39,7 @@ from pipeline.budgets import SUMS as BUDGET_SUMS
 from pipeline.dead_letter import DeadLetter
 from pipeline.energy_usage import ENERGY_KEY, TOKEN_SUMS
 from pipeline.latency import latency_parts
-from pipeline.offset_sink import FENCED, OffsetSink, as_csv, copy_merge
+from pipeline.offset_sink import FENCED, OffsetSink, as_csv, copy_merge, copy_rows
 from pipeline.recent_keys import RecentKeys
 from pipeline.request_costs import COLUMNS as REQUEST_COLUMNS
 from pipeline.request_costs import retry_costs
@@ -63,8 +63,6 @@ CREATE TEMP TABLE IF NOT EXISTS stage_event (
     fingerprint uuid NOT NULL
 ) ON COMMIT DELETE ROWS;
 CREATE TEMP TABLE IF NOT EXISTS stage_window (LIKE spend_window INCLUDING DEFAULTS)
-    ON COMMIT DELETE ROWS;
-CREATE TEMP TABLE IF NOT EXISTS stage_energy_usage (LIKE energy_usage INCLUDING DEFAULTS)
     ON COMMIT DELETE ROWS;
 CREATE TEMP TABLE IF NOT EXISTS stage_energy_window (LIKE energy_window INCLUDING DEFAULTS)
     ON COMMIT DELETE ROWS;
@@ -136,7 +134,7 @@ _ESTIMATE_SUMS = ("attempts", *TOKEN_SUMS, "energy_mj")
 # split it again, so the late attempts get their share: an adjustment.
 _REOPEN = """
 UPDATE node_energy_window n SET final = false
-FROM (SELECT DISTINCT window_start, node_id FROM stage_energy_usage) s
+FROM unnest(%s::timestamptz[], %s::text[]) AS s(window_start, node_id)
 WHERE n.final AND n.window_start = s.window_start AND n.node_id = s.node_id
 """
 
@@ -381,10 +379,13 @@ class SpendSink(OffsetSink):
         estimates: pl.DataFrame,
     ) -> None:
         async with conn.cursor() as cur:
-            await copy_merge(cur, usage, "energy_usage", _USAGE_COLS, _USAGE_SUMS)
+            await copy_rows(cur, usage, "energy_usage", (*_USAGE_COLS, *_USAGE_SUMS))
             await copy_merge(cur, estimates, "energy_window", _ESTIMATE_COLS, _ESTIMATE_SUMS)
             if not usage.is_empty():
-                await cur.execute(_REOPEN)
+                windows = usage.select("window_start", "node_id").unique()
+                await cur.execute(
+                    _REOPEN, (windows["window_start"].to_list(), windows["node_id"].to_list())
+                )
 
     async def _write_unpriced(
         self, conn: AsyncConnection[tuple[object, ...]], unpriced: pl.DataFrame

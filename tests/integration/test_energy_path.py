@@ -37,8 +37,8 @@ def _write(path: Path, rows: list[dict[str, Any]]) -> str:
 
 
 def _usage(tenant: str, out: int, inp: int, cached: int, **kw: Any) -> dict[str, Any]:
+    kw.setdefault("event_id", f"{tenant}-{out}")
     return event(
-        event_id=f"{tenant}-{out}",
         tenant=tenant,
         ts=_ts(10),
         node_id="gpu-a1",
@@ -187,8 +187,19 @@ def test_energy_is_split_exactly_and_late_usage_is_an_adjustment(env: Env, tmp_p
     engine.dispose()
 
     # Usage for the window arrives after it was split: split again, exactly.
-    env.finops("replay", _write(tmp_path / "late.jsonl", [_usage("late", 300, 600, 0)]))
+    # One late attempt has acme's attribution key: energy_usage keeps a row
+    # per batch and key, and the split sums them into one energy_window row.
+    late = [_usage("late", 300, 600, 0), _usage("acme", 500, 4000, 3000, event_id="acme-again")]
+    env.finops("replay", _write(tmp_path / "late.jsonl", late))
     env.finops("worker", "--drain")
+    assert env.query("SELECT count(*), sum(attempts) FROM energy_usage WHERE tenant = 'acme'") == [
+        (2, 2)
+    ]
+    assert env.query(
+        "SELECT attempts, output_tokens FROM energy_window"
+        " WHERE source = 'measured' AND tenant = 'acme' AND window_start = %s",
+        (W,),
+    ) == [(2, 1000)]
     ((measured, attributed, splits),) = env.query(
         "SELECT measured_mj, attributed_mj, splits FROM node_energy_window"
         " WHERE node_id = 'gpu-a1' AND window_start = %s",
