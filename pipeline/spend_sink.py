@@ -33,6 +33,7 @@ import psycopg
 from psycopg import AsyncConnection, AsyncCursor
 
 from models.prices import PriceBook, PriceEntry
+from pipeline import pg_binary
 from pipeline.budgets import CAPS_SCHEMA, budget_parts
 from pipeline.budgets import KEY as BUDGET_KEY
 from pipeline.budgets import SUMS as BUDGET_SUMS
@@ -342,10 +343,11 @@ class SpendSink(OffsetSink):
                 conn.transaction(),
                 conn.cursor() as cur,
                 cur.copy(
-                    "COPY seen_event (event_key, event_ts, fingerprint) FROM STDIN (FORMAT csv)"
+                    "COPY seen_event (event_key, event_ts, fingerprint) FROM STDIN (FORMAT binary)"
                 ) as copy,
             ):
-                await copy.write(as_csv(rest.select("event_key", "ts", "fingerprint")))
+                keys = rest.select("event_key", "ts", "fingerprint")
+                await copy.write(pg_binary.encode(keys, uuids=("event_key", "fingerprint")))
             return dup_idx, []
         except psycopg.errors.UniqueViolation:
             pass

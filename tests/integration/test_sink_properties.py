@@ -5,9 +5,12 @@ window sums equal the sum of per-event costs."""
 from __future__ import annotations
 
 import asyncio
+from datetime import UTC, datetime
 from decimal import Decimal
 from typing import Any
+from uuid import UUID
 
+import polars as pl
 import psycopg
 import pytest
 from alembic.autogenerate import compare_metadata
@@ -17,7 +20,7 @@ from hypothesis import strategies as st
 
 from models.prices import PriceBook
 from models.tables import metadata
-from pipeline import db
+from pipeline import db, pg_binary
 from pipeline.cli import default_prices
 from pipeline.pricing import book_frame
 from pipeline.spend_batch import prepare
@@ -163,3 +166,32 @@ def test_a_redelivered_batch_does_not_count_its_in_batch_duplicates_again(env: E
 
     asyncio.run(run())
     assert env.query("SELECT events_accepted, events_duplicate FROM sink_offset") == [(2, 1)]
+
+
+def _year(year: int) -> datetime:
+    """Hypothesis bounds datetimes with naive values."""
+    return datetime(year, 1, 1, tzinfo=UTC).replace(tzinfo=None)
+
+
+@settings(
+    max_examples=20, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]
+)
+@given(
+    st.lists(
+        st.tuples(
+            st.uuids(),
+            st.datetimes(_year(1900), _year(2200), timezones=st.just(UTC)),
+        ),
+        max_size=30,
+    )
+)
+def test_the_server_reads_the_binary_copy_back(env: Env, rows: list[tuple[UUID, datetime]]) -> None:
+    frame = pl.DataFrame(
+        {"key": [k.hex for k, _ in rows], "ts": [t for _, t in rows]},
+        schema={"key": pl.String(), "ts": pl.Datetime("us", "UTC")},
+    )
+    with psycopg.connect(env.database_url) as conn:
+        conn.execute("CREATE TEMP TABLE copied (key uuid, ts timestamptz)")
+        with conn.cursor() as cur, cur.copy("COPY copied FROM STDIN (FORMAT binary)") as copy:
+            copy.write(pg_binary.encode(frame, uuids=("key",)))
+        assert conn.execute("SELECT key, ts FROM copied").fetchall() == rows
