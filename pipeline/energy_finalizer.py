@@ -39,15 +39,26 @@ FOR UPDATE OF n SKIP LOCKED
 _KEY_COLS = ", ".join(ENERGY_KEY)
 # The ready windows as two parallel arrays, joined to each table by value.
 _READY_ROWS = "unnest(%s::timestamptz[], %s::text[]) AS r(window_start, node_id)"
-# energy_usage is append-only (a row per batch and key): summed here.
-_GROUP = ", ".join(f"u.{c}" for c in ("window_start", "node_id", *ENERGY_KEY))
-_USAGE = (
-    f"SELECT {_GROUP}, sum(u.attempts)::bigint,"
-    f" {', '.join(f'sum(u.{t})::bigint' for t in TOKEN_SUMS)}, sum(u.weight)::bigint"
-    f" FROM energy_usage u JOIN {_READY_ROWS}"
-    " ON u.window_start = r.window_start AND u.node_id = r.node_id"
-    f" GROUP BY {_GROUP} ORDER BY {_GROUP}"
+# energy_usage is append-only (a row per batch and key): one statement, one
+# snapshot, takes the ready windows' rows out, puts back one row per key with
+# their sums, and returns those for the split. Rows a spend transaction
+# commits meanwhile are not in that snapshot, so they stay, and their
+# transaction re-opens the window: split again later, never lost.
+_GROUP = ", ".join(("window_start", "node_id", *ENERGY_KEY))
+_SUMS = ", ".join(("attempts", *TOKEN_SUMS, "weight"))
+_USAGE = f"""
+WITH gone AS (
+    DELETE FROM energy_usage u USING {_READY_ROWS}
+    WHERE u.window_start = r.window_start AND u.node_id = r.node_id
+    RETURNING u.*
+), folded AS (
+    INSERT INTO energy_usage ({_GROUP}, {_SUMS})
+    SELECT {_GROUP}, {", ".join(f"sum({c})" for c in ("attempts", *TOKEN_SUMS, "weight"))}
+    FROM gone GROUP BY {_GROUP}
+    RETURNING {_GROUP}, {_SUMS}
 )
+SELECT * FROM folded ORDER BY {_GROUP}
+"""
 _DELETE = (
     f"DELETE FROM energy_window e USING {_READY_ROWS}"
     " WHERE e.window_start = r.window_start AND e.node_id = r.node_id AND e.source = 'measured'"

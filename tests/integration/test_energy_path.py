@@ -187,13 +187,14 @@ def test_energy_is_split_exactly_and_late_usage_is_an_adjustment(env: Env, tmp_p
     engine.dispose()
 
     # Usage for the window arrives after it was split: split again, exactly.
-    # One late attempt has acme's attribution key: energy_usage keeps a row
-    # per batch and key, and the split sums them into one energy_window row.
+    # One late attempt has acme's attribution key: energy_usage gets a row
+    # per batch and key, and the split sums them into one energy_window row
+    # and folds them into one energy_usage row.
     late = [_usage("late", 300, 600, 0), _usage("acme", 500, 4000, 3000, event_id="acme-again")]
     env.finops("replay", _write(tmp_path / "late.jsonl", late))
     env.finops("worker", "--drain")
     assert env.query("SELECT count(*), sum(attempts) FROM energy_usage WHERE tenant = 'acme'") == [
-        (2, 2)
+        (1, 2)
     ]
     assert env.query(
         "SELECT attempts, output_tokens FROM energy_window"
