@@ -184,8 +184,9 @@ _ENERGY_KEY = ("model", "tenant", "route", "feature", "batch_bucket", "cache_sta
 
 # Usage on self-hosted nodes, summed per batch, node-window and attribution
 # key with its attribution weight; written in the spend transaction, so
-# exactly once. Append-only: one row per batch and key, summed by the
-# finalizer (a plain COPY on the spend path instead of an upsert).
+# exactly once. Append-only (a plain COPY on the spend path instead of an
+# upsert): the finalizer sums a window's rows and folds them into one per key
+# when it splits the window.
 energy_usage = Table(
     "energy_usage",
     metadata,

@@ -21,7 +21,7 @@ from datetime import timedelta
 from psycopg import AsyncConnection
 
 from pipeline.energy import largest_remainder
-from pipeline.energy_usage import ENERGY_KEY, TOKEN_SUMS
+from pipeline.energy_usage import ENERGY_KEY, TOKEN_SUMS, USAGE_KEY, USAGE_SUMS
 from pipeline.offset_sink import PgSession
 
 log = logging.getLogger(__name__)
@@ -44,8 +44,8 @@ _READY_ROWS = "unnest(%s::timestamptz[], %s::text[]) AS r(window_start, node_id)
 # their sums, and returns those for the split. Rows a spend transaction
 # commits meanwhile are not in that snapshot, so they stay, and their
 # transaction re-opens the window: split again later, never lost.
-_GROUP = ", ".join(("window_start", "node_id", *ENERGY_KEY))
-_SUMS = ", ".join(("attempts", *TOKEN_SUMS, "weight"))
+_GROUP = ", ".join(USAGE_KEY)
+_SUMS = ", ".join(USAGE_SUMS)
 _USAGE = f"""
 WITH gone AS (
     DELETE FROM energy_usage u USING {_READY_ROWS}
@@ -53,7 +53,7 @@ WITH gone AS (
     RETURNING u.*
 ), folded AS (
     INSERT INTO energy_usage ({_GROUP}, {_SUMS})
-    SELECT {_GROUP}, {", ".join(f"sum({c})" for c in ("attempts", *TOKEN_SUMS, "weight"))}
+    SELECT {_GROUP}, {", ".join(f"sum({c})" for c in USAGE_SUMS)}
     FROM gone GROUP BY {_GROUP}
     RETURNING {_GROUP}, {_SUMS}
 )

@@ -23,6 +23,9 @@ from pipeline.energy import BATCH_BUCKETS, BATCH_FACTORS, Weights
 
 ENERGY_KEY: Final = ("model", "tenant", "route", "feature", "batch_bucket", "cache_state")
 TOKEN_SUMS: Final = ("input_tokens", "output_tokens", "cache_read_tokens")
+# An energy_usage row: its node-window and key, and what it sums.
+USAGE_KEY: Final = ("window_start", "node_id", *ENERGY_KEY)
+USAGE_SUMS: Final = ("attempts", *TOKEN_SUMS, "weight")
 SELF_HOSTED: Final = frozenset({"self-hosted"})
 
 

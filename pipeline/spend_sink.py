@@ -38,7 +38,7 @@ from pipeline.budgets import CAPS_SCHEMA, budget_parts
 from pipeline.budgets import KEY as BUDGET_KEY
 from pipeline.budgets import SUMS as BUDGET_SUMS
 from pipeline.dead_letter import DeadLetter
-from pipeline.energy_usage import ENERGY_KEY, TOKEN_SUMS
+from pipeline.energy_usage import TOKEN_SUMS, USAGE_KEY, USAGE_SUMS
 from pipeline.latency import latency_parts
 from pipeline.offset_sink import FENCED, OffsetSink, as_csv, copy_merge, copy_rows
 from pipeline.recent_keys import RecentKeys
@@ -104,8 +104,7 @@ _MERGE_WINDOWS = (
     + ", updated_at = now()"
 )
 
-_USAGE_COLS = ("window_start", "node_id", *ENERGY_KEY)
-_ESTIMATE_COLS = (*_USAGE_COLS, "source")
+_ESTIMATE_COLS = (*USAGE_KEY, "source")
 
 
 _LATENCY_KEY = ("window_start", "route", "model", "bucket")
@@ -129,7 +128,6 @@ async def _add_retry_costs(cur: AsyncCursor[tuple[object, ...]], costs: pl.DataF
     await cur.execute(_MERGE_REQUEST_COST)
 
 
-_USAGE_SUMS = ("attempts", *TOKEN_SUMS, "weight")
 _ESTIMATE_SUMS = ("attempts", *TOKEN_SUMS, "energy_mj")
 # Usage that reaches an already split node-window (late) makes the finalizer
 # split it again, so the late attempts get their share: an adjustment.
@@ -381,7 +379,7 @@ class SpendSink(OffsetSink):
         estimates: pl.DataFrame,
     ) -> None:
         async with conn.cursor() as cur:
-            await copy_rows(cur, usage, "energy_usage", (*_USAGE_COLS, *_USAGE_SUMS))
+            await copy_rows(cur, usage, "energy_usage", (*USAGE_KEY, *USAGE_SUMS))
             await copy_merge(cur, estimates, "energy_window", _ESTIMATE_COLS, _ESTIMATE_SUMS)
             if not usage.is_empty():
                 windows = usage.select("window_start", "node_id").unique()

@@ -6,6 +6,8 @@ import json
 from datetime import UTC, datetime
 from typing import Any
 
+from hypothesis import strategies as st
+
 from pipeline.admission import Admission
 from pipeline.ndjson_codec import Message
 
@@ -66,3 +68,12 @@ def messages(
         Message(partition, i, b"\n".join(lines[k : k + per_message]))
         for i, k in enumerate(range(0, len(lines), per_message))
     ]
+
+
+def utc_datetimes(first_year: int, last_year: int) -> st.SearchStrategy[datetime]:
+    """Aware UTC datetimes from ``first_year`` to ``last_year`` (hypothesis
+    takes the bounds naive)."""
+    first, last = (
+        datetime(y, 1, 1, tzinfo=UTC).replace(tzinfo=None) for y in (first_year, last_year)
+    )
+    return st.datetimes(first, last, timezones=st.just(UTC))

@@ -5,7 +5,7 @@ window sums equal the sum of per-event costs."""
 from __future__ import annotations
 
 import asyncio
-from datetime import UTC, datetime
+from datetime import datetime
 from decimal import Decimal
 from typing import Any
 from uuid import UUID
@@ -25,7 +25,7 @@ from pipeline.cli import default_prices
 from pipeline.pricing import book_frame
 from pipeline.spend_batch import prepare
 from pipeline.spend_sink import SpendSink
-from tests.factories import ADMISSION, event, messages
+from tests.factories import ADMISSION, event, messages, utc_datetimes
 from tests.integration.conftest import Env
 
 pytestmark = pytest.mark.integration
@@ -168,11 +168,6 @@ def test_a_redelivered_batch_does_not_count_its_in_batch_duplicates_again(env: E
     assert env.query("SELECT events_accepted, events_duplicate FROM sink_offset") == [(2, 1)]
 
 
-def _year(year: int) -> datetime:
-    """Hypothesis bounds datetimes with naive values."""
-    return datetime(year, 1, 1, tzinfo=UTC).replace(tzinfo=None)
-
-
 @settings(
     max_examples=20, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]
 )
@@ -180,7 +175,7 @@ def _year(year: int) -> datetime:
     st.lists(
         st.tuples(
             st.uuids(),
-            st.datetimes(_year(1900), _year(2200), timezones=st.just(UTC)),
+            utc_datetimes(1900, 2200),
         ),
         max_size=30,
     )

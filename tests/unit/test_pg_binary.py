@@ -13,14 +13,10 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from pipeline import pg_binary
+from tests.factories import utc_datetimes
 
 HEADER = b"PGCOPY\n\xff\r\n\x00" + b"\x00" * 8
 TRAILER = b"\xff\xff"
-
-
-def _year(year: int) -> datetime:
-    """Hypothesis bounds datetimes with naive values."""
-    return datetime(year, 1, 1, tzinfo=UTC).replace(tzinfo=None)
 
 
 def test_one_row_byte_by_byte() -> None:
@@ -48,7 +44,7 @@ def test_one_row_byte_by_byte() -> None:
     st.lists(
         st.tuples(
             st.binary(min_size=16, max_size=16),
-            st.datetimes(_year(1970), _year(2100), timezones=st.just(UTC)),
+            utc_datetimes(1970, 2100),
             st.integers(-(2**63), 2**63 - 1),
         ),
         max_size=50,
