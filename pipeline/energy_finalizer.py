@@ -4,8 +4,9 @@ is covered.
 A node-window is ready when every GPU of the node has reported a sample at
 or after the window's end (so no more of its energy can arrive), or when
 ``timeout`` has passed since the window ended. Its measured millijoules are
-split by ``pipeline.energy.largest_remainder`` over the attribution weights
-in ``energy_usage`` (exactly: attributed + idle = measured), written to
+split over the attribution weights in ``energy_usage`` exactly as
+``pipeline.energy.largest_remainder`` splits (attributed + idle = measured),
+by the database itself, so no row travels to this process; written to
 ``energy_window`` as ``source = 'measured'``, and the window is marked final.
 Late usage or telemetry re-opens a window (see the sinks); splitting it again
 replaces its measured rows and counts in ``splits``: the adjustment.
@@ -15,12 +16,10 @@ Several workers may run this at once: rows are taken with SKIP LOCKED.
 from __future__ import annotations
 
 import logging
-from collections import defaultdict
 from datetime import timedelta
 
 from psycopg import AsyncConnection
 
-from pipeline.energy import largest_remainder
 from pipeline.energy_usage import ENERGY_KEY, TOKEN_SUMS, USAGE_KEY, USAGE_SUMS
 from pipeline.offset_sink import PgSession
 
@@ -37,18 +36,32 @@ LIMIT %s
 FOR UPDATE OF n SKIP LOCKED
 """
 _KEY_COLS = ", ".join(ENERGY_KEY)
-# The ready windows as two parallel arrays, joined to each table by value.
-_READY_ROWS = "unnest(%s::timestamptz[], %s::text[]) AS r(window_start, node_id)"
-# energy_usage is append-only (a row per batch and key): one statement, one
-# snapshot, takes the ready windows' rows out, puts back one row per key with
-# their sums, and returns those for the split. Rows a spend transaction
-# commits meanwhile are not in that snapshot, so they stay, and their
-# transaction re-opens the window: split again later, never lost.
 _GROUP = ", ".join(USAGE_KEY)
 _SUMS = ", ".join(USAGE_SUMS)
-_USAGE = f"""
-WITH gone AS (
-    DELETE FROM energy_usage u USING {_READY_ROWS}
+_WINDOW = "PARTITION BY window_start, node_id"
+_DELETE = """
+DELETE FROM energy_window e
+USING unnest(%s::timestamptz[], %s::text[]) AS r(window_start, node_id)
+WHERE e.window_start = r.window_start AND e.node_id = r.node_id AND e.source = 'measured'
+"""
+# The split, in one statement on the server (no row comes to Python):
+# - energy_usage is append-only (a row per batch and key): `gone` takes the
+#   ready windows' rows out and `folded` puts back one row per key with
+#   their sums. Rows a spend transaction commits meanwhile are not in this
+#   snapshot, so they stay, and their transaction re-opens the window: split
+#   again later, never lost.
+# - `ranked` and `split` are pipeline.energy.largest_remainder per window:
+#   each key's floor of measured x weight / total, and the units left over
+#   to the largest remainders, ties to the earlier key (in USAGE_KEY order).
+#   numeric, so the products cannot overflow.
+# - A window with no weight (no usage, or only zero-token attempts) gets no
+#   rows: all of it is idle.
+_SPLIT = f"""
+WITH ready AS (
+    SELECT * FROM unnest(%s::timestamptz[], %s::text[], %s::bigint[])
+        AS r(window_start, node_id, measured_mj)
+), gone AS (
+    DELETE FROM energy_usage u USING ready r
     WHERE u.window_start = r.window_start AND u.node_id = r.node_id
     RETURNING u.*
 ), folded AS (
@@ -56,22 +69,29 @@ WITH gone AS (
     SELECT {_GROUP}, {", ".join(f"sum({c})" for c in USAGE_SUMS)}
     FROM gone GROUP BY {_GROUP}
     RETURNING {_GROUP}, {_SUMS}
+), weighed AS (
+    SELECT f.*, r.measured_mj, r.measured_mj::numeric * f.weight AS product,
+        sum(f.weight) OVER ({_WINDOW}) AS whole
+    FROM folded f JOIN ready r USING (window_start, node_id)
+), ranked AS (
+    SELECT *, div(product, whole) AS floor_mj,
+        row_number() OVER ({_WINDOW} ORDER BY mod(product, whole) DESC, {_KEY_COLS}) AS place,
+        measured_mj - sum(div(product, whole)) OVER ({_WINDOW}) AS leftover
+    FROM weighed WHERE whole > 0
+), split AS (
+    INSERT INTO energy_window (window_start, node_id, {_KEY_COLS}, source, attempts,
+        {", ".join(TOKEN_SUMS)}, energy_mj)
+    SELECT window_start, node_id, {_KEY_COLS}, 'measured', attempts, {", ".join(TOKEN_SUMS)},
+        floor_mj + (place <= leftover)::int
+    FROM ranked
+    RETURNING window_start, node_id, energy_mj
+), attributed AS (
+    SELECT window_start, node_id, sum(energy_mj) AS mj FROM split GROUP BY window_start, node_id
 )
-SELECT * FROM folded ORDER BY {_GROUP}
-"""
-_DELETE = (
-    f"DELETE FROM energy_window e USING {_READY_ROWS}"
-    " WHERE e.window_start = r.window_start AND e.node_id = r.node_id AND e.source = 'measured'"
-)
-_COPY = (
-    f"COPY energy_window (window_start, node_id, {_KEY_COLS}, source, attempts,"
-    f" {', '.join(TOKEN_SUMS)}, energy_mj) FROM STDIN"
-)
-_MARK_FINAL = """
-UPDATE node_energy_window n SET attributed_mj = r.attributed, idle_mj = r.idle, final = true,
-    splits = n.splits + 1
-FROM unnest(%s::timestamptz[], %s::text[], %s::bigint[], %s::bigint[])
-    AS r(window_start, node_id, attributed, idle)
+UPDATE node_energy_window n
+SET attributed_mj = coalesce(a.mj, 0), idle_mj = r.measured_mj - coalesce(a.mj, 0),
+    final = true, splits = n.splits + 1
+FROM ready r LEFT JOIN attributed a USING (window_start, node_id)
 WHERE n.window_start = r.window_start AND n.node_id = r.node_id
 """
 
@@ -100,33 +120,8 @@ class EnergyFinalizer(PgSession):
 async def _split(
     conn: AsyncConnection[tuple[object, ...]], ready: list[tuple[object, object, int]]
 ) -> None:
-    """Split the measured energy of every ``ready`` (window, node, mJ) in a
-    handful of statements, whatever their number: the shares are computed
-    here, by :func:`largest_remainder`, the one definition of the split."""
+    """Split the measured energy of every ``ready`` (window, node, mJ) in two
+    statements, whatever their number."""
     starts, nodes = [w for w, _, _ in ready], [n for _, n, _ in ready]
-    cur = await conn.execute(_USAGE, (starts, nodes))
-    served: dict[tuple[object, object], list[tuple[object, ...]]] = defaultdict(list)
-    for row in await cur.fetchall():
-        served[(row[0], row[1])].append(row[2:])
     await conn.execute(_DELETE, (starts, nodes))
-    attributed: list[int] = []
-    async with conn.cursor() as c, c.copy(_COPY) as copy:
-        for window_start, node_id, measured in ready:
-            usage = served.get((window_start, node_id), [])
-            weights = [int(r[-1]) for r in usage]  # type: ignore[call-overload]
-            if not usage or sum(weights) <= 0:
-                attributed.append(0)
-                continue
-            attributed.append(measured)
-            for r, mj in zip(usage, largest_remainder(measured, weights), strict=True):
-                key, sums = r[: len(ENERGY_KEY)], r[len(ENERGY_KEY) : -1]
-                await copy.write_row((window_start, node_id, *key, "measured", *sums, mj))
-    await conn.execute(
-        _MARK_FINAL,
-        (
-            starts,
-            nodes,
-            attributed,
-            [m - a for (_, _, m), a in zip(ready, attributed, strict=True)],
-        ),
-    )
+    await conn.execute(_SPLIT, (starts, nodes, [m for _, _, m in ready]))

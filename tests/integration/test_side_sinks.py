@@ -14,6 +14,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from pipeline.cache_sink import CacheSink
+from pipeline.energy import largest_remainder
 from pipeline.energy_finalizer import EnergyFinalizer
 from pipeline.ndjson_codec import Message
 from pipeline.offset_sink import LineSink
@@ -176,3 +177,76 @@ def test_a_window_whose_gpu_went_silent_is_split_after_the_timeout(env: Env) -> 
     assert split_with(timedelta(days=100_000))[3] is False
     measured, attributed, idle, final = split_with(timedelta(minutes=5))
     assert final is True and attributed + idle == measured and measured > 0
+
+
+_usage_rows = st.lists(
+    st.tuples(
+        st.sampled_from(["acme", "globex", "initech"]),  # tenant: the key's middle column
+        st.sampled_from(["miss", "hit"]),  # cache_state: its last
+        st.integers(1, 4),  # attempts
+        st.sampled_from([0, 1, 7, 10**6, 3 * 10**12]),  # weight: zeros, ties, huge products
+    ),
+    max_size=12,
+)
+
+
+@settings(
+    max_examples=30,
+    deadline=None,
+    suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow],
+)
+@given(measured=st.sampled_from([0, 1, 5, 42_000_000, 9 * 10**15]), rows=_usage_rows)
+def test_the_database_splits_as_largest_remainder_does(
+    env: Env, measured: int, rows: list[tuple[str, str, int, int]]
+) -> None:
+    """The finalizer's split runs in SQL; pipeline.energy.largest_remainder is
+    the definition it must match, share for share, with several rows per
+    key (energy_usage is append-only), zero weights and ties."""
+    with psycopg.connect(env.database_url) as conn:
+        conn.execute("TRUNCATE node_energy_window, energy_usage, energy_window")
+        conn.execute(
+            "INSERT INTO node_energy_window (window_start, node_id, measured_mj, unmeasured_ms,"
+            " attributed_mj, idle_mj, final, splits) VALUES (%s, 'n1', %s, 0, 0, 0, false, 0)",
+            (T0, measured),
+        )
+        for tenant, state, attempts, weight in rows:
+            conn.execute(
+                "INSERT INTO energy_usage (window_start, node_id, model, tenant, route, feature,"
+                " batch_bucket, cache_state, attempts, input_tokens, output_tokens,"
+                " cache_read_tokens, weight) VALUES (%s, 'n1', 'm', %s, '/r', 'f', '1', %s,"
+                " %s, 0, 0, 0, %s)",
+                (T0, tenant, state, attempts, weight),
+            )
+
+    async def split() -> int:
+        finalizer = EnergyFinalizer(env.database_url, timedelta(0))
+        try:
+            return await finalizer.run()
+        finally:
+            await finalizer.close()
+
+    assert asyncio.run(split()) == 1
+
+    keys: dict[tuple[str, str], list[int]] = {}
+    for tenant, state, attempts, weight in rows:
+        k = keys.setdefault((tenant, state), [0, 0])
+        k[0] += attempts
+        k[1] += weight
+    ordered = sorted(keys)  # the key's order: tenant, then cache_state
+    weights = [keys[k][1] for k in ordered]
+    got = env.query(
+        "SELECT tenant, cache_state, attempts, energy_mj FROM energy_window"
+        " WHERE source = 'measured' ORDER BY tenant, cache_state"
+    )
+    ((attributed, idle, final),) = env.query(
+        "SELECT attributed_mj, idle_mj, final FROM node_energy_window"
+    )
+    if sum(weights) > 0:
+        shares = largest_remainder(measured, weights)
+        assert got == [(*k, keys[k][0], s) for k, s in zip(ordered, shares, strict=True)]
+        assert (attributed, idle) == (measured, 0)
+    else:  # nothing to share it by: all idle
+        assert got == [] and (attributed, idle) == (0, measured)
+    assert final is True
+    # One folded row per key is left for a later re-split.
+    assert env.query("SELECT count(*) FROM energy_usage") == [(len(keys),)]
