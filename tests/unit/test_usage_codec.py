@@ -6,12 +6,14 @@ import json
 from datetime import UTC
 from typing import Any
 
+import numpy as np
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from pydantic import ValidationError
 
 from models.contracts import CacheEvent, UsageEvent
 from pipeline.cache_codec import CACHE
+from pipeline.ndjson_codec import _lines_per_message
 from pipeline.usage_codec import Message, decode
 from tests.factories import cache_event, event, line, messages
 
@@ -215,3 +217,11 @@ def test_a_duplicate_key_whose_last_value_is_null_is_judged_by_the_contract() ->
     decoded = decode([Message(0, 0, text.encode())])
     assert decoded.events.is_empty()
     assert [d.reason.split(":")[1].strip() for d in decoded.dead] == ["output_tokens"]
+
+
+@given(st.lists(st.binary(max_size=40).map(lambda b: b.replace(b"\r", b"\n")), min_size=1))
+def test_lines_per_message_counts_each_messages_own_newlines(values: list[bytes]) -> None:
+    joined = np.frombuffer(b"\n".join(values), np.uint8)
+    assert _lines_per_message(joined, [len(v) for v in values]) == [
+        v.count(b"\n") + 1 for v in values
+    ]
