@@ -14,6 +14,7 @@ from pipeline.cache_windows import EVICTION_KEY, WINDOW_KEY, window_frames
 from pipeline.dead_letter import DeadLetter
 from pipeline.ndjson_codec import Message
 from pipeline.offset_sink import LineSink, copy_merge
+from pipeline.spend_batch import count_by_partition
 
 SINK = "cache"
 
@@ -44,7 +45,7 @@ class CacheSink(LineSink[CacheBatch]):
     def prepare(self, messages: Sequence[Message]) -> CacheBatch:
         decoded = CACHE.decode(messages)
         windows, evictions = window_frames(decoded.events)
-        accepted = Counter(decoded.events["partition"].to_list())
+        accepted = count_by_partition(decoded.events)
         return CacheBatch(windows, evictions, accepted, decoded.dead)
 
     async def write(
