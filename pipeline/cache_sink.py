@@ -12,9 +12,8 @@ from psycopg import AsyncConnection
 from pipeline.cache_codec import CACHE
 from pipeline.cache_windows import EVICTION_KEY, WINDOW_KEY, window_frames
 from pipeline.dead_letter import DeadLetter
-from pipeline.ndjson_codec import Message
+from pipeline.ndjson_codec import Message, count_by_partition
 from pipeline.offset_sink import LineSink, copy_merge
-from pipeline.spend_batch import count_by_partition
 
 SINK = "cache"
 

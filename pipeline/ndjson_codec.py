@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import io
 import re
+from collections import Counter
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC
@@ -365,6 +366,11 @@ def _lines(messages: Sequence[Message]) -> tuple[pl.Series, pl.DataFrame, list[R
         )
     )
     return frame["text"], frame.select("partition", "offset", "line"), slow
+
+
+def count_by_partition(events: pl.DataFrame) -> Counter[int]:
+    """Rows per partition of a decoded frame (its ``partition`` column)."""
+    return Counter(dict(events.group_by("partition").len().iter_rows()))
 
 
 def _lines_per_message(joined: np.ndarray[Any, Any], sizes: list[int]) -> list[int]:

@@ -24,6 +24,7 @@ from pipeline.budgets import NO_CAPS, budget_parts
 from pipeline.dead_letter import DeadLetter, dead_letter
 from pipeline.energy_usage import energy_parts
 from pipeline.latency import latency_parts
+from pipeline.ndjson_codec import count_by_partition
 from pipeline.pricing import attach_prices
 from pipeline.request_costs import retry_costs
 from pipeline.spend_windows import SpendWindow, aggregate, combine
@@ -155,10 +156,6 @@ def prepare(
 def raw_line(value: bytes, line: int) -> bytes:
     lines = split_lines(value)
     return lines[line] if 0 <= line < len(lines) else value
-
-
-def count_by_partition(events: pl.DataFrame) -> Counter[int]:
-    return Counter(dict(events.group_by("partition").len().iter_rows()))
 
 
 def with_keys(events: pl.DataFrame) -> pl.DataFrame:

@@ -40,6 +40,7 @@ from pipeline.budgets import SUMS as BUDGET_SUMS
 from pipeline.dead_letter import DeadLetter
 from pipeline.energy_usage import TOKEN_SUMS, USAGE_KEY, USAGE_SUMS
 from pipeline.latency import latency_parts
+from pipeline.ndjson_codec import count_by_partition
 from pipeline.offset_sink import FENCED, OffsetSink, as_csv, copy_merge, copy_rows
 from pipeline.recent_keys import RecentKeys
 from pipeline.request_costs import COLUMNS as REQUEST_COLUMNS
@@ -48,7 +49,6 @@ from pipeline.spend_batch import (
     CONFLICT,
     PreparedBatch,
     already_applied,
-    count_by_partition,
     energy_of,
     without,
 )
