@@ -15,7 +15,10 @@ Several workers may run this at once: rows are taken with SKIP LOCKED.
 
 from __future__ import annotations
 
+import asyncio
 import logging
+import time
+from contextlib import suppress
 from datetime import timedelta
 
 from psycopg import AsyncConnection
@@ -104,6 +107,28 @@ class EnergyFinalizer(PgSession):
     async def run(self, limit: int = 500) -> int:
         """Split every ready node-window (up to ``limit``); how many were split."""
         return await self._retrying(lambda: self._once(limit))
+
+    async def split_all(self, stall_s: float) -> bool:
+        """Split every ready node-window; False when that stalls: for
+        ``stall_s`` no split completed while the database kept rejecting the
+        statements (a bug or bad data, which retrying cannot fix), so a drain
+        can fail instead of retrying for ever. An outage is waited out, as
+        the sinks wait it out: reconnecting counts as progress."""
+        while True:
+            split = asyncio.ensure_future(self.run())
+            since, outages = time.monotonic(), self.faults["postgres_unavailable"]
+            errors = self.faults["sink_error"]
+            while not split.done():
+                await asyncio.wait({split}, timeout=0.2)
+                if self.faults["postgres_unavailable"] != outages:
+                    since, outages = time.monotonic(), self.faults["postgres_unavailable"]
+                elif self.faults["sink_error"] > errors and time.monotonic() - since > stall_s:
+                    split.cancel()
+                    with suppress(asyncio.CancelledError):
+                        await split
+                    return False
+            if not split.result():
+                return True
 
     async def _once(self, limit: int) -> int:
         conn = await self._connection()

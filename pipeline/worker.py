@@ -171,6 +171,11 @@ def run_worker(
                 (CacheSink(database_url, c), targets[c]),
             ]
 
+        def stall(why: str) -> None:
+            log.error("drain stalled: %s for %.0f s; exiting 75", why, settings.drain_stall_s)
+            stalled.set()
+            stopping.add(asyncio.ensure_future(worker.stop()))
+
         @app.task  # type: ignore[untyped-decorator]
         async def watch_drain() -> None:
             last, since = -1, time.monotonic()
@@ -189,19 +194,13 @@ def run_worker(
                 if total != last or now - polled > 5:
                     last, since = total, now
                 elif now - since > settings.drain_stall_s:
-                    log.error(
-                        "drain stalled: no sink advanced for %.0f s; exiting 75",
-                        settings.drain_stall_s,
-                    )
-                    stalled.set()
-                    stopping.add(asyncio.ensure_future(worker.stop()))
-                    return
+                    return stall("no sink advanced")
                 await asyncio.sleep(0.2)
             # A drain is a backfill: no more telemetry will come, so split
             # every window now rather than after the timeout.
             backfill = EnergyFinalizer(database_url, timedelta(0))
-            while settings.joins and await backfill.run():
-                pass
+            if settings.joins and not await backfill.split_all(settings.drain_stall_s):
+                return stall("the energy split kept failing")
             await evaluate_rules(limit=100_000)  # every minute the drain closed
             if webhook is not None:
                 await webhook.flush(timeout_s=60)

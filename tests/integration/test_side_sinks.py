@@ -250,3 +250,34 @@ def test_the_database_splits_as_largest_remainder_does(
     assert final is True
     # One folded row per key is left for a later re-split.
     assert env.query("SELECT count(*) FROM energy_usage") == [(len(keys),)]
+
+
+def test_a_split_the_database_keeps_rejecting_stalls_rather_than_retrying_for_ever(
+    env: Env,
+) -> None:
+    """The drain ends with ``split_all``: a statement that can never succeed
+    (here its table is gone) must give up after the stall limit, and the same
+    call splits the window once the table is back."""
+    with psycopg.connect(env.database_url) as conn:
+        conn.execute(
+            "INSERT INTO node_energy_window (window_start, node_id, measured_mj, unmeasured_ms,"
+            " attributed_mj, idle_mj, final, splits) VALUES (%s, 'n1', 42, 0, 0, 0, false, 0)",
+            (T0,),
+        )
+        conn.execute("ALTER TABLE energy_window RENAME TO energy_window_away")
+
+    async def split_all() -> tuple[bool, int]:
+        finalizer = EnergyFinalizer(env.database_url, timedelta(0))
+        try:
+            done = await asyncio.wait_for(finalizer.split_all(stall_s=1.0), timeout=60)
+            return done, finalizer.faults["sink_error"]
+        finally:
+            await finalizer.close()
+
+    done, errors = asyncio.run(split_all())
+    assert done is False and errors >= 2  # retried, then gave up
+    assert env.query("SELECT final FROM node_energy_window") == [(False,)]
+    with psycopg.connect(env.database_url) as conn:
+        conn.execute("ALTER TABLE energy_window_away RENAME TO energy_window")
+    assert asyncio.run(split_all()) == (True, 0)
+    assert env.query("SELECT idle_mj, final FROM node_energy_window") == [(42, True)]
