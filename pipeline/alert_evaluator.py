@@ -24,12 +24,15 @@ from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 from typing import Any, Final
 
+from psycopg.errors import SerializationFailure
 from sqlalchemy import Connection, Engine, text
+from sqlalchemy.exc import OperationalError
 
 from models.catalog import Catalog
 from pipeline import rules as r
 from pipeline.catalog_store import read_catalog
 from pipeline.latency import Histogram
+from pipeline.sliding_sums import SlidingSums
 
 log = logging.getLogger(__name__)
 
@@ -49,6 +52,7 @@ EVALUATED: Final = (
     "runaway_request",
     "token_budget_breach",
 )
+_ATTEMPTS: Final = 3
 # Keys whose first part names a tenant (for the tenant pages and their access rules).
 TENANT_KEYED: Final = frozenset({"tenant_spend_spike", "cache_hit_regression", "runaway_request"})
 
@@ -61,8 +65,12 @@ def _span(end: datetime, minutes: int) -> dict[str, datetime]:
     return {"s": end - minutes * MINUTE, "e": end}
 
 
-def findings(conn: Connection, catalog: Catalog, end: datetime) -> list[r.Finding]:
-    """The rules of EVALUATED on the windows closed by ``end``."""
+def findings(
+    conn: Connection, catalog: Catalog, end: datetime, baselines: Baselines | None = None
+) -> list[r.Finding]:
+    """The rules of EVALUATED on the windows closed by ``end``; ``baselines``
+    carries the trailing spans from the previous minute's call."""
+    baselines = baselines or Baselines.reading(conn)
     rules = catalog.rules
     spike = rules.tenant_spend_spike
     spend: dict[str, Decimal] = {
@@ -178,8 +186,8 @@ def findings(conn: Connection, catalog: Catalog, end: datetime) -> list[r.Findin
         *r.feature_cost_per_call(now, before, rules),
         *r.retry_amplification(retries, rules),
         *r.unpriced_model(unpriced, rules),
-        *_cache(conn, catalog, end),
-        *_energy(conn, catalog, end),
+        *_cache(conn, catalog, end, baselines),
+        *_energy(conn, catalog, end, baselines),
     ]
 
 
@@ -234,22 +242,55 @@ def _top_routes(conn: Connection, tenant: str, end: datetime, minutes: int) -> r
     )
 
 
-def _cache(conn: Connection, catalog: Catalog, end: datetime) -> list[r.Finding]:
-    cfg = catalog.rules.cache_hit_regression
-    rates = (
-        "SELECT tenant, sum(hits), sum(hits + misses) FROM cache_window"
-        " WHERE layer = 'prefix' AND window_start >= :s AND window_start < :e GROUP BY tenant"
-    )
+_HIT_RATES: Final = (
+    "SELECT tenant, sum(hits), sum(hits + misses) FROM cache_window"
+    " WHERE layer = 'prefix' AND window_start >= :s AND window_start < :e GROUP BY tenant"
+)
+_ENERGY: Final = (
+    "SELECT model, batch_bucket, cache_state, sum(energy_mj), sum(input_tokens + output_tokens)"
+    " FROM energy_window WHERE source = 'measured' AND window_start >= :s AND window_start < :e"
+    " GROUP BY model, batch_bucket, cache_state"
+)
 
-    def hit_rates(span: dict[str, datetime]) -> dict[str, r.HitRate]:
-        out = {t: r.HitRate(int(h), int(n)) for t, h, n in _rows(conn, rates, **span)}
+
+@dataclass
+class Baselines:
+    """The day-long trailing spans of the cache and energy rules, slid from
+    minute to minute through one evaluation (:mod:`pipeline.sliding_sums`)."""
+
+    hit_rates: SlidingSums[str]
+    energy: SlidingSums[tuple[str, str, str]]
+
+    @classmethod
+    def reading(cls, conn: Connection) -> Baselines:
+        def hit_rates(s: datetime, e: datetime) -> list[tuple[str, tuple[int, ...]]]:
+            return [(t, (int(h), int(n))) for t, h, n in _rows(conn, _HIT_RATES, s=s, e=e)]
+
+        def energy(s: datetime, e: datetime) -> list[tuple[tuple[str, str, str], tuple[int, ...]]]:
+            return [
+                ((model, batch, cache), (int(mj), int(tokens)))
+                for model, batch, cache, mj, tokens in _rows(conn, _ENERGY, s=s, e=e)
+            ]
+
+        return cls(SlidingSums(hit_rates), SlidingSums(energy))
+
+
+def _cache(
+    conn: Connection, catalog: Catalog, end: datetime, baselines: Baselines
+) -> list[r.Finding]:
+    cfg = catalog.rules.cache_hit_regression
+
+    def hit_rates(sums: Mapping[str, tuple[int, ...]]) -> dict[str, r.HitRate]:
+        out = {t: r.HitRate(h, n) for t, (h, n) in sums.items()}
         out["*"] = r.HitRate(
             sum(v.hits for v in out.values()), sum(v.lookups for v in out.values())
         )
         return out
 
-    now = hit_rates(_span(end, cfg.window_minutes))
-    baseline = hit_rates({"s": end - cfg.baseline_minutes * MINUTE, "e": end - 5 * MINUTE})
+    now = hit_rates(baselines.hit_rates.once(end - cfg.window_minutes * MINUTE, end))
+    baseline = hit_rates(
+        baselines.hit_rates.over(end - cfg.baseline_minutes * MINUTE, end - 5 * MINUTE)
+    )
     evictors = tuple(
         (tenant, f"{int(tokens):,} tokens of other tenants' entries")
         for tenant, tokens in _rows(
@@ -263,23 +304,20 @@ def _cache(conn: Connection, catalog: Catalog, end: datetime) -> list[r.Finding]
     return r.cache_hit_regression(now, baseline, catalog.rules, evictors)
 
 
-def _energy(conn: Connection, catalog: Catalog, end: datetime) -> list[r.Finding]:
+def _energy(
+    conn: Connection, catalog: Catalog, end: datetime, baselines: Baselines
+) -> list[r.Finding]:
     cfg = catalog.rules.energy_regression
-    sql = (
-        "SELECT model, batch_bucket, cache_state, sum(energy_mj), sum(input_tokens + output_tokens)"
-        " FROM energy_window WHERE source = 'measured' AND window_start >= :s AND window_start < :e"
-        " GROUP BY model, batch_bucket, cache_state"
-    )
 
-    def cells(start: datetime, stop: datetime) -> dict[str, dict[r.Cell, r.EnergyUse]]:
-        out: dict[str, dict[r.Cell, r.EnergyUse]] = {}
-        for model, batch, cache, mj, tokens in _rows(conn, sql, s=start, e=stop):
-            out.setdefault(model, {})[(batch, cache)] = r.EnergyUse(int(mj), int(tokens))
+    def cells(sums: Mapping[tuple[str, str, str], tuple[int, ...]]) -> dict[str, r.CellUse]:
+        out: dict[str, r.CellUse] = {}
+        for (model, batch, cache), (mj, tokens) in sums.items():
+            out.setdefault(model, {})[(batch, cache)] = r.EnergyUse(mj, tokens)
         return out
 
     span = cfg.window_minutes * MINUTE
-    now = cells(end - span, end)
-    before = cells(end - cfg.baseline_minutes * MINUTE, end - span)
+    now = cells(baselines.energy.once(end - span, end))
+    before = cells(baselines.energy.over(end - cfg.baseline_minutes * MINUTE, end - span))
     return r.energy_regression(now, before, catalog.rules)
 
 
@@ -382,10 +420,41 @@ def evaluate(
     limit: int = 60,
     catalog: Catalog | None = None,
     max_age: timedelta = timedelta(days=1),
+    wait: bool = False,
 ) -> list[Published]:
     """Evaluate up to ``limit`` newly closed minutes; the messages for the
-    ``alerts`` topic, in order. A no-op while another worker evaluates."""
-    with engine.begin() as conn:
+    ``alerts`` topic, in order. A no-op while another worker evaluates,
+    unless ``wait``: then it waits for that one to finish, and goes on from
+    where it stopped (how a drain makes sure every minute it closed is
+    judged before it exits)."""
+    for _ in range(_ATTEMPTS - 1):
+        try:
+            return _evaluate(engine, lateness, cooldown, limit, catalog, max_age, wait)
+        except OperationalError as exc:
+            if not isinstance(exc.orig, SerializationFailure):
+                raise
+            # A row this snapshot read changed meanwhile (the evaluation
+            # waited for had just moved the watermark, or an alert was
+            # acknowledged): nothing was written; again, from a fresh one.
+            log.info("alerts: evaluation met a concurrent update; evaluating again")
+    return _evaluate(engine, lateness, cooldown, limit, catalog, max_age, wait)
+
+
+def _evaluate(
+    engine: Engine,
+    lateness: timedelta,
+    cooldown: timedelta,
+    limit: int,
+    catalog: Catalog | None,
+    max_age: timedelta,
+    wait: bool,
+) -> list[Published]:
+    # One snapshot for the whole evaluation: the sliding baselines add and
+    # subtract minutes that different statements read, so those must agree.
+    with (
+        engine.connect().execution_options(isolation_level="REPEATABLE READ") as conn,
+        conn.begin(),
+    ):
         conn.execute(
             text(
                 "INSERT INTO alert_watermark (evaluator, evaluated_through)"
@@ -397,7 +466,7 @@ def evaluate(
         row = conn.execute(
             text(
                 "SELECT evaluated_through FROM alert_watermark WHERE evaluator = :n"
-                " FOR UPDATE SKIP LOCKED"
+                f" FOR UPDATE{'' if wait else ' SKIP LOCKED'}"
             ),
             {"n": EVALUATOR},
         ).first()
@@ -417,6 +486,7 @@ def evaluate(
         used = catalog or read_catalog(engine)
         published: list[Published] = []
         alerts = _load_alerts(conn)
+        baselines = Baselines.reading(conn)
         end = through + MINUTE
         evaluated = 0
         reach = timedelta(minutes=max(rule.window_minutes for _, rule in used.rules))
@@ -429,7 +499,7 @@ def evaluate(
                 if quiet_until is not None and quiet_until > end:
                     through, end = quiet_until - MINUTE, quiet_until
                     continue
-            found = findings(conn, used, end)
+            found = findings(conn, used, end, baselines)
             transitions = r.lifecycle(alerts, found, EVALUATED, end, cooldown)
             published += _apply(conn, transitions, end)
             alerts = _updated(alerts, transitions, end)

@@ -437,6 +437,7 @@ class EnergyUse:
 # Energy per token moves ~4x with batch size and ~10x with cache hit or miss,
 # so a model is compared with itself cell by cell: (batch bucket, cache state).
 Cell = tuple[str, str]
+CellUse = dict[Cell, EnergyUse]
 
 
 def energy_regression(

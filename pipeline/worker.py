@@ -127,12 +127,19 @@ def run_worker(
     cooldown = timedelta(seconds=settings.alert_cooldown_s)
     max_age = timedelta(seconds=settings.alert_max_age_s)
 
-    async def evaluate_rules(limit: int) -> None:
+    async def evaluate_rules(limit: int, *, wait: bool = False) -> None:
         # The rules must never stop the stream: a failure is a fault, retried
         # on the next tick from the same watermark.
         try:
             published = await asyncio.to_thread(
-                evaluate, db, lateness=lateness, cooldown=cooldown, limit=limit, max_age=max_age
+                lambda: evaluate(
+                    db,
+                    lateness=lateness,
+                    cooldown=cooldown,
+                    limit=limit,
+                    max_age=max_age,
+                    wait=wait,
+                )
             )
         except Exception:
             log.exception("fault alert_evaluation")
@@ -201,7 +208,9 @@ def run_worker(
             backfill = EnergyFinalizer(database_url, timedelta(0))
             if settings.joins and not await backfill.split_all(settings.drain_stall_s):
                 return stall("the energy split kept failing")
-            await evaluate_rules(limit=100_000)  # every minute the drain closed
+            # Every minute the drain closed, after the timer's evaluation
+            # if one is under way (skipping it would leave minutes unjudged).
+            await evaluate_rules(limit=100_000, wait=True)
             if webhook is not None:
                 await webhook.flush(timeout_s=60)
             log.info("drained %s", [t for _, t in watched])

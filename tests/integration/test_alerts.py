@@ -6,10 +6,17 @@ from __future__ import annotations
 
 import asyncio
 import json
+import threading
+import time
 from datetime import UTC, datetime, timedelta
+from pathlib import Path
 
+import psycopg
 import pytest
 
+from models.catalog import parse_yaml
+from pipeline import db
+from pipeline.alert_evaluator import MINUTE, evaluate
 from pipeline.kafka import read_topic
 from tests.integration.conftest import Env
 from tests.integration.test_webhook import Hook
@@ -118,3 +125,46 @@ def test_incidents_fire_in_the_stream_and_resolve(
     assert begin <= window < begin + timedelta(minutes=2)  # type: ignore[operator]
     assert status == "resolved", rows
     assert end < resolved <= end + timedelta(minutes=resolves_within)  # type: ignore[operator]
+
+
+def test_a_waiting_evaluation_goes_on_after_the_one_under_way(env: Env) -> None:
+    """A drain's last evaluation waits for the timer's one instead of
+    skipping it: it blocks on the watermark row, meets the other's update
+    (its snapshot is older) and evaluates again from the new watermark."""
+    now = datetime.now(UTC).replace(second=0, microsecond=0)
+    with psycopg.connect(env.database_url) as conn:
+        conn.execute(
+            "INSERT INTO sink_offset (sink, topic, partition, next_offset, max_event_ts)"
+            " VALUES ('spend', 'usage', 0, 1, %s)",
+            (now,),
+        )
+        conn.execute("INSERT INTO alert_watermark VALUES ('rules', %s)", (now - 30 * MINUTE,))
+    engine = db.engine(env.database_url)
+    catalog = parse_yaml(Path("models/data/route_catalog.yaml").read_text())
+
+    def run(wait: bool) -> float:
+        t0 = time.monotonic()
+        evaluate(engine, lateness=2 * MINUTE, cooldown=MINUTE, catalog=catalog, wait=wait)
+        return time.monotonic() - t0
+
+    def through() -> object:
+        ((t,),) = env.query("SELECT evaluated_through FROM alert_watermark")
+        return t
+
+    with psycopg.connect(env.database_url) as other:  # the evaluation under way
+        other.execute("SELECT 1 FROM alert_watermark FOR UPDATE")
+        run(wait=False)
+        assert through() == now - 30 * MINUTE  # skipped: another one holds it
+
+        def finish() -> None:
+            time.sleep(1.0)
+            other.execute("UPDATE alert_watermark SET evaluated_through = %s", (now - 20 * MINUTE,))
+            other.commit()
+
+        finishing = threading.Thread(target=finish)
+        finishing.start()
+        waited = run(wait=True)
+        finishing.join()
+    engine.dispose()
+    assert waited >= 0.9
+    assert through() == now - 2 * MINUTE  # every minute closed by the watermark
