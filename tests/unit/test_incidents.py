@@ -71,8 +71,21 @@ class Minutes:
         self.by_minute: dict[datetime, list[tuple[dict[str, Any], Decimal | None]]] = defaultdict(
             list
         )
+        # The hour-long spans are summed from per-minute sums: re-adding an
+        # hour of events for every minute judged made the day test slow.
+        self.tenant_spend: dict[datetime, dict[str, Decimal]] = defaultdict(
+            lambda: defaultdict(Decimal)
+        )
+        self.feature_calls: dict[datetime, dict[str, list[Any]]] = defaultdict(
+            lambda: defaultdict(lambda: [Decimal(0), 0])
+        )
         for e in events:
-            self.by_minute[_minute(e)].append((e, _cost(e)))
+            minute, cost = _minute(e), _cost(e)
+            self.by_minute[minute].append((e, cost))
+            self.tenant_spend[minute][e["tenant"]] += cost or 0
+            calls = self.feature_calls[minute][e["feature"]]
+            calls[0] += cost or 0
+            calls[1] += 1
         self.prefix: dict[datetime, list[int]] = defaultdict(lambda: [0, 0])
         for c in lookups:
             if c["layer"] == "prefix" and c["op"] in ("hit", "miss"):
@@ -82,14 +95,25 @@ class Minutes:
         self.request_cost: dict[str, Decimal] = defaultdict(Decimal)
 
     def span(self, end: datetime, minutes: int) -> Iterator[tuple[dict[str, Any], Decimal | None]]:
-        for k in range(minutes):
-            yield from self.by_minute.get(end - (k + 1) * MINUTE, [])
+        for m in self._closed(end, minutes):
+            yield from self.by_minute.get(m, [])
+
+    def _closed(self, end: datetime, minutes: int) -> Iterator[datetime]:
+        return (end - (k + 1) * MINUTE for k in range(minutes))
+
+    def spend(self, end: datetime, minutes: int) -> dict[str, Decimal]:
+        out: dict[str, Decimal] = defaultdict(Decimal)
+        for m in self._closed(end, minutes):
+            for tenant, usd in self.tenant_spend.get(m, {}).items():
+                out[tenant] += usd
+        return dict(out)
 
     def cost_per_call(self, end: datetime, minutes: int) -> dict[str, r.CostPerCall]:
         sums: dict[str, list[Any]] = defaultdict(lambda: [Decimal(0), 0])
-        for e, cost in self.span(end, minutes):
-            sums[e["feature"]][0] += cost or 0
-            sums[e["feature"]][1] += 1
+        for m in self._closed(end, minutes):
+            for feature, (usd, n) in self.feature_calls.get(m, {}).items():
+                sums[feature][0] += usd
+                sums[feature][1] += n
         return {f: r.CostPerCall(c, n) for f, (c, n) in sums.items()}
 
 
@@ -101,9 +125,7 @@ def findings(run: Minutes, week_ago: Minutes, end: datetime) -> list[r.Finding]:
     def over(minutes: int) -> list[tuple[dict[str, Any], Decimal | None]]:
         return list(run.span(end, minutes))
 
-    spend: dict[str, Decimal] = defaultdict(Decimal)
-    for e, cost in over(rules.tenant_spend_spike.window_minutes):
-        spend[e["tenant"]] += cost or 0
+    spend = run.spend(end, rules.tenant_spend_spike.window_minutes)
     budget: dict[str, list[int]] = defaultdict(lambda: [0, 0, 0])
     for e, _ in over(rules.token_budget_breach.window_minutes):
         declared = CATALOG.route(e["route"])
@@ -154,7 +176,7 @@ def findings(run: Minutes, week_ago: Minutes, end: datetime) -> list[r.Finding]:
     baseline = r.HitRate(sum(h for h, _ in before), sum(n for _, n in before))
     per_call = rules.feature_cost_per_call.window_minutes
     return [
-        *r.tenant_spend_spike(dict(spend), rules),
+        *r.tenant_spend_spike(spend, rules),
         *r.feature_cost_per_call(
             run.cost_per_call(end, per_call),
             week_ago.cost_per_call(
