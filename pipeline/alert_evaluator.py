@@ -66,11 +66,10 @@ def _span(end: datetime, minutes: int) -> dict[str, datetime]:
 
 
 def findings(
-    conn: Connection, catalog: Catalog, end: datetime, baselines: Baselines | None = None
+    conn: Connection, catalog: Catalog, end: datetime, baselines: Baselines
 ) -> list[r.Finding]:
     """The rules of EVALUATED on the windows closed by ``end``; ``baselines``
-    carries the trailing spans from the previous minute's call."""
-    baselines = baselines or Baselines.reading(conn)
+    carries the cache and energy spans from the previous minute's call."""
     rules = catalog.rules
     spike = rules.tenant_spend_spike
     spend: dict[str, Decimal] = {
@@ -255,11 +254,14 @@ _ENERGY: Final = (
 
 @dataclass
 class Baselines:
-    """The day-long trailing spans of the cache and energy rules, slid from
-    minute to minute through one evaluation (:mod:`pipeline.sliding_sums`)."""
+    """The spans of the cache and energy rules (the closing window and the
+    day-long trailing baseline of each), slid from minute to minute through
+    one evaluation (:mod:`pipeline.sliding_sums`)."""
 
-    hit_rates: SlidingSums[str]
-    energy: SlidingSums[tuple[str, str, str]]
+    hit_rates_now: SlidingSums[str]
+    hit_rates_before: SlidingSums[str]
+    energy_now: SlidingSums[tuple[str, str, str]]
+    energy_before: SlidingSums[tuple[str, str, str]]
 
     @classmethod
     def reading(cls, conn: Connection) -> Baselines:
@@ -272,7 +274,12 @@ class Baselines:
                 for model, batch, cache, mj, tokens in _rows(conn, _ENERGY, s=s, e=e)
             ]
 
-        return cls(SlidingSums(hit_rates), SlidingSums(energy))
+        return cls(
+            SlidingSums(hit_rates),
+            SlidingSums(hit_rates),
+            SlidingSums(energy),
+            SlidingSums(energy),
+        )
 
 
 def _cache(
@@ -287,9 +294,9 @@ def _cache(
         )
         return out
 
-    now = hit_rates(baselines.hit_rates.once(end - cfg.window_minutes * MINUTE, end))
+    now = hit_rates(baselines.hit_rates_now.over(end - cfg.window_minutes * MINUTE, end))
     baseline = hit_rates(
-        baselines.hit_rates.over(end - cfg.baseline_minutes * MINUTE, end - 5 * MINUTE)
+        baselines.hit_rates_before.over(end - cfg.baseline_minutes * MINUTE, end - 5 * MINUTE)
     )
     evictors = tuple(
         (tenant, f"{int(tokens):,} tokens of other tenants' entries")
@@ -316,8 +323,8 @@ def _energy(
         return out
 
     span = cfg.window_minutes * MINUTE
-    now = cells(baselines.energy.once(end - span, end))
-    before = cells(baselines.energy.over(end - cfg.baseline_minutes * MINUTE, end - span))
+    now = cells(baselines.energy_now.over(end - span, end))
+    before = cells(baselines.energy_before.over(end - cfg.baseline_minutes * MINUTE, end - span))
     return r.energy_regression(now, before, catalog.rules)
 
 

@@ -39,22 +39,15 @@ class SlidingSums(Generic[K]):
         self._span = (start, stop)
         return _nonzero(self._sums)
 
-    def once(self, start: datetime, stop: datetime) -> Sums[K]:
-        """The sums over [start, stop) read afresh; the sliding span stays."""
-        sums: Sums[K] = {}
-        _merge(sums, self._read(start, stop), 1)
-        return _nonzero(sums)
-
     def _add(self, start: datetime, stop: datetime, sign: int) -> None:
-        if start < stop:
-            _merge(self._sums, self._read(start, stop), sign)
-
-
-def _merge(sums: Sums[K], rows: Iterable[tuple[K, tuple[int, ...]]], sign: int) -> None:
-    for key, values in rows:
-        moved = tuple(sign * v for v in values)
-        old = sums.get(key)
-        sums[key] = moved if old is None else tuple(a + b for a, b in zip(old, moved, strict=True))
+        if start >= stop:
+            return
+        for key, values in self._read(start, stop):
+            moved = tuple(sign * v for v in values)
+            old = self._sums.get(key)
+            self._sums[key] = (
+                moved if old is None else tuple(a + b for a, b in zip(old, moved, strict=True))
+            )
 
 
 def _nonzero(sums: Sums[K]) -> Sums[K]:

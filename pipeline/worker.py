@@ -132,14 +132,13 @@ def run_worker(
         # on the next tick from the same watermark.
         try:
             published = await asyncio.to_thread(
-                lambda: evaluate(
-                    db,
-                    lateness=lateness,
-                    cooldown=cooldown,
-                    limit=limit,
-                    max_age=max_age,
-                    wait=wait,
-                )
+                evaluate,
+                db,
+                lateness=lateness,
+                cooldown=cooldown,
+                limit=limit,
+                max_age=max_age,
+                wait=wait,
             )
         except Exception:
             log.exception("fault alert_evaluation")
