@@ -168,3 +168,58 @@ def test_a_waiting_evaluation_goes_on_after_the_one_under_way(env: Env) -> None:
     engine.dispose()
     assert waited >= 0.9
     assert through() == now - 2 * MINUTE  # every minute closed by the watermark
+
+
+def test_an_acknowledgement_during_an_evaluation_is_kept(env: Env) -> None:
+    """On-call acknowledges a firing alert while an evaluation is resolving
+    it: the evaluation's snapshot predates the acknowledgement, so its update
+    meets a serialization failure; it evaluates again from a fresh snapshot
+    and resolves the alert without losing who took it."""
+    now = datetime.now(UTC).replace(second=0, microsecond=0)
+    with psycopg.connect(env.database_url) as conn:
+        conn.execute(
+            "INSERT INTO sink_offset (sink, topic, partition, next_offset, max_event_ts)"
+            " VALUES ('spend', 'usage', 0, 1, %s)",
+            (now,),
+        )
+        conn.execute("INSERT INTO alert_watermark VALUES ('rules', %s)", (now - 5 * MINUTE,))
+        # Firing, and nothing in the (empty) windows finds it again.
+        ((alert_id,),) = conn.execute(
+            "INSERT INTO alert (dedup_key, rule, subject, tenant, severity, status, value,"
+            " threshold, summary, contributors, window_start, fired_at, updated_at)"
+            " VALUES ('tenant_spend_spike:acme', 'tenant_spend_spike', ARRAY['acme'], 'acme',"
+            " 'page', 'firing', 3, 2, 'acme spends 3x its baseline', '[]', %s, %s, %s)"
+            " RETURNING id",
+            (now - 9 * MINUTE, now - 8 * MINUTE, now - 8 * MINUTE),
+        ).fetchall()
+    engine = db.engine(env.database_url)
+    catalog = parse_yaml(Path("models/data/route_catalog.yaml").read_text())
+
+    with psycopg.connect(env.database_url) as acker:
+        acker.execute(
+            "UPDATE alert SET acked_at = now(), acked_by = 'dana' WHERE id = %s", (alert_id,)
+        )
+
+        def commit_once_the_evaluation_waits() -> None:
+            deadline = time.monotonic() + 30
+            while time.monotonic() < deadline:
+                (waiting,) = env.query(
+                    "SELECT count(*) FROM pg_stat_activity"
+                    " WHERE datname = current_database() AND wait_event_type = 'Lock'"
+                )[0]
+                if waiting:
+                    break
+                time.sleep(0.05)
+            acker.commit()
+
+        acking = threading.Thread(target=commit_once_the_evaluation_waits)
+        acking.start()
+        evaluate(engine, lateness=2 * MINUTE, cooldown=MINUTE, catalog=catalog)
+        acking.join()
+    engine.dispose()
+    rows = env.query("SELECT status, acked_by, resolved_at FROM alert WHERE id = %s", (alert_id,))
+    ((status, acked_by, resolved_at),) = rows
+    assert (status, acked_by) == ("resolved", "dana"), rows
+    assert resolved_at is not None
+    ((through,),) = env.query("SELECT evaluated_through FROM alert_watermark")
+    assert through == now - 2 * MINUTE
