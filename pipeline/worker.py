@@ -205,7 +205,11 @@ def run_worker(
             # A drain is a backfill: no more telemetry will come, so split
             # every window now rather than after the timeout.
             backfill = EnergyFinalizer(database_url, timedelta(0))
-            if settings.joins and not await backfill.split_all(settings.drain_stall_s):
+            try:
+                split = not settings.joins or await backfill.split_all(settings.drain_stall_s)
+            finally:
+                await backfill.close()
+            if not split:
                 return stall("the energy split kept failing")
             # Every minute the drain closed, after the timer's evaluation
             # if one is under way (skipping it would leave minutes unjudged).
