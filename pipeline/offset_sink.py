@@ -102,11 +102,16 @@ class PgSession:
 
 
 class OffsetSink(PgSession):
+    # How long a batch waits for its partitions' claim (see until_claimed).
+    claim_wait_s = 60.0
+
     def __init__(self, database_url: str, topic: str, sink: str) -> None:
         super().__init__(database_url)
         self._topic = topic
         self._sink = sink
         self._epochs: dict[int, int] = {}  # partition -> the epoch we claimed
+        self._claiming: set[int] = set()  # assigned to us, claim not done yet
+        self._claims = asyncio.Condition()
 
     @property
     def topic(self) -> str:
@@ -126,11 +131,38 @@ class OffsetSink(PgSession):
 
         return await self._retrying(query)
 
+    def expect(self, partitions: Sequence[int]) -> None:
+        """``partitions`` were just assigned to us: their batches wait for
+        :meth:`claim` instead of meeting the previous epoch."""
+        self._claiming.update(partitions)
+
+    async def until_claimed(self, partitions: Sequence[int]) -> None:
+        """Wait (up to ``claim_wait_s``) until every one of ``partitions`` has
+        been claimed by this sink and no claim of them is pending.
+
+        faust resumes fetching from a task of its own, which can deliver the
+        first messages of an assignment before the assignment callback (the
+        claim) has finished. Applied then, the batch would meet an epoch that
+        is not ours yet: fenced, never acked, and so never redelivered until
+        the next rebalance (a drain waited out its stall limit on one). A
+        batch of partitions that never get claimed is fenced after the wait.
+        """
+
+        def owned() -> bool:
+            return all(p in self._epochs and p not in self._claiming for p in partitions)
+
+        if owned():
+            return
+        async with self._claims:
+            with suppress(TimeoutError):
+                await asyncio.wait_for(self._claims.wait_for(owned), self.claim_wait_s)
+
     async def claim(self, partitions: Sequence[int]) -> dict[int, int]:
         """Take ownership of ``partitions``: bump their epochs, so a batch of
         any previous owner still in flight is fenced off, and remember ours."""
         if not partitions:
             return {}
+        self.expect(partitions)
 
         async def once() -> dict[int, int]:
             conn = await self._connection()
@@ -141,6 +173,9 @@ class OffsetSink(PgSession):
 
         epochs = await self._retrying(once)
         self._epochs.update(epochs)
+        self._claiming.difference_update(partitions)
+        async with self._claims:
+            self._claims.notify_all()
         log.info("claimed partitions %s (epochs %s)", sorted(epochs), epochs)
         return epochs
 
@@ -281,6 +316,7 @@ class LineSink(OffsetSink, Generic[B]):
     async def apply(self, messages: Sequence[Message], prepared: B | None = None) -> LinesApplied:
         """Apply ``messages``; ``prepared`` is ``prepare(messages)`` when the
         caller already ran it (it is used only if every message is fresh)."""
+        await self.until_claimed(sorted({m.partition for m in messages}))
         return await self._retrying(lambda: self._apply_once(messages, prepared))
 
     async def _apply_once(self, messages: Sequence[Message], prepared: B | None) -> LinesApplied:

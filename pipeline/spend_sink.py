@@ -246,6 +246,7 @@ class SpendSink(OffsetSink):
         return await self._retrying(query)
 
     async def apply(self, batch: PreparedBatch, book: PriceBook) -> Applied:
+        await self.until_claimed(batch.partitions)
         return await self._retrying(lambda: self._apply_once(batch, book))
 
     async def _apply_once(self, batch: PreparedBatch, book: PriceBook) -> Applied:

@@ -117,11 +117,15 @@ def run_worker(
 
     @app.on_partitions_assigned.connect
     async def claim(sender: Any, /, *args: Any, signal: Any, **kwargs: Any) -> None:
-        # Runs while the new partitions are still paused, before any of their
-        # messages is processed: from now on a previous owner is fenced.
+        # From now on a previous owner is fenced. faust may resume fetching
+        # before this returns: every sink learns of its partitions before the
+        # first claim awaits, and their batches wait for the claim.
         (assigned,) = args
-        for s in sinks:
-            await s.claim([tp.partition for tp in assigned if tp.topic == s.topic])
+        mine = [(s, [tp.partition for tp in assigned if tp.topic == s.topic]) for s in sinks]
+        for s, partitions in mine:
+            s.expect(partitions)
+        for s, partitions in mine:
+            await s.claim(partitions)
 
     lateness = timedelta(seconds=settings.alert_lateness_s)
     cooldown = timedelta(seconds=settings.alert_cooldown_s)

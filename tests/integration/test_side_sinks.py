@@ -136,6 +136,35 @@ def test_a_zombie_telemetry_sink_writes_nothing(env: Env) -> None:
     assert _snapshot(env.database_url)[1] == []
 
 
+def test_a_batch_that_comes_before_its_partitions_claim_waits_for_it(env: Env) -> None:
+    """faust can deliver an assignment's first messages while the claim is
+    still running: the batch waits for the claim and is applied, instead of
+    being fenced by an epoch that is not ours yet (and never redelivered)."""
+
+    async def run() -> tuple[Any, Any, bool]:
+        sink = TelemetrySink(env.database_url, "tel")
+        stranger = TelemetrySink(env.database_url, "tel")
+        stranger.claim_wait_s = 0.5
+        try:
+            sink.expect([0])  # assigned; the claim has not run yet
+            applying = asyncio.create_task(sink.apply([Message(0, 0, _telemetry(3)[0])]))
+            await asyncio.sleep(0.5)
+            waited = not applying.done()
+            await sink.claim([0])
+            # A sink that never claims the partition is fenced after its wait.
+            foreign = await stranger.apply([Message(0, 1, _telemetry(3)[1])])
+            return await applying, foreign, waited
+        finally:
+            await sink.close()
+            await stranger.close()
+
+    applied, foreign, waited = asyncio.run(run())
+    assert waited
+    assert (applied.fenced, applied.accepted) == ((), 1)
+    assert (foreign.fenced, foreign.accepted) == ((0,), 0)
+    assert env.query("SELECT next_offset FROM sink_offset WHERE topic = 'tel'") == [(1,)]
+
+
 def test_a_window_whose_gpu_went_silent_is_split_after_the_timeout(env: Env) -> None:
     """GPU 1 stops reporting 30 s into the minute: no sample ever covers the
     window's end, so only the finalize timeout can close it."""
