@@ -41,6 +41,9 @@ log = logging.getLogger(__name__)
 # Test-only: "POINT:N" SIGKILLs this worker the Nth time it reaches POINT
 # (before_commit or after_commit), to prove recovery at exact fault points.
 CRASH_ENV = "FINOPS_TEST_CRASH_AT"
+# Test-only: seconds the claim waits on assignment, widening the window in
+# which faust already delivers the new partitions' messages.
+CLAIM_DELAY_ENV = "FINOPS_TEST_CLAIM_DELAY_S"
 DRAIN_STALLED = 75  # EX_TEMPFAIL: nothing was lost, run the drain again
 
 
@@ -124,6 +127,7 @@ def run_worker(
         mine = [(s, [tp.partition for tp in assigned if tp.topic == s.topic]) for s in sinks]
         for s, partitions in mine:
             s.expect(partitions)
+        await asyncio.sleep(float(os.environ.get(CLAIM_DELAY_ENV, 0)))
         for s, partitions in mine:
             await s.claim(partitions)
 

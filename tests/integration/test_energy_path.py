@@ -17,6 +17,7 @@ import pytest
 
 from pipeline import db
 from pipeline.carbon import GRAMS
+from pipeline.worker import CLAIM_DELAY_ENV
 from reports.cache import evictors, provider_prefix_rates, savings
 from reports.carbon import carbon
 from tests.factories import event
@@ -263,3 +264,30 @@ def test_with_joins_off_the_spend_path_runs_alone(env: Env, tmp_path: Path) -> N
         (f"{env.topic}-telemetry", f"{env.topic}-cache"),
     )
     assert side == [(0,)]
+
+
+def test_messages_delivered_before_the_claim_are_applied_once_it_is_done(
+    env: Env, tmp_path: Path
+) -> None:
+    """faust resumes fetching from its own task, so an assignment's first
+    messages can reach the agents while the claim is still running (here it
+    is held for 3 s). Their batches wait for it: the drain applies every
+    topic instead of fencing them and waiting out its stall limit."""
+    env.finops("db", "upgrade")
+    env.finops("prices", "load", "models/data/default_prices.csv")
+    env.finops("replay", _write(tmp_path / "u.jsonl", [_usage("acme", 500, 4000, 0)]))
+    telemetry = [
+        {"node_id": "gpu-a1", "gpu": "0", "ts": _ts(s), "power_w": 700.0,
+         "energy_mj": 10**9 + 700 * 1000 * s}
+        for s in range(0, 66, 5)
+    ]  # fmt: skip
+    env.finops(
+        "replay", "--topic", f"{env.topic}-telemetry", _write(tmp_path / "t.jsonl", telemetry)
+    )
+    done = env.finops(
+        "worker", "--drain", extra={CLAIM_DELAY_ENV: "3", "FINOPS_DRAIN_STALL_S": "60"}, timeout=120
+    )
+    assert "fault fenced" not in done.stderr, done.stderr
+    assert env.query("SELECT sum(attempts) FROM spend_window") == [(1,)]
+    minute = env.query("SELECT measured_mj FROM node_energy_window WHERE window_start = %s", (W,))
+    assert minute == [(700 * 1000 * 60,)]
