@@ -958,7 +958,8 @@ def print_cache(
     cols = ("evicting tenant", "evicted tenant", "evictions", "evicted tokens", "cost pushed USD")
     for col in cols:
         top.add_column(col, justify="left" if "tenant" in col else "right")
-    for e in evictors(engine, start, end)[:15]:
+    top_evictors = evictors(engine, start, end)[:15]
+    for e in top_evictors:
         top.add_row(
             e.evicting_tenant,
             e.evicted_tenant,
@@ -967,6 +968,14 @@ def print_cache(
             f"{to_cents(e.pushed_usd):,}",
         )
     console.print(top)
+    if not top_evictors:
+        # An empty table reads like a broken join; say what it means.
+        console.print(
+            "no tenant evicted another tenant's entries in this span"
+            " (`finops simulate --incident cache-thrash` injects one;"
+            " see the README's Energy and cache attribution)",
+            style="dim",
+        )
     if not providers:
         return
     prov = Table(title="Provider-side prefix hit rate (from usage)", title_justify="left")
