@@ -118,6 +118,8 @@ def run_worker(
         async def split_energy() -> None:
             await finalizer.run()
 
+    claim_delay_s = float(os.environ.get(CLAIM_DELAY_ENV, 0))
+
     @app.on_partitions_assigned.connect
     async def claim(sender: Any, /, *args: Any, signal: Any, **kwargs: Any) -> None:
         # From now on a previous owner is fenced. faust may resume fetching
@@ -127,7 +129,8 @@ def run_worker(
         mine = [(s, [tp.partition for tp in assigned if tp.topic == s.topic]) for s in sinks]
         for s, partitions in mine:
             s.expect(partitions)
-        await asyncio.sleep(float(os.environ.get(CLAIM_DELAY_ENV, 0)))
+        if claim_delay_s:
+            await asyncio.sleep(claim_delay_s)
         for s, partitions in mine:
             await s.claim(partitions)
 

@@ -127,10 +127,9 @@ def test_incidents_fire_in_the_stream_and_resolve(
     assert end < resolved <= end + timedelta(minutes=resolves_within)  # type: ignore[operator]
 
 
-def test_a_waiting_evaluation_goes_on_after_the_one_under_way(env: Env) -> None:
-    """A drain's last evaluation waits for the timer's one instead of
-    skipping it: it blocks on the watermark row, meets the other's update
-    (its snapshot is older) and evaluates again from the new watermark."""
+def _judged_through(env: Env, behind: timedelta) -> datetime:
+    """The spend stream has reached this minute (returned) and the rules
+    have judged the minutes up to ``behind`` before it; no windows at all."""
     now = datetime.now(UTC).replace(second=0, microsecond=0)
     with psycopg.connect(env.database_url) as conn:
         conn.execute(
@@ -138,7 +137,20 @@ def test_a_waiting_evaluation_goes_on_after_the_one_under_way(env: Env) -> None:
             " VALUES ('spend', 'usage', 0, 1, %s)",
             (now,),
         )
-        conn.execute("INSERT INTO alert_watermark VALUES ('rules', %s)", (now - 30 * MINUTE,))
+        conn.execute("INSERT INTO alert_watermark VALUES ('rules', %s)", (now - behind,))
+    return now
+
+
+def _through(env: Env) -> object:
+    ((t,),) = env.query("SELECT evaluated_through FROM alert_watermark")
+    return t
+
+
+def test_a_waiting_evaluation_goes_on_after_the_one_under_way(env: Env) -> None:
+    """A drain's last evaluation waits for the timer's one instead of
+    skipping it: it blocks on the watermark row, meets the other's update
+    (its snapshot is older) and evaluates again from the new watermark."""
+    now = _judged_through(env, 30 * MINUTE)
     engine = db.engine(env.database_url)
     catalog = parse_yaml(Path("models/data/route_catalog.yaml").read_text())
 
@@ -147,14 +159,10 @@ def test_a_waiting_evaluation_goes_on_after_the_one_under_way(env: Env) -> None:
         evaluate(engine, lateness=2 * MINUTE, cooldown=MINUTE, catalog=catalog, wait=wait)
         return time.monotonic() - t0
 
-    def through() -> object:
-        ((t,),) = env.query("SELECT evaluated_through FROM alert_watermark")
-        return t
-
     with psycopg.connect(env.database_url) as other:  # the evaluation under way
         other.execute("SELECT 1 FROM alert_watermark FOR UPDATE")
         run(wait=False)
-        assert through() == now - 30 * MINUTE  # skipped: another one holds it
+        assert _through(env) == now - 30 * MINUTE  # skipped: another one holds it
 
         def finish() -> None:
             time.sleep(1.0)
@@ -167,7 +175,7 @@ def test_a_waiting_evaluation_goes_on_after_the_one_under_way(env: Env) -> None:
         finishing.join()
     engine.dispose()
     assert waited >= 0.9
-    assert through() == now - 2 * MINUTE  # every minute closed by the watermark
+    assert _through(env) == now - 2 * MINUTE  # every minute closed by the watermark
 
 
 def test_an_acknowledgement_during_an_evaluation_is_kept(env: Env) -> None:
@@ -175,14 +183,8 @@ def test_an_acknowledgement_during_an_evaluation_is_kept(env: Env) -> None:
     it: the evaluation's snapshot predates the acknowledgement, so its update
     meets a serialization failure; it evaluates again from a fresh snapshot
     and resolves the alert without losing who took it."""
-    now = datetime.now(UTC).replace(second=0, microsecond=0)
+    now = _judged_through(env, 5 * MINUTE)
     with psycopg.connect(env.database_url) as conn:
-        conn.execute(
-            "INSERT INTO sink_offset (sink, topic, partition, next_offset, max_event_ts)"
-            " VALUES ('spend', 'usage', 0, 1, %s)",
-            (now,),
-        )
-        conn.execute("INSERT INTO alert_watermark VALUES ('rules', %s)", (now - 5 * MINUTE,))
         # Firing, and nothing in the (empty) windows finds it again.
         ((alert_id,),) = conn.execute(
             "INSERT INTO alert (dedup_key, rule, subject, tenant, severity, status, value,"
@@ -221,5 +223,4 @@ def test_an_acknowledgement_during_an_evaluation_is_kept(env: Env) -> None:
     ((status, acked_by, resolved_at),) = rows
     assert (status, acked_by) == ("resolved", "dana"), rows
     assert resolved_at is not None
-    ((through,),) = env.query("SELECT evaluated_through FROM alert_watermark")
-    assert through == now - 2 * MINUTE
+    assert _through(env) == now - 2 * MINUTE
