@@ -25,6 +25,7 @@ from models.carbon import GpuEmbodied, GridIntensity, Site, parse_csv
 from models.money import to_cents
 from pipeline import cli_finance, cli_web, db, embedded
 from pipeline.carbon import MJ_PER_KWH
+from pipeline.cli_tables import titled_table
 from pipeline.services import Services, resolve
 from pipeline.settings import Settings
 from pipeline.simulate import SimConfig
@@ -551,15 +552,14 @@ def carbon_list() -> None:
 
     _, services = _services()
     book = load_book(db.engine(services.database_url))
-    table = Table(title="Grid intensity", title_justify="left")
-    for col in ("region", "from", "gCO2e/kWh", "source"):
-        table.add_column(col)
+    table = titled_table(
+        "Grid intensity", "region", "from", "gCO2e/kWh", "source", numbers={"gCO2e/kWh"}
+    )
     for g in sorted(book.intensities, key=lambda g: (g.region, g.effective_from)):
         table.add_row(g.region, g.effective_from.isoformat(), str(g.gco2e_per_kwh), g.source)
     console.print(table)
-    gpus = Table(title="Embodied emissions per GPU", title_justify="left")
-    for col in ("GPU type", "kgCO2e", "lifetime h", "TDP W", "g per GPU-hour"):
-        gpus.add_column(col)
+    numbers = ("kgCO2e", "lifetime h", "TDP W", "g per GPU-hour")
+    gpus = titled_table("Embodied emissions per GPU", "GPU type", *numbers, numbers=numbers)
     for e in book.embodied:
         gpus.add_row(
             e.gpu_type,
@@ -569,9 +569,7 @@ def carbon_list() -> None:
             f"{e.grams_per_gpu_hour:.3f}",
         )
     console.print(gpus)
-    sites = Table(title="Sites", title_justify="left")
-    for col in ("kind", "pattern", "region", "GPU type"):
-        sites.add_column(col)
+    sites = titled_table("Sites", "kind", "pattern", "region", "GPU type")
     for site in book.sites:
         sites.add_row(site.kind, site.pattern, site.region, site.gpu_type)
     console.print(sites)
@@ -608,10 +606,11 @@ def catalog_show() -> None:
 
     _, services = _services()
     catalog = read_catalog(db.engine(services.database_url))
-    table = Table(title="Routes", title_justify="left")
-    for col in ("route", "input cap", "output cap", "on cap", "p50/p95/p99 ms", "ttft ms",
-                "max retries", "fallback"):  # fmt: skip
-        table.add_column(col)
+    table = titled_table(
+        "Routes", "route", "input cap", "output cap", "on cap", "p50/p95/p99 ms", "ttft ms",
+        "max retries", "fallback",
+        numbers={"input cap", "output cap", "p50/p95/p99 ms", "ttft ms", "max retries"},
+    )  # fmt: skip
     for r in catalog.routes:
         b, lat = r.token_budget, r.latency_budget
         table.add_row(
@@ -625,9 +624,7 @@ def catalog_show() -> None:
             r.fallback_model or "-",
         )
     console.print(table)
-    rules = Table(title="Rules", title_justify="left")
-    for col in ("rule", "enabled", "severity", "settings"):
-        rules.add_column(col)
+    rules = titled_table("Rules", "rule", "enabled", "severity", "settings")
     for name, rule in catalog.rules:
         params = rule.model_dump(mode="json", exclude={"enabled", "severity"})
         rules.add_row(
@@ -657,10 +654,10 @@ def alerts_list(
     )
     with db.engine(services.database_url).connect() as conn:
         rows = conn.execute(text(sql), {"all": all_, "tenant": tenant, "limit": limit}).all()
-    table = Table(title="Alerts", title_justify="left")
-    for col in ("id", "status", "severity", "rule", "subject", "window", "resolved", "acked",
-                "why"):  # fmt: skip
-        table.add_column(col)
+    table = titled_table(
+        "Alerts", "id", "status", "severity", "rule", "subject", "window", "resolved", "acked",
+        "why", numbers={"id"},
+    )  # fmt: skip
     for id_, status, sev, rule, subject, window, resolved, acked, summary, contrib in rows:
         why = summary + "".join(f"\n  {what}: {much}" for what, much in contrib)
         table.add_row(
@@ -869,10 +866,8 @@ def print_energy(services: Services, start: datetime, end: datetime, dims: tuple
     rows = energy(engine, start, end, dims)
     nodes = node_totals(engine, start, end)
     grams = carbon(engine, start, end, dims)
-    table = Table(title="Energy and carbon per token", title_justify="left")
-    cols = (*dims, "source", "attempts", "tokens", "energy kWh", "tokens/J", "Wh/1k tok")
-    for col in (*cols, "gCO2e", "SCI g/1k tok"):
-        table.add_column(col, justify="left" if col in (*dims, "source") else "right")
+    numbers = ("attempts", "tokens", "energy kWh", "tokens/J", "Wh/1k tok", "gCO2e", "SCI g/1k tok")
+    table = titled_table("Energy and carbon per token", *dims, "source", *numbers, numbers=numbers)
     for r in rows:
         tpj, wh = r.tokens_per_joule, r.wh_per_1k_tokens
         f = grams.groups.get((*r.key, r.source))
@@ -927,9 +922,10 @@ def print_cache(
     from reports.cache import evictors, hit_rates, provider_prefix_rates, savings
 
     engine = db.engine(services.database_url)
-    table = Table(title="Shared cache hit rate (requests)", title_justify="left")
-    for col in ("from", "layer", "hits", "misses", "hit rate", ""):
-        table.add_column(col, justify="left" if col in ("from", "layer", "") else "right")
+    counts = ("hits", "misses", "hit rate")
+    table = titled_table(
+        "Shared cache hit rate (requests)", "from", "layer", *counts, "", numbers=counts
+    )
     for r in hit_rates(engine, start, end, minutes, shared=True):
         rate = r.rate or 0
         table.add_row(
@@ -941,9 +937,10 @@ def print_cache(
             Bar(size=1, begin=0, end=float(rate), width=30),
         )
     console.print(table)
-    saved = Table(title="Dollars saved by cache hits", title_justify="left")
-    for col in ("tenant", "layer", "hits", "hit tokens", "saved USD", "unpriced tokens"):
-        saved.add_column(col, justify="left" if col in ("tenant", "layer") else "right")
+    saved_cols = ("hits", "hit tokens", "saved USD", "unpriced tokens")
+    saved = titled_table(
+        "Dollars saved by cache hits", "tenant", "layer", *saved_cols, numbers=saved_cols
+    )
     for s in savings(engine, start, end)[:20]:
         saved.add_row(
             s.tenant,
@@ -954,10 +951,14 @@ def print_cache(
             f"{s.hits.unpriced_tokens:,}",
         )
     console.print(saved)
-    top = Table(title="Top evictors (of other tenants' entries)", title_justify="left")
-    cols = ("evicting tenant", "evicted tenant", "evictions", "evicted tokens", "cost pushed USD")
-    for col in cols:
-        top.add_column(col, justify="left" if "tenant" in col else "right")
+    evicted = ("evictions", "evicted tokens", "cost pushed USD")
+    top = titled_table(
+        "Top evictors (of other tenants' entries)",
+        "evicting tenant",
+        "evicted tenant",
+        *evicted,
+        numbers=evicted,
+    )
     top_evictors = evictors(engine, start, end)[:15]
     for e in top_evictors:
         top.add_row(
@@ -978,9 +979,15 @@ def print_cache(
         )
     if not providers:
         return
-    prov = Table(title="Provider-side prefix hit rate (from usage)", title_justify="left")
-    for col in ("tenant", "route", "model", "input tokens", "read from cache", "rate"):
-        prov.add_column(col, justify="left" if col in ("tenant", "route", "model") else "right")
+    prov_cols = ("input tokens", "read from cache", "rate")
+    prov = titled_table(
+        "Provider-side prefix hit rate (from usage)",
+        "tenant",
+        "route",
+        "model",
+        *prov_cols,
+        numbers=prov_cols,
+    )
     for p in provider_prefix_rates(engine, start, end):
         share = p.rate
         prov.add_row(
@@ -1026,9 +1033,8 @@ def reconcile(
         settings.admission(datetime.now(UTC)),
     )
     want, c = rec.ledger, rec.counters
-    table = Table(title="ledger vs sink", title_justify="left")
-    for col in ("", "ledger (from the log)", "sink (PostgreSQL)"):
-        table.add_column(col, justify="right" if col else "left")
+    numbers = ("ledger (from the log)", "sink (PostgreSQL)")
+    table = titled_table("ledger vs sink", "", *numbers, numbers=numbers)
     table.add_row(
         "lines in the log", str(want.produced), str(c.accepted + c.duplicates + c.dead_lettered)
     )
@@ -1038,9 +1044,14 @@ def reconcile(
     table.add_row("windows", str(len(want.windows)), "")
     console.print(table)
     if rec.diffs:
-        diffs = Table(title=f"{len(rec.diffs)} differing window columns", title_justify="left")
-        for col in ("window", "column", "ledger", "stored"):
-            diffs.add_column(col)
+        diffs = titled_table(
+            f"{len(rec.diffs)} differing window columns",
+            "window",
+            "column",
+            "ledger",
+            "stored",
+            numbers={"ledger", "stored"},
+        )
         for d in rec.diffs[:50]:
             diffs.add_row(" ".join(str(k) for k in d.key), d.column, str(d.expected), str(d.stored))
         console.print(diffs)
@@ -1058,9 +1069,9 @@ def dead_list() -> None:
     from pipeline.dead_letters import summary
 
     _, services = _services()
-    table = Table(title="dead letters", title_justify="left")
-    for col in ("reason", "count", "replayed"):
-        table.add_column(col, justify="left" if col == "reason" else "right")
+    table = titled_table(
+        "dead letters", "reason", "count", "replayed", numbers={"count", "replayed"}
+    )
     for row in summary(services.database_url):
         table.add_row(row.reason, str(row.count), str(row.replayed))
     console.print(table)

@@ -10,10 +10,10 @@ from typing import Annotated, Literal
 
 import typer
 from rich.console import Console
-from rich.table import Table
 
 from models.chargeback_policy import ChargebackPolicy, PolicyError, parse_policy
 from pipeline import db
+from pipeline.cli_tables import titled_table
 from pipeline.cli_web import _database_url
 from pipeline.month_close import close_month, stored_month
 from pipeline.months import MonthError, next_month, parse_month
@@ -175,11 +175,13 @@ def forecast(
         daily = daily_spend(
             conn, m, by=by, before_days=28, until=datetime.combine(known_until, time(), UTC)
         )
-    table = Table(
-        title=f"Forecast {m:%Y-%m} by {by}, known through {known_until - timedelta(days=1)}"
+    numbers = ("month to date", "forecast", "80% interval")
+    table = titled_table(
+        f"Forecast {m:%Y-%m} by {by}, known through {known_until - timedelta(days=1)}",
+        by,
+        *numbers,
+        numbers=numbers,
     )
-    for col in (by, "month to date", "forecast", "80% interval"):
-        table.add_column(col, justify="left" if col == by else "right")
     total_mtd = total_expected = Decimal(0)
     for key, f in forecasts(daily, m, known_days=max((known_until - m).days, 0)).items():
         total_mtd += f.month_to_date
@@ -214,9 +216,16 @@ def reconcile_invoice(invoice: Path, threshold: Decimal) -> int:
     mine = {k: v for k, v in mine.items() if (k[1], k[2]) in {(p, m) for _, p, m in invoiced}}
     rows = compare(mine, invoiced, threshold)
     flagged = [r for r in rows if r.flagged]
-    table = Table(title=f"Invoice {invoice.name} against metered usage (threshold {threshold:.1%})")
-    for col in ("day", "provider", "model", "input drift", "output drift", "cost drift", "flag"):
-        table.add_column(col)
+    drifts = ("input drift", "output drift", "cost drift")
+    table = titled_table(
+        f"Invoice {invoice.name} against metered usage (threshold {threshold:.1%})",
+        "day",
+        "provider",
+        "model",
+        *drifts,
+        "flag",
+        numbers=drifts,
+    )
     for r in rows:
         table.add_row(
             f"{r.day}", r.provider, r.model,
@@ -224,9 +233,13 @@ def reconcile_invoice(invoice: Path, threshold: Decimal) -> int:
             f"[red]{r.why}[/]" if r.flagged else "",
         )  # fmt: skip
     console.print(table)
-    report = Table(title="Tokenizer drift: |local - billed input tokens| / billed, per model")
-    for col in ("model", "attempts with a local count", "billed input tokens", "drift"):
-        report.add_column(col)
+    numbers = ("attempts with a local count", "billed input tokens", "drift")
+    report = titled_table(
+        "Tokenizer drift: |local - billed input tokens| / billed, per model",
+        "model",
+        *numbers,
+        numbers=numbers,
+    )
     for d in drift:
         report.add_row(
             d.model,

@@ -6,9 +6,9 @@ from typing import Annotated
 
 import typer
 from rich.console import Console
-from rich.table import Table
 
 from pipeline import access, db
+from pipeline.cli_tables import titled_table
 from pipeline.services import resolve
 from pipeline.settings import Settings
 
@@ -47,9 +47,9 @@ def tokens_create(
 @tokens_app.command("list")
 def tokens_list() -> None:
     """Tokens (never their secrets): who they are for and when last used."""
-    table = Table(title="API tokens", title_justify="left")
-    for col in ("id", "tenant", "label", "created", "last used", "revoked"):
-        table.add_column(col)
+    table = titled_table(
+        "API tokens", "id", "tenant", "label", "created", "last used", "revoked", numbers={"id"}
+    )
     for t in access.list_tokens(db.engine(_database_url())):
         table.add_row(
             str(t.id),
