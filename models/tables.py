@@ -481,3 +481,12 @@ invoice_document = Table(
     Column("content", LargeBinary, nullable=False),
     Column("sha256", Text, nullable=False),
 )
+
+demo_run = Table(
+    "demo_run",
+    metadata,
+    Column("hour", TS, primary_key=True),
+    Column("rate", Numeric, nullable=False),
+    Column("incident", Text, nullable=True),
+    Column("published_at", TS, nullable=False, server_default=func.now()),
+)

@@ -728,10 +728,19 @@ def alerts_test_webhook(
 @app.command()
 def demo(
     rate: Annotated[float, typer.Option(help="requests per second of event time")] = 20.0,
+    incident: Annotated[
+        str | None,
+        typer.Option(help="inject one incident (see finops simulate --list-incidents)"),
+    ] = None,
 ) -> None:
     """The whole system in one command: services, schema, prices, an hour of traffic, drain."""
+    from pipeline.demo_hours import DemoRun, HourTaken, must_publish
+    from pipeline.demo_store import demo_at, record_demo
     from pipeline.price_store import load_entries
-    from pipeline.simulate import SimConfig
+    from pipeline.simulate import INCIDENTS, SimConfig
+
+    if incident is not None and incident not in INCIDENTS:
+        raise typer.BadParameter(f"choose from {', '.join(INCIDENTS)}", param_hint="--incident")
 
     settings, services = _services()
     console.rule("finops demo")
@@ -742,16 +751,31 @@ def demo(
     from pipeline.carbon_store import defaults
 
     load_carbon(services, defaults())
-    now = datetime.now(UTC).replace(minute=0, second=0, microsecond=0)
-    start = now - timedelta(hours=1)
-    # One seed per hour: re-running the demo within the hour re-sends the same
-    # events, which the pipeline counts once.
-    cfg = SimConfig(start=start, duration_s=3600, rate=rate, seed=int(start.timestamp()) // 3600)
-    publish_simulation(services, settings, cfg, settings.events_per_message, side=True)
+    engine = db.engine(services.database_url)
+    end = datetime.now(UTC).replace(minute=0, second=0, microsecond=0)
+    start = end - timedelta(hours=1)
+    span = f"{start:%Y-%m-%d %H:%M}-{end:%H:%M} UTC"
+    want = DemoRun(Decimal(str(rate)), incident)
+    try:
+        publish = must_publish(demo_at(engine, start), want)
+    except HourTaken as exc:
+        console.print(f"[red]{span}: {exc}[/]")
+        raise typer.Exit(1) from exc
+    if publish:
+        console.print(f"simulating {span}" + (f" with the {incident} incident" if incident else ""))
+        # One seed per hour: the same hour always gets the same traffic.
+        cfg = SimConfig(
+            start=start, duration_s=3600, rate=rate, seed=int(start.timestamp()) // 3600,
+            incident=incident,
+        )  # fmt: skip
+        publish_simulation(services, settings, cfg, settings.events_per_message, side=True)
+        record_demo(engine, start, want)
+    else:
+        console.print(f"{span} already holds this demo; showing it without publishing it again")
     drain_with_progress(settings, services)
-    print_spend(services, start, now, ("tenant",))
-    print_energy(services, start, now + timedelta(hours=1), ("model",))
-    print_cache(services, start, now + timedelta(hours=1), 10)
+    print_spend(services, start, end, ("tenant",))
+    print_energy(services, start, end, ("model",))
+    print_cache(services, start, end, 10)
     console.print(
         "\nData: PostgreSQL tables spend_window, energy_window, cache_window, dead_letter at "
         f"{services.database_url}"
@@ -973,7 +997,7 @@ def print_cache(
         # An empty table reads like a broken join; say what it means.
         console.print(
             "no tenant evicted another tenant's entries in this span"
-            " (`finops simulate --incident cache-thrash` injects one;"
+            " (`finops demo --incident cache-thrash` injects one, in an hour of its own;"
             " see the README's Energy and cache attribution)",
             style="dim",
         )

@@ -1,0 +1,48 @@
+"""Whether `finops demo` publishes its hour, so that running it again never
+counts traffic twice. Pure.
+
+The demo simulates the last whole hour. Usage events carry ids and are
+deduplicated, but cache events have none (the contract has no id), so
+re-sending the hour would double its cache counts, and GPU samples no newer
+than the ones stored are dead-lettered as out of order. So each demo hour is
+published once and remembered with its settings (rate and incident): a
+re-run with the same settings shows that hour again without publishing.
+A run with other settings (say ``--incident cache-thrash`` after a plain
+demo) is refused rather than mixed into the same hour's windows, and it
+cannot go back to an earlier hour either: its telemetry would be older than
+the samples already stored, and dead-lettered.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from decimal import Decimal
+
+
+@dataclass(frozen=True)
+class DemoRun:
+    """What a demo published in its hour."""
+
+    rate: Decimal
+    incident: str | None
+
+    def describe(self) -> str:
+        return f"--rate {self.rate}" + (f" --incident {self.incident}" if self.incident else "")
+
+
+class HourTaken(Exception):
+    pass
+
+
+def must_publish(held: DemoRun | None, want: DemoRun) -> bool:
+    """Whether the hour that holds ``held`` (None: no demo) is published for
+    ``want``; raises HourTaken if it holds a demo with other settings."""
+    if held is None:
+        return True
+    if held == want:
+        return False
+    raise HourTaken(
+        f"this hour already holds the demo with {held.describe()}; a demo with"
+        f" {want.describe()} needs an hour of its own: run it after the next whole"
+        " hour, or against fresh services (FINOPS_HOME=<an empty directory>)"
+    )
