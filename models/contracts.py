@@ -38,6 +38,9 @@ def _no_nul(value: str) -> str:
 # hostile producer cannot make a window key of megabytes.
 Ident = Annotated[str, Field(min_length=1, max_length=256, pattern=r"\S"), AfterValidator(_no_nul)]
 Tokens = Annotated[StrictInt, Field(ge=0, le=10**12)]
+# Operations one cache-event line stands for (a cache node's counter).
+MAX_COUNT: Final = 10**9
+Count = Annotated[StrictInt, Field(ge=1, le=MAX_COUNT)]
 
 # Keys that would carry prompt or completion text. No such text is ever
 # accepted, so an event that has one is rejected as a whole.
@@ -126,12 +129,19 @@ class GpuTelemetrySample(_Contract):
 
 
 class CacheEvent(_Contract):
-    """One lookup, insert or eviction in a cache layer.
+    """One lookup, insert or eviction in a cache layer, or ``count`` of them.
 
     ``model``/``provider`` name the model the cache sits in front of, so a
     hit can be valued with the price book; ``output_tokens`` is, for the
     response and semantic layers, the length of the cached answer (a hit
-    there saves the whole call, not only the prompt)."""
+    there saves the whole call, not only the prompt).
+
+    ``count`` (default 1) lets a cache node send counters instead of one
+    line per operation: a line with ``count`` n stands for n operations with
+    the same node, minute, tenant, route, layer, op, model, provider and
+    owner, and ``tokens`` and ``output_tokens`` are their sums. Windows are
+    1-minute sums, so a counter line and the n lines it stands for give the
+    same windows, to the token."""
 
     node_id: Ident
     ts: AwareDatetime
@@ -144,6 +154,7 @@ class CacheEvent(_Contract):
     model: Ident | None = None
     provider: Ident | None = None
     output_tokens: Tokens = 0
+    count: Count = 1
 
     @model_validator(mode="after")
     def _evict_has_owner(self) -> CacheEvent:

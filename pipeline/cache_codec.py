@@ -7,7 +7,7 @@ from typing import Final
 
 import polars as pl
 
-from models.contracts import CacheEvent
+from models.contracts import MAX_COUNT, CacheEvent
 from pipeline.ndjson_codec import ColumnContract, ident, timestamp, tokens
 
 SCHEMA: Final[dict[str, pl.DataType]] = {
@@ -22,6 +22,7 @@ SCHEMA: Final[dict[str, pl.DataType]] = {
     "model": pl.String(),
     "provider": pl.String(),
     "output_tokens": pl.Int64(),
+    "count": pl.Int64(),
 }
 LAYERS: Final = ["prefix", "embedding", "response", "semantic"]
 OPS: Final = ["hit", "miss", "insert", "evict"]
@@ -36,6 +37,7 @@ def _checks() -> list[pl.Expr]:
         pl.col("op").is_not_null() & pl.col("op").is_in(OPS),
         tokens("tokens"),
         tokens("output_tokens", required=False),
+        pl.col("count").is_null() | pl.col("count").is_between(1, MAX_COUNT),
         (pl.col("op") != "evict") | pl.col("owner_tenant").is_not_null(),
     ]
 
@@ -45,5 +47,5 @@ CACHE: Final = ColumnContract(
     SCHEMA,
     tuple(f for f, t in SCHEMA.items() if t == pl.String()),
     _checks,
-    defaults={"output_tokens": 0},
+    defaults={"output_tokens": 0, "count": 1},
 )

@@ -140,7 +140,8 @@ def window_frames(events: pl.DataFrame) -> tuple[pl.DataFrame, pl.DataFrame]:
         return pl.col(column).filter(op == kind).sum().cast(pl.Int64())
 
     def count(kind: str) -> pl.Expr:
-        return (op == kind).sum().cast(pl.Int64())
+        # A line stands for ``count`` operations (a cache node's counter).
+        return total("count", kind)
 
     windows = (
         e.filter(op != "evict")
@@ -161,7 +162,7 @@ def window_frames(events: pl.DataFrame) -> tuple[pl.DataFrame, pl.DataFrame]:
         .rename({"tenant": "evicting_tenant", "owner_tenant": "evicted_tenant"})
         .group_by(EVICTION_KEY)
         .agg(
-            pl.len().cast(pl.Int64()).alias("evictions"),
+            pl.col("count").sum().cast(pl.Int64()).alias("evictions"),
             pl.col("tokens").sum().cast(pl.Int64()).alias("evicted_tokens"),
             pl.col("output_tokens").sum().cast(pl.Int64()).alias("evicted_output_tokens"),
         )

@@ -51,6 +51,7 @@ def cache_event(**overrides: Any) -> dict[str, Any]:
         "model": "qwen3-32b",
         "provider": "self-hosted",
         "output_tokens": 20,
+        "count": 1,
     }
     base.update(overrides)
     return base

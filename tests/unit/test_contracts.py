@@ -1,8 +1,12 @@
+import json
+
 import pytest
 from pydantic import ValidationError
 
 from models.contracts import CacheEvent, GpuTelemetrySample, UsageEvent
-from tests.factories import event
+from pipeline.cache_codec import CACHE
+from pipeline.ndjson_codec import Message
+from tests.factories import cache_event, event
 
 
 def test_valid_event_parses_and_normalises_nothing() -> None:
@@ -73,3 +77,20 @@ def test_telemetry_and_cache_contracts() -> None:
     CacheEvent.model_validate(hit)
     with pytest.raises(ValidationError, match="owner_tenant"):
         CacheEvent.model_validate({**hit, "op": "evict"})
+
+
+@pytest.mark.parametrize("count", [0, -1, "3", 1.5, None, 10**9 + 1, True])
+def test_a_cache_counter_counts_at_least_one_whole_operation(count: object) -> None:
+    line = json.dumps({**cache_event(op="hit"), "count": count})
+    with pytest.raises(ValidationError, match="count"):
+        CacheEvent.model_validate_json(line)
+    # ... and the stream's fast path agrees: the line is dead-lettered.
+    decoded = CACHE.decode([Message(0, 0, line.encode())])
+    assert decoded.events.height == 0 and len(decoded.dead) == 1
+
+
+def test_a_cache_event_without_a_count_is_one_operation() -> None:
+    assert CacheEvent.model_validate(cache_event(op="hit")).count == 1
+    assert CacheEvent.model_validate({**cache_event(op="hit"), "count": 10**9}).count == 10**9
+    decoded = CACHE.decode([Message(0, 0, json.dumps(cache_event(op="hit")).encode())])
+    assert decoded.events["count"].to_list() == [1]
