@@ -10,11 +10,17 @@ from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 from fractions import Fraction
 
+from hypothesis import given, settings
+from hypothesis import strategies as st
+from polars.testing import assert_frame_equal
+
 from models.contracts import CacheEvent
-from pipeline.cache_windows import cache_windows, top_evictors
+from pipeline.cache_codec import CACHE
+from pipeline.cache_windows import cache_windows, top_evictors, window_frames
 from pipeline.energy import Attempt, Sample, attribute, batch_bucket
 from pipeline.simulate import THRASHER, SimConfig, generate
-from pipeline.simulate_side import cache_events, telemetry
+from pipeline.simulate_side import cache_events, counters, telemetry
+from tests.factories import messages
 
 START = datetime(2026, 3, 1, 10, 0, tzinfo=UTC)
 CFG = SimConfig(start=START, duration_s=3600, rate=8, seed=11, incident="cache-thrash")
@@ -99,3 +105,25 @@ def test_answer_caches_save_whole_calls_and_every_event_names_its_model() -> Non
     assert 0.05 < len(answered) / len(firsts) < 0.11
     assert {c["layer"] for c in answered} == {"response", "semantic"}
     assert all(c["output_tokens"] > 0 for c in answered)
+
+
+@settings(max_examples=15, deadline=None)
+@given(st.integers(0, 10**6), st.sampled_from([None, "cache-thrash"]))
+def test_a_cache_nodes_counters_give_the_windows_of_the_events_they_count(
+    seed: int, incident: str | None
+) -> None:
+    cfg = SimConfig(start=START, duration_s=1800, rate=3, seed=seed, incident=incident)
+    lookups = list(cache_events(list(generate(cfg)), cfg))
+    counted = list(counters(lookups))
+    # (How many fewer lines depends on the rate: more operations per minute
+    # share a counter.)
+    assert len(counted) < len(lookups)
+    assert sum(c["count"] for c in counted) == len(lookups)
+    # Through the stream's own decoder, as the cache agent reads them.
+    by_events = window_frames(CACHE.decode(messages(lookups, per_message=200)).events)
+    by_counters = window_frames(CACHE.decode(messages(counted, per_message=200)).events)
+    for events_frame, counters_frame in zip(by_events, by_counters, strict=True):
+        assert_frame_equal(events_frame, counters_frame)
+    assert by_events[0]["hits"].sum() + by_events[0]["misses"].sum() == sum(
+        1 for c in lookups if c["op"] in ("hit", "miss")
+    )
