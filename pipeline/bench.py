@@ -8,6 +8,10 @@ For each shape the same N simulated usage events go to fresh topics:
   that traffic on their co-partitioned topics, with every join on; these go
   in messages of the same size in bytes as the usage messages (a cache event
   is about 190 bytes, a usage event 450, so about 240 cache events each);
+- ``counted``: as ``joined``, but the cache nodes send per-minute counters
+  (cache events with ``count``, ``finops simulate --cache-counters``) instead
+  of one event per operation: the same windows from about a fifteenth of the
+  lines;
 - ``single``: one event per message, the spend path alone.
 
 The baseline is a raw aiokafka consumer that reads every message of the
@@ -17,7 +21,8 @@ Postgres commits) into a fresh database. Rates are usage events per second,
 timed from the first message to the end (the pipeline: every topic applied
 and every energy window split); start-up (group join) is reported apart,
 because it does not scale with N. ``joined`` / ``batched`` pipeline rates is
-the cost of the joins. Lines per second counts every input line of the shape
+the cost of the joins (and ``counted`` / ``batched`` their cost with cache
+counters). Lines per second counts every input line of the shape
 (usage, telemetry and cache), the work the joined pipeline really does.
 A second table shows how long each agent's prepare and commit stages were
 busy, as a share of the drain: the stage near 100% is the one that sets the
@@ -41,6 +46,7 @@ from datetime import UTC, datetime, timedelta
 from functools import partial
 from pathlib import Path
 from statistics import median
+from typing import Final
 
 import psycopg
 from aiokafka import AIOKafkaConsumer, TopicPartition
@@ -55,7 +61,10 @@ from pipeline.services import Services
 from pipeline.settings import Settings
 from pipeline.simulate import SimConfig, generate
 
-SHAPES = {"batched": 100, "joined": 100, "single": 1}
+SHAPES = {"batched": 100, "joined": 100, "counted": 100, "single": 1}
+# The shapes with the joins on, and their cache traffic: one event per
+# operation, or per-minute counters.
+JOINED: Final = {"joined": False, "counted": True}
 
 
 @dataclass(frozen=True)
@@ -191,15 +200,20 @@ def run_bench(
     )
     usage = list(generate(cfg))
     events = list(simulate_side.lines(iter(usage)))
-    side: dict[str, list[bytes]] = {}
-    if "joined" in shapes:
-        side = {
+    sides: dict[str, dict[str, list[bytes]]] = {}
+    for shape in shapes:
+        if shape not in JOINED:
+            continue
+        cache = simulate_side.cache_events(usage, cfg)
+        sides[shape] = {
             "telemetry": list(simulate_side.lines(simulate_side.telemetry(usage, cfg))),
-            "cache": list(simulate_side.lines(simulate_side.cache_events(usage, cfg))),
+            "cache": list(
+                simulate_side.lines(simulate_side.counters(cache) if JOINED[shape] else cache)
+            ),
         }
         console.print(
-            "side traffic for the joined shape: "
-            + ", ".join(f"{len(v):,} {k} events" for k, v in side.items())
+            f"side traffic for the {shape} shape: "
+            + ", ".join(f"{len(v):,} {k} lines" for k, v in sides[shape].items())
         )
     table = Table(
         "shape",
@@ -237,7 +251,7 @@ def run_bench(
                 f"bench-{run_id}-{shape}-{round_no}",
                 shape,
                 events,
-                side,
+                sides.get(shape, {}),
             )
             if raw.events != n or pipe.events != n:
                 raise RuntimeError(
@@ -271,15 +285,17 @@ def run_bench(
     console.print(busy)
     if "batched" in ratios:
         console.print(f"batched-shape ratio pipeline/raw: {median(ratios['batched']):.2f}")
-    if "batched" in rates and "joined" in rates:
-        console.print(joins_ratio(rates["batched"], rates["joined"]))
+    for shape in JOINED:
+        if "batched" in rates and shape in rates:
+            console.print(joins_ratio(rates["batched"], rates[shape], shape))
 
 
-def joins_ratio(batched: list[float], joined: list[float]) -> str:
-    """The bench's last line: joined / batched pipeline rates, round by
-    round, and their median."""
+def joins_ratio(batched: list[float], joined: list[float], shape: str = "joined") -> str:
+    """The bench's last lines: a joined shape's / batched pipeline rates,
+    round by round, and their median."""
     ratios = [j / b for b, j in zip(batched, joined, strict=True)]
-    line = f"joins ratio (joined / spend path alone, pipeline rates): {median(ratios):.2f}"
+    name = "joins ratio" if shape == "joined" else f"joins ratio, {shape}"
+    line = f"{name} ({shape} / spend path alone, pipeline rates): {median(ratios):.2f}"
     if len(ratios) > 1:
         line += f" (median of {len(ratios)} rounds: {', '.join(f'{r:.2f}' for r in ratios)})"
     return line
@@ -297,7 +313,7 @@ def _measure(
     """Publish one shape's traffic to fresh topics, time the raw consumer and
     the pipeline on it, and delete the topics (the embedded broker keeps every
     message in memory). Returns both runs, the messages and the input lines."""
-    joins = shape == "joined"
+    joins = shape in JOINED
     traffic = {topic: events} | ({f"{topic}-{k}": v for k, v in side.items()} if joins else {})
     # Every topic of the shape, the worker's side topics even when its joins
     # are off.

@@ -311,6 +311,12 @@ def simulate(
     side: Annotated[
         bool, typer.Option(help="also GPU telemetry and cache events on their topics")
     ] = True,
+    cache_counters: Annotated[
+        bool,
+        typer.Option(
+            help="cache nodes send per-minute counters (count=n) instead of one event per operation"
+        ),
+    ] = False,
     list_incidents: Annotated[bool, typer.Option(help="list the incidents and exit")] = False,
 ) -> None:
     """Publish realistic, seeded traffic: usage, and GPU telemetry and cache events."""
@@ -325,11 +331,18 @@ def simulate(
     settings, services = _services()
     begin = parse_time(start) if start else datetime.now(UTC) - timedelta(seconds=duration)
     cfg = SimConfig(start=begin, duration_s=duration, rate=rate, seed=seed, incident=incident)
-    publish_simulation(services, settings, cfg, per_message or settings.events_per_message, side)
+    publish_simulation(
+        services, settings, cfg, per_message or settings.events_per_message, side, cache_counters
+    )
 
 
 def publish_simulation(
-    services: Services, settings: Settings, cfg: SimConfig, per_message: int, side: bool
+    services: Services,
+    settings: Settings,
+    cfg: SimConfig,
+    per_message: int,
+    side: bool,
+    cache_counters: bool = False,
 ) -> None:
     from pipeline import simulate_side
     from pipeline.simulate import generate
@@ -340,9 +353,10 @@ def publish_simulation(
     )
     if not side:
         return
+    cache = simulate_side.cache_events(events, cfg)
     for label, topic, items in (
         ("telemetry", settings.telemetry_topic, simulate_side.telemetry(events, cfg)),
-        ("cache", settings.cache_topic, simulate_side.cache_events(events, cfg)),
+        ("cache", settings.cache_topic, simulate_side.counters(cache) if cache_counters else cache),
     ):
         rows = list(items)
         _publish(
@@ -787,16 +801,23 @@ def demo(
 @app.command()
 def bench(
     events: Annotated[int, typer.Option(help="events per message shape")] = 200_000,
-    shapes: Annotated[str, typer.Option(help="batched,joined,single")] = "batched,joined,single",
+    shapes: Annotated[
+        str, typer.Option(help="any of batched,joined,counted,single")
+    ] = "batched,joined,counted,single",
     rounds: Annotated[
         int, typer.Option(min=1, help="measure the shapes this many times, interleaved")
     ] = 1,
 ) -> None:
     """Pipeline throughput against a raw aiokafka consumer, same events, same run."""
-    from pipeline.bench import run_bench
+    from pipeline.bench import SHAPES, run_bench
 
     settings, services = _services()
     shape_names = tuple(s.strip() for s in shapes.split(","))
+    unknown = sorted(set(shape_names) - set(SHAPES))
+    if unknown:
+        raise typer.BadParameter(
+            f"unknown {', '.join(unknown)}; choose from {', '.join(SHAPES)}", param_hint="--shapes"
+        )
     run_bench(settings, services, events, shape_names, console, rounds)
 
 

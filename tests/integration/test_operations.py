@@ -83,13 +83,20 @@ def test_dead_letters_are_reviewed_then_replayed_once(env: Env, tmp_path: Path) 
     assert accepted == 4
 
 
-def test_bench_measures_both_shapes_and_leaves_no_topics_behind(env: Env) -> None:
-    """A small `finops bench` end to end: both shapes drain every event, the
-    last line is the joins ratio, and its topics and databases are gone after
-    (the embedded broker keeps every message in memory until then). Rounds
-    only repeat this (tests/unit/test_bench_summary.py)."""
+def test_bench_measures_its_shapes_and_leaves_no_topics_behind(env: Env) -> None:
+    """A small `finops bench` end to end: every shape drains every event, the
+    last lines are the joins ratios, and its topics and databases are gone
+    after (the embedded broker keeps every message in memory until then).
+    Rounds only repeat this (tests/unit/test_bench_summary.py)."""
     out = env.finops(
-        "bench", "--events", "3000", "--shapes", "batched,joined", "--rounds", "1", timeout=600
+        "bench",
+        "--events",
+        "3000",
+        "--shapes",
+        "batched,joined,counted",
+        "--rounds",
+        "1",
+        timeout=600,
     )
     cells = [
         [c.strip() for c in r.split("│")[1:-1]]
@@ -97,13 +104,16 @@ def test_bench_measures_both_shapes_and_leaves_no_topics_behind(env: Env) -> Non
         if r.startswith("│")
     ]
     rows = [c for c in cells if len(c) == 9]
-    assert [r[0] for r in rows] == ["batched", "joined"]
+    assert [r[0] for r in rows] == ["batched", "joined", "counted"]
     assert all(r[1] == "3,000" for r in rows)
     # Where the time went: every agent of each shape, and between them every
     # message of the shape committed exactly once.
     busy = [c for c in cells if len(c) == 6]
     assert sorted((b[0], b[1]) for b in busy) == [
         ("batched", "spend"),
+        ("counted", "cache"),
+        ("counted", "spend"),
+        ("counted", "telemetry"),
         ("joined", "cache"),
         ("joined", "spend"),
         ("joined", "telemetry"),
@@ -115,6 +125,12 @@ def test_bench_measures_both_shapes_and_leaves_no_topics_behind(env: Env) -> Non
         r"joins ratio \(joined / spend path alone, pipeline rates\): ([\d.]+)$", out.stdout, re.M
     )
     assert ratio is not None and float(ratio.group(1)) > 0
+    counted = re.search(r"joins ratio, counted \(counted / spend path alone", out.stdout)
+    assert counted is not None
+    # Counters carry the same operations in fewer lines.
+    lines = {r[0]: int(r[5].replace(",", "")) for r in rows}
+    seconds = {r[0]: 3000 / int(r[4].replace(",", "")) for r in rows}
+    assert lines["counted"] * seconds["counted"] < lines["joined"] * seconds["joined"]
 
     async def bench_topics() -> list[str]:
         admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap(env.kafka_url))

@@ -17,3 +17,9 @@ def test_rounds_report_their_median_and_each_round_in_order() -> None:
         "joins ratio (joined / spend path alone, pipeline rates): 0.70"
         " (median of 3 rounds: 0.70, 0.80, 0.55)"
     )
+
+
+def test_the_counted_shape_has_a_ratio_line_of_its_own() -> None:
+    assert joins_ratio([80_000.0], [76_000.0], "counted") == (
+        "joins ratio, counted (counted / spend path alone, pipeline rates): 0.95"
+    )
