@@ -117,21 +117,22 @@ def cache_events(events: Sequence[dict[str, Any]], cfg: SimConfig) -> Iterator[d
 
 def counters(items: Iterable[dict[str, Any]]) -> Iterator[dict[str, Any]]:
     """Cache events as a cache node sends them when it keeps counters: one
-    line per node, minute, tenant, route, layer, op, model, provider and
-    owner, with ``count`` operations and their summed tokens, stamped with
-    the minute's start. They give the same windows as the events themselves,
-    in a fifteenth of the lines on the simulator's traffic."""
-    sums: dict[tuple[Any, ...], list[int]] = {}
+    line per minute and group (node, tenant, route, layer, op, model,
+    provider, owner), with ``count`` operations and their summed tokens,
+    stamped with the minute's start. They give the same windows as the
+    events themselves; on the bench's traffic (200 calls a second) in a
+    fifteenth of the lines."""
+    sums: dict[tuple[datetime, tuple[Any, ...]], list[int]] = {}
     for e in items:
-        key = tuple(_minute(e["ts"]) if f == "minute" else e.get(f) for f in _COUNTER_KEY)
-        acc = sums.setdefault(key, [0, 0, 0])
+        acc = sums.setdefault((_minute(e["ts"]), tuple(e.get(f) for f in _GROUP)), [0, 0, 0])
         acc[0] += e["tokens"]
         acc[1] += e.get("output_tokens", 0)
         acc[2] += 1
-    for key, (tokens, output_tokens, count) in sorted(sums.items(), key=lambda kv: kv[0][1]):
-        line = {f: v for f, v in zip(_COUNTER_KEY, key, strict=True) if v is not None}
-        line["ts"] = _ts(line.pop("minute"))
-        line.update(tokens=tokens, count=count)
+    for (minute, group), (tokens, output_tokens, count) in sorted(
+        sums.items(), key=lambda kv: kv[0][0]
+    ):
+        line = {f: v for f, v in zip(_GROUP, group, strict=True) if v is not None}
+        line.update(ts=_ts(minute), tokens=tokens, count=count)
         if output_tokens:
             line["output_tokens"] = output_tokens
         yield line
@@ -142,17 +143,7 @@ def _minute(ts: str) -> datetime:
     return t.astimezone(UTC).replace(second=0, microsecond=0)
 
 
-_COUNTER_KEY: Final = (
-    "node_id",
-    "minute",
-    "tenant",
-    "route",
-    "layer",
-    "op",
-    "model",
-    "provider",
-    "owner_tenant",
-)
+_GROUP: Final = ("node_id", "tenant", "route", "layer", "op", "model", "provider", "owner_tenant")
 
 
 def _answer_caches(
