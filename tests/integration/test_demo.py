@@ -42,7 +42,7 @@ def _clear_of_the_hour_boundary(needed_s: float) -> None:
 
 def test_demo_starts_everything_and_prints_per_tenant_spend(tmp_path: Path) -> None:
     env = _private_env(tmp_path / "home")
-    _clear_of_the_hour_boundary(240)
+    _clear_of_the_hour_boundary(150)
     try:
         out = run_cli(("demo", "--rate", "3"), env, timeout=400).stdout
         assert "Spend" in out and "total cost: $" in out
