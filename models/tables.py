@@ -488,5 +488,6 @@ demo_run = Table(
     Column("hour", TS, primary_key=True),
     Column("rate", Numeric, nullable=False),
     Column("incident", Text, nullable=True),
-    Column("published_at", TS, nullable=False, server_default=func.now()),
+    Column("claimed_at", TS, nullable=False, server_default=func.now()),
+    Column("published_at", TS, nullable=True),
 )

@@ -749,7 +749,7 @@ def demo(
 ) -> None:
     """The whole system in one command: services, schema, prices, an hour of traffic, drain."""
     from pipeline.demo_hours import DemoRun, HourTaken, must_publish
-    from pipeline.demo_store import demo_at, record_demo
+    from pipeline.demo_store import claim_hour, demo_at, mark_published
     from pipeline.price_store import load_entries
     from pipeline.simulate import INCIDENTS, SimConfig
 
@@ -775,6 +775,9 @@ def demo(
     except HourTaken as exc:
         console.print(f"[red]{span}: {exc}[/]")
         raise typer.Exit(1) from exc
+    if publish and not claim_hour(engine, start, want):
+        console.print(f"[red]{span}: another demo claimed this hour a moment ago[/]")
+        raise typer.Exit(1)
     if publish:
         console.print(f"simulating {span}" + (f" with the {incident} incident" if incident else ""))
         # One seed per hour: the same hour always gets the same traffic.
@@ -783,7 +786,7 @@ def demo(
             incident=incident,
         )  # fmt: skip
         publish_simulation(services, settings, cfg, settings.events_per_message, side=True)
-        record_demo(engine, start, want)
+        mark_published(engine, start)
     else:
         console.print(f"{span} already holds this demo; showing it without publishing it again")
     drain_with_progress(settings, services)

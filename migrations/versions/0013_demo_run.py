@@ -23,8 +23,10 @@ def upgrade() -> None:
         sa.Column("rate", sa.Numeric, nullable=False),
         sa.Column("incident", sa.Text, nullable=True),
         sa.Column(
-            "published_at", sa.DateTime(timezone=True), nullable=False, server_default=sa.func.now()
+            "claimed_at", sa.DateTime(timezone=True), nullable=False, server_default=sa.func.now()
         ),
+        # Null until the whole hour was published.
+        sa.Column("published_at", sa.DateTime(timezone=True), nullable=True),
     )
 
 

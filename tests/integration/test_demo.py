@@ -6,12 +6,16 @@ import os
 import re
 import time
 from datetime import UTC, datetime, timedelta
+from decimal import Decimal
 from pathlib import Path
 
 import pytest
 
+from pipeline import db
+from pipeline.demo_hours import DemoRun, HeldHour
+from pipeline.demo_store import claim_hour, demo_at, mark_published
 from pipeline.simulate import TENANTS, THRASHER
-from tests.integration.conftest import run_cli
+from tests.integration.conftest import Env, run_cli
 
 pytestmark = pytest.mark.integration
 
@@ -95,3 +99,25 @@ def test_demo_with_the_cache_thrash_incident_names_the_evicting_tenant(tmp_path:
         assert {evicted for _, evicted, _ in rows} == set(TENANTS) - {THRASHER}
     finally:
         run_cli(("down",), env, check=False)
+
+
+def test_a_demo_cut_short_is_not_published_again(env: Env) -> None:
+    """The hour is claimed before its traffic is published and complete only
+    after: a demo that died in between left an unknown part of the hour, and
+    a re-run refuses rather than send it twice."""
+    env.finops("db", "upgrade")
+    engine = db.engine(env.database_url)
+    run = DemoRun(Decimal("3.0"), None)
+    _clear_of_the_hour_boundary(60)
+    hour = datetime.now(UTC).replace(minute=0, second=0, microsecond=0) - timedelta(hours=1)
+    assert claim_hour(engine, hour, run)
+    assert not claim_hour(engine, hour, DemoRun(Decimal("3.0"), "cache-thrash"))
+    assert demo_at(engine, hour) == HeldHour(run, complete=False)
+
+    again = env.finops("demo", "--rate", "3", check=False)
+    assert again.returncode == 1, again.stdout + again.stderr
+    assert "did not finish" in " ".join(again.stdout.split())
+    assert env.query("SELECT count(*) FROM spend_window") == [(0,)]
+
+    mark_published(engine, hour)
+    assert demo_at(engine, hour) == HeldHour(run, complete=True)
