@@ -8,7 +8,7 @@ from typing import Final
 import polars as pl
 
 from models.contracts import MAX_COUNT, CacheEvent
-from pipeline.ndjson_codec import ColumnContract, ident, timestamp, tokens
+from pipeline.ndjson_codec import ColumnContract, ident, integer, timestamp, tokens
 
 SCHEMA: Final[dict[str, pl.DataType]] = {
     "node_id": pl.String(),
@@ -37,7 +37,7 @@ def _checks() -> list[pl.Expr]:
         pl.col("op").is_not_null() & pl.col("op").is_in(OPS),
         tokens("tokens"),
         tokens("output_tokens", required=False),
-        pl.col("count").is_null() | pl.col("count").is_between(1, MAX_COUNT),
+        integer("count", 1, MAX_COUNT, required=False),
         (pl.col("op") != "evict") | pl.col("owner_tenant").is_not_null(),
     ]
 

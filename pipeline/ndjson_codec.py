@@ -58,6 +58,12 @@ def split_lines(value: bytes) -> list[bytes]:
     return [line for line in value.split(b"\n") if line.strip(_JSON_WS)]
 
 
+def _present(name: str, valid: pl.Expr, required: bool) -> pl.Expr:
+    """``valid`` where ``name`` is set; a required field must be set, an
+    optional one may be null."""
+    return pl.col(name).is_not_null() & valid if required else pl.col(name).is_null() | valid
+
+
 def ident(name: str, *, required: bool = True) -> pl.Expr:
     """The contract's ``Ident``: 1..256 characters, not blank, no NUL."""
     valid = (
@@ -65,13 +71,17 @@ def ident(name: str, *, required: bool = True) -> pl.Expr:
         & pl.col(name).str.contains(r"\S")
         & ~pl.col(name).str.contains("\x00", literal=True)
     )
-    return pl.col(name).is_not_null() & valid if required else pl.col(name).is_null() | valid
+    return _present(name, valid, required)
+
+
+def integer(name: str, low: int, high: int, *, required: bool = True) -> pl.Expr:
+    """A bounded integer field, ``low``..``high`` inclusive."""
+    return _present(name, pl.col(name).is_between(low, high), required)
 
 
 def tokens(name: str, *, required: bool = True) -> pl.Expr:
     """The contract's ``Tokens``: an integer in 0..10^12."""
-    valid = pl.col(name).is_between(0, MAX_TOKENS)
-    return pl.col(name).is_not_null() & valid if required else pl.col(name).is_null() | valid
+    return integer(name, 0, MAX_TOKENS, required=required)
 
 
 def _parsed_ts() -> pl.Expr:
