@@ -54,13 +54,18 @@ def _ts(t: datetime) -> str:
     return t.isoformat().replace("+00:00", "Z")
 
 
+def _at(ts: str) -> datetime:
+    """The instant of a ``_ts`` string (the usage events' ``ts``)."""
+    return datetime.fromisoformat(ts.replace("Z", "+00:00"))
+
+
 def telemetry(events: Sequence[dict[str, Any]], cfg: SimConfig) -> Iterator[dict[str, Any]]:
     nodes = sorted({e["node_id"] for e in events if e["provider"] == "self-hosted"})
     slot = SAMPLE_EVERY.total_seconds()
     load: dict[tuple[str, int], float] = defaultdict(float)  # (node, interval) -> joules
     for e in events:
         if e["provider"] == "self-hosted":
-            t = datetime.fromisoformat(e["ts"].replace("Z", "+00:00"))
+            t = _at(e["ts"])
             load[(e["node_id"], int((t - cfg.start).total_seconds() // slot) + 1)] += (
                 attempt_joules(e)
             )
@@ -104,7 +109,7 @@ def cache_events(events: Sequence[dict[str, Any]], cfg: SimConfig) -> Iterator[d
         if hit:
             continue
         yield {**base, "layer": "prefix", "op": "insert", "tokens": e["input_tokens"]}
-        t = datetime.fromisoformat(e["ts"].replace("Z", "+00:00"))
+        t = _at(e["ts"])
         if cfg.during("cache-thrash", t) and e["tenant"] == THRASHER:
             yield {
                 **base,
@@ -139,8 +144,7 @@ def counters(items: Iterable[dict[str, Any]]) -> Iterator[dict[str, Any]]:
 
 
 def _minute(ts: str) -> datetime:
-    t = datetime.fromisoformat(ts.replace("Z", "+00:00"))
-    return t.astimezone(UTC).replace(second=0, microsecond=0)
+    return _at(ts).astimezone(UTC).replace(second=0, microsecond=0)
 
 
 _GROUP: Final = ("node_id", "tenant", "route", "layer", "op", "model", "provider", "owner_tenant")
