@@ -73,6 +73,13 @@ def parse_time(value: str) -> datetime:
     return ts if ts.tzinfo else ts.replace(tzinfo=UTC)
 
 
+def _check_incident(incident: str | None) -> None:
+    from pipeline.simulate import INCIDENTS
+
+    if incident is not None and incident not in INCIDENTS:
+        raise typer.BadParameter(f"choose from {', '.join(INCIDENTS)}", param_hint="--incident")
+
+
 # --- embedded services -----------------------------------------------------
 
 
@@ -326,8 +333,7 @@ def simulate(
         for name, what in INCIDENTS.items():
             console.print(f"[bold]{name}[/]: {what}")
         return
-    if incident is not None and incident not in INCIDENTS:
-        raise typer.BadParameter(f"choose from {', '.join(INCIDENTS)}", param_hint="--incident")
+    _check_incident(incident)
     settings, services = _services()
     begin = parse_time(start) if start else datetime.now(UTC) - timedelta(seconds=duration)
     cfg = SimConfig(start=begin, duration_s=duration, rate=rate, seed=seed, incident=incident)
@@ -751,10 +757,9 @@ def demo(
     from pipeline.demo_hours import DemoRun, HourTaken, must_publish
     from pipeline.demo_store import claim_hour, demo_at, mark_published
     from pipeline.price_store import load_entries
-    from pipeline.simulate import INCIDENTS, SimConfig
+    from pipeline.simulate import SimConfig
 
-    if incident is not None and incident not in INCIDENTS:
-        raise typer.BadParameter(f"choose from {', '.join(INCIDENTS)}", param_hint="--incident")
+    _check_incident(incident)
 
     settings, services = _services()
     console.rule("finops demo")
