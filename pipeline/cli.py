@@ -765,12 +765,12 @@ def demo(
     console.rule("finops demo")
     console.print(f"broker   {services.kafka_url}\npostgres {services.database_url}")
     db.upgrade(services.database_url)
-    result = load_entries(db.engine(services.database_url), default_prices(), "default")
+    engine = db.engine(services.database_url)
+    result = load_entries(engine, default_prices(), "default")
     console.print(f"price book: {result.inserted} new, {result.unchanged} already loaded")
     from pipeline.carbon_store import defaults
 
     load_carbon(services, defaults())
-    engine = db.engine(services.database_url)
     end = datetime.now(UTC).replace(minute=0, second=0, microsecond=0)
     start = end - timedelta(hours=1)
     span = f"{start:%Y-%m-%d %H:%M}-{end:%H:%M} UTC"
