@@ -79,6 +79,14 @@ class Env:
             return conn.execute(sql, params).fetchall()  # type: ignore[arg-type]
 
 
+def private_env(home: Path) -> dict[str, str]:
+    """This process's environment with none of our settings, and a private
+    home: the CLI as a user runs it, starting its own embedded services."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith("FINOPS_")}
+    env["FINOPS_HOME"] = str(home)
+    return env
+
+
 def run_cli(
     args: tuple[str, ...], env: dict[str, str], *, check: bool = True, timeout: float = 300
 ) -> subprocess.CompletedProcess[str]:

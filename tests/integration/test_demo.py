@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import os
 import re
 import time
 from datetime import UTC, datetime, timedelta
@@ -15,7 +14,7 @@ from pipeline import db
 from pipeline.demo_hours import DemoRun, HeldHour
 from pipeline.demo_store import claim_hour, demo_at, mark_published
 from pipeline.simulate import TENANTS, THRASHER
-from tests.integration.conftest import Env, run_cli
+from tests.integration.conftest import Env, private_env, run_cli
 
 pytestmark = pytest.mark.integration
 
@@ -23,12 +22,6 @@ pytestmark = pytest.mark.integration
 _RATE_ROW = re.compile(
     r"│ (\d{4}-\d\d-\d\d \d\d:\d\d) │ (\w+) +│ +([\d,]+) │ +([\d,]+) │ +(\d+)% │"
 )
-
-
-def _private_env(home: Path) -> dict[str, str]:
-    env = {k: v for k, v in os.environ.items() if not k.startswith("FINOPS_")}
-    env["FINOPS_HOME"] = str(home)
-    return env
 
 
 def _hit_rates(out: str) -> list[tuple[str, ...]]:
@@ -45,7 +38,7 @@ def _clear_of_the_hour_boundary(needed_s: float) -> None:
 
 
 def test_demo_starts_everything_and_prints_per_tenant_spend(tmp_path: Path) -> None:
-    env = _private_env(tmp_path / "home")
+    env = private_env(tmp_path / "home")
     _clear_of_the_hour_boundary(150)
     try:
         out = run_cli(("demo", "--rate", "3"), env, timeout=400).stdout
@@ -82,7 +75,7 @@ def test_demo_starts_everything_and_prints_per_tenant_spend(tmp_path: Path) -> N
 
 
 def test_demo_with_the_cache_thrash_incident_names_the_evicting_tenant(tmp_path: Path) -> None:
-    env = _private_env(tmp_path / "home")
+    env = private_env(tmp_path / "home")
     try:
         args = ("demo", "--rate", "3", "--incident", "cache-thrash")
         out = run_cli(args, env, timeout=400).stdout

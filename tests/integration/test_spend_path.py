@@ -4,7 +4,6 @@ finops up && db upgrade && prices load && replay && worker --drain."""
 from __future__ import annotations
 
 import json
-import os
 import random
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal
@@ -16,7 +15,7 @@ import pytest
 
 from pipeline.spend_windows import COUNTERS
 from tests import reference
-from tests.integration.conftest import run_cli
+from tests.integration.conftest import private_env, run_cli
 
 pytestmark = pytest.mark.integration
 
@@ -130,9 +129,8 @@ def assert_matches(actual: dict[Any, dict[str, Any]], expected: dict[Any, dict[s
 
 
 def test_cli_flow_on_an_unseen_stream_is_exact(tmp_path: Path) -> None:
-    env = {k: v for k, v in os.environ.items() if not k.startswith("FINOPS_")}
+    env = private_env(tmp_path / "home")
     env.update(
-        FINOPS_HOME=str(tmp_path / "home"),
         FINOPS_PARTITIONS="3",
         FINOPS_BATCH_MESSAGES="4",
         FINOPS_EVENTS_PER_MESSAGE="40",
