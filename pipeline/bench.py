@@ -201,14 +201,15 @@ def run_bench(
     usage = list(generate(cfg))
     events = list(simulate_side.lines(iter(usage)))
     sides: dict[str, dict[str, list[bytes]]] = {}
-    for shape in shapes:
-        if shape not in JOINED:
-            continue
-        cache = simulate_side.cache_events(usage, cfg)
+    # The joined shapes share one telemetry and one cache traffic: generated once.
+    joined = [shape for shape in shapes if shape in JOINED]
+    telemetry = list(simulate_side.lines(simulate_side.telemetry(usage, cfg))) if joined else []
+    cache = list(simulate_side.cache_events(usage, cfg)) if joined else []
+    for shape in joined:
         sides[shape] = {
-            "telemetry": list(simulate_side.lines(simulate_side.telemetry(usage, cfg))),
+            "telemetry": telemetry,
             "cache": list(
-                simulate_side.lines(simulate_side.counters(cache) if JOINED[shape] else cache)
+                simulate_side.lines(simulate_side.counters(cache) if JOINED[shape] else iter(cache))
             ),
         }
         console.print(
