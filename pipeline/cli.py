@@ -2,6 +2,11 @@
 
 from __future__ import annotations
 
+# First, before the seconds of imports below: see its docstring.
+import pipeline.stop_signal  # noqa: F401
+
+# isort: split
+
 import asyncio
 import json
 import subprocess

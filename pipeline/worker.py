@@ -33,6 +33,7 @@ from pipeline.side_agents import attach_line_agent
 from pipeline.spend_agent import AgentStats, ReferenceData, attach_spend_agent, stats_json
 from pipeline.spend_sink import SpendSink
 from pipeline.stages import StageClock
+from pipeline.stop_signal import exit_cleanly_on_sigterm
 from pipeline.telemetry_sink import TelemetrySink
 from pipeline.webhook import Webhook
 
@@ -239,6 +240,7 @@ def run_worker(
         code = exc.code if isinstance(exc.code, int) else 0
     else:  # pragma: no cover - execute_from_commandline always exits
         code = 0
+    exit_cleanly_on_sigterm()  # closing faust's loop put the default back
     write_stats()
     db.dispose()
     if stalled.is_set():

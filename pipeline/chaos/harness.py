@@ -43,6 +43,7 @@ log = logging.getLogger(__name__)
 # Tables whose whole content the replay checksum covers (bookkeeping columns aside).
 CHECKSUM_TABLES = ("spend_window", "unpriced_event", "seen_event", "dead_letter", "sink_offset")
 MAX_RESTARTS = 30  # a crash loop, not a fault being recovered from
+READY = b"[^Worker]: Ready"  # faust's line once the first assignment is done
 # Wall-clock columns, and the owner epoch, which every partition claim bumps.
 _BOOKKEEPING_COLUMNS = ("updated_at", "received_at", "replayed_at", "owner_epoch")
 
@@ -211,6 +212,18 @@ class ChaosRun:
         with self._lock:
             self.workers.append(worker)
         return worker
+
+    def wait_ready(self, *workers: Worker, timeout_s: float = 120) -> None:
+        """Until each worker has joined the group (faust logs that it is
+        ready), so a scenario's stop is a member leaving, not a process that
+        never joined; a loaded machine can take many seconds to get there."""
+        deadline = time.monotonic() + timeout_s
+        for w in workers:
+            while w.proc.poll() is None and READY not in w.log_path.read_bytes():
+                if time.monotonic() > deadline:
+                    self.say(f"  {w.name} not ready after {timeout_s:.0f}s")
+                    return
+                time.sleep(0.2)
 
     def alive(self) -> list[Worker]:
         return [w for w in self.workers if w.proc.poll() is None]

@@ -1,0 +1,57 @@
+"""A worker told to stop before faust has installed its own SIGTERM handler
+(here: while it is still importing) exits 0, not by the signal: supervisors
+send SIGTERM whenever they like, and the chaos harness counts a worker that
+dies by it as an unclean stop."""
+
+from __future__ import annotations
+
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from pipeline.embedded import free_port
+from tests.integration.conftest import private_env
+
+pytestmark = pytest.mark.integration
+
+SIGTERM_BIT = 1 << (signal.SIGTERM - 1)
+
+
+def _catches_sigterm(pid: int) -> bool:
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("SigCgt:"):
+            return bool(int(line.split()[1], 16) & SIGTERM_BIT)
+    return False
+
+
+@pytest.mark.skipif(not Path("/proc/self/status").exists(), reason="needs Linux /proc")
+def test_sigterm_while_importing_is_a_clean_exit(tmp_path: Path) -> None:
+    # Nothing listens on these: a worker that got past its imports would exit
+    # 1 on the unreachable broker, and one without the handler would die -15.
+    env = {
+        **private_env(tmp_path / "home"),
+        "FINOPS_KAFKA_URL": f"kafka://127.0.0.1:{free_port()}",
+        "FINOPS_DATABASE_URL": f"postgresql://nobody@127.0.0.1:{free_port()}/none",
+    }
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "pipeline.cli", "worker"],
+        env=env,
+        stdin=subprocess.DEVNULL,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+    )
+    try:
+        deadline = time.monotonic() + 30
+        while not _catches_sigterm(proc.pid):
+            assert proc.poll() is None and time.monotonic() < deadline, proc.communicate()[0]
+            time.sleep(0.005)
+        proc.send_signal(signal.SIGTERM)
+        out, _ = proc.communicate(timeout=30)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    assert proc.returncode == 0, out.decode(errors="replace")
