@@ -58,11 +58,13 @@ def _halves(lines_: list[bytes]) -> tuple[list[bytes], list[bytes]]:
 def _two_workers_and_traffic(
     run: ChaosRun, lines_: list[bytes], k: Intensity
 ) -> tuple[Worker, threading.Thread]:
-    """Half the traffic sent, two workers started, the other half flowing."""
+    """Half the traffic sent, two workers in the group, the other half
+    flowing: the scenario's clock starts once they are members, so its fault
+    meets running workers however slowly the machine starts them."""
     first, rest = _halves(lines_)
     run.produce(first)
-    w1 = run.start_worker()
-    run.start_worker()
+    w1, w2 = run.start_worker(), run.start_worker()
+    run.wait_ready(w1, w2)
     return w1, run.produce_in_background(rest, k.traffic_s)
 
 
