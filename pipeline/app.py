@@ -43,6 +43,12 @@ def build_app(settings: Settings, kafka_url: str) -> tuple[faust.App, Topics]:
         broker_commit_interval=1.0,
         broker_max_poll_records=500,
         stream_buffer_maxsize=max(4096, settings.batch_messages * 4),
+        # The sink is idempotent, so a stop or a revocation need not wait for
+        # the batches in flight (faust's default waits for their acks, and
+        # forever if the database refuses them); the stages' own graceful
+        # stop gives them FINOPS_SHUTDOWN_GRACE_S, and the fencing and the
+        # sink's offsets keep a batch finished after a revocation exact.
+        stream_wait_empty=False,
         consumer_max_fetch_size=4 * 1024**2,
         producer_max_request_size=max(1024**2, settings.max_message_bytes * 2),
         producer_compression_type=settings.kafka_compression,

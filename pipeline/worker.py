@@ -3,6 +3,8 @@
 ``drain=True`` (``finops worker --drain``) snapshots the end offsets of the
 usage topic at start, runs until the sink has committed every partition up
 to them, then stops cleanly and exits 0: a backfill or a test, not a service.
+A drain that stops before that (stalled, or told to by SIGTERM or SIGINT)
+exits 75 instead, so no caller mistakes it for caught up.
 """
 
 from __future__ import annotations
@@ -33,7 +35,7 @@ from pipeline.side_agents import attach_line_agent
 from pipeline.spend_agent import AgentStats, ReferenceData, attach_spend_agent, stats_json
 from pipeline.spend_sink import SpendSink
 from pipeline.stages import StageClock
-from pipeline.stop_signal import exit_cleanly_on_sigterm
+from pipeline.stop_signal import DRAIN_UNFINISHED, exit_cleanly_on_sigterm
 from pipeline.telemetry_sink import TelemetrySink
 from pipeline.webhook import Webhook
 
@@ -45,7 +47,6 @@ CRASH_ENV = "FINOPS_TEST_CRASH_AT"
 # Test-only: seconds the claim waits on assignment, widening the window in
 # which faust already delivers the new partitions' messages.
 CLAIM_DELAY_ENV = "FINOPS_TEST_CLAIM_DELAY_S"
-DRAIN_STALLED = 75  # EX_TEMPFAIL: nothing was lost, run the drain again
 
 
 def crash_hook() -> Callable[[str], None]:
@@ -190,7 +191,12 @@ def run_worker(
             ]
 
         def stall(why: str) -> None:
-            log.error("drain stalled: %s for %.0f s; exiting 75", why, settings.drain_stall_s)
+            log.error(
+                "drain stalled: %s for %.0f s; exiting %d",
+                why,
+                settings.drain_stall_s,
+                DRAIN_UNFINISHED,
+            )
             stalled.set()
             stopping.add(asyncio.ensure_future(worker.stop()))
 
@@ -240,12 +246,14 @@ def run_worker(
         code = exc.code if isinstance(exc.code, int) else 0
     else:  # pragma: no cover - execute_from_commandline always exits
         code = 0
-    exit_cleanly_on_sigterm()  # closing faust's loop put the default back
+    unfinished = drain and stats.drained_at is None  # stalled, or told to stop
+    # Closing faust's loop put the default back.
+    exit_cleanly_on_sigterm(DRAIN_UNFINISHED if unfinished else 0)
     write_stats()
     db.dispose()
     if stalled.is_set():
         # A stage still retrying its sink can keep faust's consumer thread
         # alive after the stop; nothing uncommitted was acked, so go now.
         logging.shutdown()
-        os._exit(DRAIN_STALLED)
-    return code
+        os._exit(DRAIN_UNFINISHED)
+    return DRAIN_UNFINISHED if unfinished and code == 0 else code

@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import asyncio
 import re
+import signal
+import threading
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
@@ -145,6 +147,52 @@ def test_bench_measures_its_shapes_and_leaves_no_topics_behind(env: Env) -> None
     assert env.query(bench_dbs, ("finops_bench_",)) == []
 
 
+def _refuse_spend_windows(env: Env) -> None:
+    with psycopg.connect(env.database_url, autocommit=True) as conn:
+        conn.execute(
+            "CREATE FUNCTION refuse() RETURNS trigger LANGUAGE plpgsql AS"
+            " $$BEGIN RAISE EXCEPTION 'refused by the test'; END$$"
+        )
+        conn.execute(
+            "CREATE TRIGGER refuse BEFORE INSERT ON spend_window"
+            " FOR EACH ROW EXECUTE FUNCTION refuse()"
+        )
+
+
+def _spend_offsets(env: Env) -> list[tuple[object, ...]]:
+    return env.query("SELECT sum(next_offset) FROM sink_offset WHERE sink = 'spend'")
+
+
+def test_a_drain_told_to_stop_before_it_caught_up_exits_75(env: Env, tmp_path: Path) -> None:
+    """SIGTERM in the middle of a drain (a batch taken, its commit being
+    retried) is a clean stop, but not a finished drain: exit 75, not the 0
+    that tells a caller every partition caught up."""
+    _setup(
+        env,
+        tmp_path,
+        [line(event(event_id=f"e{i}", ts=_ts(-timedelta(minutes=2)))) for i in range(5)],
+    )
+    _refuse_spend_windows(env)
+    proc = env.spawn("worker", "--drain")
+    timer = threading.Timer(180, proc.kill)
+    timer.start()
+    try:
+        assert proc.stdout is not None
+        seen = []
+        for out in proc.stdout:
+            seen.append(out)
+            if "fault sink_error" in out:
+                proc.send_signal(signal.SIGTERM)
+                break
+        rest, _ = proc.communicate(timeout=120)
+    finally:
+        timer.cancel()
+    output = "".join(seen) + rest
+    assert "fault sink_error" in output, output
+    assert proc.returncode == 75, output
+    assert _spend_offsets(env) in ([(0,)], [(None,)])
+
+
 def test_a_drain_that_cannot_advance_gives_up_instead_of_waiting_forever(
     env: Env, tmp_path: Path
 ) -> None:
@@ -156,21 +204,10 @@ def test_a_drain_that_cannot_advance_gives_up_instead_of_waiting_forever(
         tmp_path,
         [line(event(event_id=f"e{i}", ts=_ts(-timedelta(minutes=3)))) for i in range(5)],
     )
-    with psycopg.connect(env.database_url, autocommit=True) as conn:
-        conn.execute(
-            "CREATE FUNCTION refuse() RETURNS trigger LANGUAGE plpgsql AS"
-            " $$BEGIN RAISE EXCEPTION 'refused by the test'; END$$"
-        )
-        conn.execute(
-            "CREATE TRIGGER refuse BEFORE INSERT ON spend_window"
-            " FOR EACH ROW EXECUTE FUNCTION refuse()"
-        )
+    _refuse_spend_windows(env)
     done = env.finops(
         "worker", "--drain", check=False, timeout=120, extra={"FINOPS_DRAIN_STALL_S": "5"}
     )
     assert done.returncode == 75, done.stdout + done.stderr
     assert "drain stalled" in done.stderr
-    assert env.query("SELECT sum(next_offset) FROM sink_offset WHERE sink = 'spend'") in (
-        [(0,)],
-        [(None,)],
-    )
+    assert _spend_offsets(env) in ([(0,)], [(None,)])

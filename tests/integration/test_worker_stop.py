@@ -1,7 +1,8 @@
 """A worker told to stop before faust has installed its own SIGTERM handler
-(here: while it is still importing) exits 0, not by the signal: supervisors
-send SIGTERM whenever they like, and the chaos harness counts a worker that
-dies by it as an unclean stop."""
+(here: while it is still importing) exits with its clean-stop code, not by
+the signal: supervisors send SIGTERM whenever they like, and the chaos
+harness counts a worker that dies by it as an unclean stop. A drain's clean
+stop before it caught up is 75, never the 0 that says it did."""
 
 from __future__ import annotations
 
@@ -29,7 +30,10 @@ def _catches_sigterm(pid: int) -> bool:
 
 
 @pytest.mark.skipif(not Path("/proc/self/status").exists(), reason="needs Linux /proc")
-def test_sigterm_while_importing_is_a_clean_exit(tmp_path: Path) -> None:
+@pytest.mark.parametrize(("args", "code"), [(("worker",), 0), (("worker", "--drain"), 75)])
+def test_sigterm_while_importing_is_a_clean_exit(
+    tmp_path: Path, args: tuple[str, ...], code: int
+) -> None:
     # Nothing listens on these: a worker that got past its imports would exit
     # 1 on the unreachable broker, and one without the handler would die -15.
     env = {
@@ -38,7 +42,7 @@ def test_sigterm_while_importing_is_a_clean_exit(tmp_path: Path) -> None:
         "FINOPS_DATABASE_URL": f"postgresql://nobody@127.0.0.1:{free_port()}/none",
     }
     proc = subprocess.Popen(
-        [sys.executable, "-m", "pipeline.cli", "worker"],
+        [sys.executable, "-m", "pipeline.cli", *args],
         env=env,
         stdin=subprocess.DEVNULL,
         stdout=subprocess.PIPE,
@@ -54,4 +58,4 @@ def test_sigterm_while_importing_is_a_clean_exit(tmp_path: Path) -> None:
     finally:
         if proc.poll() is None:
             proc.kill()
-    assert proc.returncode == 0, out.decode(errors="replace")
+    assert proc.returncode == code, out.decode(errors="replace")
