@@ -12,6 +12,7 @@ command gets the handler; every other command keeps the default."""
 
 from __future__ import annotations
 
+import os
 import signal
 import sys
 from types import FrameType
@@ -31,7 +32,11 @@ def stop_code(argv: list[str]) -> int | None:
 
 def exit_cleanly_on_sigterm(code: int) -> None:
     def stop(signum: int, frame: FrameType | None) -> NoReturn:
-        raise SystemExit(code)
+        # Not SystemExit: a handler runs between any two bytecodes, also in
+        # a weakref callback or a finalizer, where Python prints a raised
+        # exception and carries on (CI saw one swallowed mid-import). There
+        # is nothing to flush or roll back at these moments.
+        os._exit(code)
 
     signal.signal(signal.SIGTERM, stop)
 

@@ -30,10 +30,15 @@ def _catches_sigterm(pid: int) -> bool:
 
 
 @pytest.mark.skipif(not Path("/proc/self/status").exists(), reason="needs Linux /proc")
-@pytest.mark.parametrize(("args", "code"), [(("worker",), 0), (("worker", "--drain"), 75)])
+@pytest.mark.parametrize(
+    ("args", "code", "after_s"),
+    [(("worker",), 0, 0.0), (("worker",), 0, 0.3), (("worker", "--drain"), 75, 0.0)],
+)
 def test_sigterm_while_importing_is_a_clean_exit(
-    tmp_path: Path, args: tuple[str, ...], code: int
+    tmp_path: Path, args: tuple[str, ...], code: int, after_s: float
 ) -> None:
+    # after_s: how long after the handler is in place; importing takes over
+    # 1.5 s even on an idle machine, so the signal still lands mid-import.
     # Nothing listens on these: a worker that got past its imports would exit
     # 1 on the unreachable broker, and one without the handler would die -15.
     env = {
@@ -53,6 +58,7 @@ def test_sigterm_while_importing_is_a_clean_exit(
         while not _catches_sigterm(proc.pid):
             assert proc.poll() is None and time.monotonic() < deadline, proc.communicate()[0]
             time.sleep(0.005)
+        time.sleep(after_s)
         proc.send_signal(signal.SIGTERM)
         out, _ = proc.communicate(timeout=30)
     finally:
