@@ -187,6 +187,9 @@ def test_a_drain_told_to_stop_before_it_caught_up_exits_75(env: Env, tmp_path: P
         rest, _ = proc.communicate(timeout=120)
     finally:
         timer.cancel()
+        if proc.poll() is None:  # a failed test leaves no worker behind
+            proc.kill()
+            proc.wait()
     output = "".join(seen) + rest
     assert "fault sink_error" in output, output
     assert proc.returncode == 75, output
