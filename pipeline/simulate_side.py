@@ -132,7 +132,7 @@ def counters(items: Iterable[dict[str, Any]]) -> Iterator[dict[str, Any]]:
         acc = sums.setdefault((_minute(e["ts"]), tuple(e.get(f) for f in _GROUP)), [0, 0, 0])
         acc[0] += e["tokens"]
         acc[1] += e.get("output_tokens", 0)
-        acc[2] += 1
+        acc[2] += e.get("count", 1)  # a line may already stand for several operations
     for (minute, group), (tokens, output_tokens, count) in sorted(
         sums.items(), key=lambda kv: kv[0][0]
     ):
