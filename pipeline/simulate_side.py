@@ -73,7 +73,7 @@ def telemetry(events: Sequence[dict[str, Any]], cfg: SimConfig) -> Iterator[dict
     # Sample the simulated span, not the configured duration: a run capped by
     # max_events ends long before a large duration_s would.
     last = max((k for _, k in load), default=0)
-    for k in range(min(int(cfg.duration_s // slot), last) + 2):
+    for k in range(min(int(cfg.duration_s // slot), last) + 1):
         ts = _ts(cfg.start + k * SAMPLE_EVERY)
         for node in nodes:
             joules = load.get((node, k), 0.0) / len(GPUS) + (IDLE_W * slot if k else 0.0)

@@ -63,6 +63,21 @@ def _tokens_per_joule(dimension: str) -> dict[str, Fraction]:
     return {k: Fraction(tokens[k] * 1000, energy[k]) for k in tokens}
 
 
+def test_telemetry_covers_the_simulated_span_and_stops_at_its_end() -> None:
+    """The last sample is at the span's end: it covers the last minute, and
+    the next hour's run, whose first sample is at that same instant, finds
+    nothing of its own hour already stored."""
+    stamps = sorted({_t(s["ts"]) for s in telemetry(EVENTS, CFG)})
+    end = START + timedelta(seconds=CFG.duration_s)
+    assert (stamps[0], stamps[-1]) == (START, end)
+    assert len(stamps) == CFG.duration_s // 5 + 1
+    following = SimConfig(start=end, duration_s=600, rate=8, seed=12)
+    overlap = [s for s in telemetry(list(generate(following)), following) if _t(s["ts"]) <= end]
+    # Only the next run's baseline sample repeats an instant this one stored.
+    assert overlap and {_t(s["ts"]) for s in overlap} == {end}
+    assert len(overlap) == len({(s["node_id"], s["gpu"]) for s in overlap})
+
+
 def test_the_larger_model_makes_fewer_tokens_per_joule() -> None:
     tpj = _tokens_per_joule("model")
     assert tpj["llama-3.3-70b"] < tpj["qwen3-32b"]
