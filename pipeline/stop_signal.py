@@ -15,8 +15,10 @@ from __future__ import annotations
 import os
 import signal
 import sys
+from collections.abc import Iterator
+from contextlib import contextmanager
 from types import FrameType
-from typing import Final, NoReturn
+from typing import Final
 
 # EX_TEMPFAIL: the drain stopped (stalled or told to) before it caught up;
 # nothing uncommitted was acked, so running it again is safe.
@@ -30,15 +32,47 @@ def stop_code(argv: list[str]) -> int | None:
     return DRAIN_UNFINISHED if "--drain" in argv[2:] else 0
 
 
-def exit_cleanly_on_sigterm(code: int) -> None:
-    def stop(signum: int, frame: FrameType | None) -> NoReturn:
+class _Stop:
+    """The handler, and whether a SIGTERM must wait for :func:`held`."""
+
+    def __init__(self) -> None:
+        self.code = 0
+        self.holding = False
+        self.pending = False
+
+    def __call__(self, signum: int, frame: FrameType | None) -> None:
+        if self.holding:
+            self.pending = True
+            return
         # Not SystemExit: a handler runs between any two bytecodes, also in
         # a weakref callback or a finalizer, where Python prints a raised
         # exception and carries on (CI saw one swallowed mid-import). There
         # is nothing to flush or roll back at these moments.
-        os._exit(code)
+        os._exit(self.code)
 
-    signal.signal(signal.SIGTERM, stop)
+
+_STOP: Final = _Stop()
+
+
+def exit_cleanly_on_sigterm(code: int) -> None:
+    _STOP.code = code
+    signal.signal(signal.SIGTERM, _STOP)
+
+
+@contextmanager
+def held() -> Iterator[None]:
+    """A SIGTERM that arrives inside the block exits only when it ends, so a
+    stop never cuts short what the block writes (the worker's stats file).
+    A flag rather than a signal mask: the mask is per thread, and the signal
+    may reach any of the worker's threads."""
+    _STOP.holding = True
+    try:
+        yield
+    finally:
+        _STOP.holding = False
+        code, ours = _STOP.code, signal.getsignal(signal.SIGTERM) is _STOP
+        if _STOP.pending and ours:
+            os._exit(code)
 
 
 _CODE = stop_code(sys.argv)

@@ -35,7 +35,7 @@ from pipeline.side_agents import attach_line_agent
 from pipeline.spend_agent import AgentStats, ReferenceData, attach_spend_agent, stats_json
 from pipeline.spend_sink import SpendSink
 from pipeline.stages import StageClock
-from pipeline.stop_signal import DRAIN_UNFINISHED, exit_cleanly_on_sigterm
+from pipeline.stop_signal import DRAIN_UNFINISHED, exit_cleanly_on_sigterm, held
 from pipeline.telemetry_sink import TelemetrySink
 from pipeline.webhook import Webhook
 
@@ -249,7 +249,8 @@ def run_worker(
     unfinished = drain and stats.drained_at is None  # stalled, or told to stop
     # Closing faust's loop put the default back.
     exit_cleanly_on_sigterm(DRAIN_UNFINISHED if unfinished else 0)
-    write_stats()
+    with held():  # a second SIGTERM now waits for the stats file
+        write_stats()
     db.dispose()
     if stalled.is_set():
         # A stage still retrying its sink can keep faust's consumer thread
