@@ -1,0 +1,70 @@
+"""The dedup keys are permanent (seen_event keeps them forever), so the way
+they are computed must never change: a re-send after an upgrade must still
+find its key. Earlier versions hashed each event's text with hashlib in
+Python; the keys are now computed in polars (polars-hash)."""
+
+from __future__ import annotations
+
+import hashlib
+from typing import Any
+
+import polars as pl
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from pipeline.spend_batch import KEY_FIELDS, with_keys
+from pipeline.usage_codec import SCHEMA, decode
+from tests.factories import event, messages
+
+# The contract's identifiers: 1..256 characters, not blank, no NUL; any
+# script (CJK, emoji, combining marks), which is where byte encodings differ.
+_IDENT = st.text(
+    st.characters(exclude_categories=("Cs",), exclude_characters="\x00"),
+    min_size=1,
+    max_size=40,
+).filter(lambda s: not s.isspace())
+
+
+def _as_stored_before(events: pl.DataFrame) -> list[tuple[str, str]]:
+    """(event_key, fingerprint) as the hashlib version computed them."""
+    canonical = [
+        pl.col(c).dt.strftime("%Y-%m-%dT%H:%M:%S%.6fZ") if c == "ts" else pl.col(c).cast(pl.String)
+        for c in SCHEMA
+    ]
+    texts = events.select(
+        pl.concat_str([pl.col(c) for c in KEY_FIELDS], separator="\x00").alias("k"),
+        pl.concat_str([c.fill_null("\x00null") for c in canonical], separator="\x00").alias("f"),
+    )
+    return [
+        (hashlib.md5(k.encode()).hexdigest(), hashlib.md5(f.encode()).hexdigest())
+        for k, f in texts.iter_rows()
+    ]
+
+
+@settings(max_examples=60, deadline=None)
+@given(
+    st.lists(
+        st.fixed_dictionaries(
+            {"tenant": _IDENT, "node_id": _IDENT, "event_id": _IDENT, "route": _IDENT},
+            optional={
+                "latency_ms": st.integers(0, 10**6),
+                "retry_reason": _IDENT,
+                "batch_size": st.integers(1, 512),
+            },
+        ),
+        min_size=1,
+        max_size=12,
+    )
+)
+def test_event_keys_and_fingerprints_are_the_ones_earlier_versions_stored(
+    fields: list[dict[str, Any]],
+) -> None:
+    decoded = decode(messages([event(**f) for f in fields]))
+    assert not decoded.dead
+    events = decoded.events
+    keyed = with_keys(events)
+    assert list(keyed.select("event_key", "fingerprint").iter_rows()) == _as_stored_before(events)
+    # And the key is the md5 of the identity itself, as the README documents it.
+    assert keyed["event_key"].to_list() == [
+        hashlib.md5("\x00".join(str(f[k]) for k in KEY_FIELDS).encode()).hexdigest() for f in fields
+    ]
