@@ -70,9 +70,8 @@ def held() -> Iterator[None]:
         yield
     finally:
         _STOP.holding = False
-        code, ours = _STOP.code, signal.getsignal(signal.SIGTERM) is _STOP
-        if _STOP.pending and ours:
-            os._exit(code)
+        if _STOP.pending:  # only our handler sets it
+            os._exit(_STOP.code)
 
 
 _CODE = stop_code(sys.argv)
