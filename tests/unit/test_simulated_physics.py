@@ -65,8 +65,8 @@ def _tokens_per_joule(dimension: str) -> dict[str, Fraction]:
 
 def test_telemetry_covers_the_simulated_span_and_stops_at_its_end() -> None:
     """The last sample is at the span's end: it covers the last minute, and
-    the next hour's run, whose first sample is at that same instant, finds
-    nothing of its own hour already stored."""
+    a run of the next span repeats only that instant (its first sample, once
+    per GPU), never a later one."""
     stamps = sorted({_t(s["ts"]) for s in telemetry(EVENTS, CFG)})
     end = START + timedelta(seconds=CFG.duration_s)
     assert (stamps[0], stamps[-1]) == (START, end)
