@@ -329,6 +329,13 @@ def simulate(
             help="cache nodes send per-minute counters (count=n) instead of one event per operation"
         ),
     ] = False,
+    continues: Annotated[
+        bool,
+        typer.Option(
+            help="the span ending at --start was published already: leave out its last"
+            " telemetry instant, which that span sampled"
+        ),
+    ] = False,
     list_incidents: Annotated[bool, typer.Option(help="list the incidents and exit")] = False,
 ) -> None:
     """Publish realistic, seeded traffic: usage, and GPU telemetry and cache events."""
@@ -342,9 +349,8 @@ def simulate(
     settings, services = _services()
     begin = parse_time(start) if start else datetime.now(UTC) - timedelta(seconds=duration)
     cfg = SimConfig(start=begin, duration_s=duration, rate=rate, seed=seed, incident=incident)
-    publish_simulation(
-        services, settings, cfg, per_message or settings.events_per_message, side, cache_counters
-    )
+    per_message = per_message or settings.events_per_message
+    publish_simulation(services, settings, cfg, per_message, side, cache_counters, continues)
 
 
 def publish_simulation(
@@ -354,7 +360,11 @@ def publish_simulation(
     per_message: int,
     side: bool,
     cache_counters: bool = False,
+    continues: bool = False,
 ) -> None:
+    """Publish ``cfg``'s usage, and with ``side`` its telemetry and cache
+    events; ``continues``: the span right before it was published, so its
+    first telemetry instant was sampled already."""
     from pipeline import simulate_side
     from pipeline.simulate import generate
 
@@ -366,7 +376,11 @@ def publish_simulation(
         return
     cache = simulate_side.cache_events(events, cfg)
     for label, topic, items in (
-        ("telemetry", settings.telemetry_topic, simulate_side.telemetry(events, cfg)),
+        (
+            "telemetry",
+            settings.telemetry_topic,
+            simulate_side.telemetry(events, cfg, baseline=not continues),
+        ),
         ("cache", settings.cache_topic, simulate_side.counters(cache) if cache_counters else cache),
     ):
         rows = list(items)
@@ -795,7 +809,11 @@ def demo(
             start=start, duration_s=3600, rate=rate, seed=int(start.timestamp()) // 3600,
             incident=incident,
         )  # fmt: skip
-        publish_simulation(services, settings, cfg, settings.events_per_message, side=True)
+        before = demo_at(engine, start - timedelta(hours=1))
+        publish_simulation(
+            services, settings, cfg, settings.events_per_message, side=True,
+            continues=before is not None and before.complete,
+        )  # fmt: skip
         mark_published(engine, start)
     else:
         console.print(f"{span} already holds this demo; showing it without publishing it again")

@@ -59,7 +59,13 @@ def _at(ts: str) -> datetime:
     return datetime.fromisoformat(ts.replace("Z", "+00:00"))
 
 
-def telemetry(events: Sequence[dict[str, Any]], cfg: SimConfig) -> Iterator[dict[str, Any]]:
+def telemetry(
+    events: Sequence[dict[str, Any]], cfg: SimConfig, *, baseline: bool = True
+) -> Iterator[dict[str, Any]]:
+    """Samples every 5 s from the span's first instant to its end. Without
+    ``baseline`` the first instant is left out: a span that continues one
+    already published was sampled there, by that span's last sample, and a
+    second sample of that instant would be dead-lettered as out of order."""
     nodes = sorted({e["node_id"] for e in events if e["provider"] == "self-hosted"})
     slot = SAMPLE_EVERY.total_seconds()
     load: dict[tuple[str, int], float] = defaultdict(float)  # (node, interval) -> joules
@@ -73,7 +79,7 @@ def telemetry(events: Sequence[dict[str, Any]], cfg: SimConfig) -> Iterator[dict
     # Sample the simulated span, not the configured duration: a run capped by
     # max_events ends long before a large duration_s would.
     last = max((k for _, k in load), default=0)
-    for k in range(min(int(cfg.duration_s // slot), last) + 1):
+    for k in range(0 if baseline else 1, min(int(cfg.duration_s // slot), last) + 1):
         ts = _ts(cfg.start + k * SAMPLE_EVERY)
         for node in nodes:
             joules = load.get((node, k), 0.0) / len(GPUS) + (IDLE_W * slot if k else 0.0)

@@ -291,3 +291,29 @@ def test_messages_delivered_before_the_claim_are_applied_once_it_is_done(
     assert env.query("SELECT sum(attempts) FROM spend_window") == [(1,)]
     minute = env.query("SELECT measured_mj FROM node_energy_window WHERE window_start = %s", (W,))
     assert minute == [(700 * 1000 * 60,)]
+
+
+def test_a_span_that_continues_the_last_one_repeats_no_telemetry_instant(env: Env) -> None:
+    """Three consecutive simulated spans: the second continues the first
+    (``--continues``), so no GPU is sampled twice at their boundary; the
+    third does not, so its baseline sample repeats the second span's last
+    instant and exactly that sample per GPU is dead-lettered. Either way the
+    boundaries are measured: no millisecond is left without telemetry."""
+    env.finops("db", "upgrade")
+    env.finops("prices", "load", "models/data/default_prices.csv")
+    start = (datetime.now(UTC) - timedelta(hours=2)).replace(minute=0, second=0, microsecond=0)
+    for k, extra in enumerate(((), ("--continues",), ())):
+        at = (start + timedelta(seconds=300 * k)).isoformat()
+        env.finops("simulate", "--rate", "4", "--duration", "300", "--start", at, *extra)
+    env.finops("worker", "--drain")
+
+    dead = env.query(
+        "SELECT convert_from(raw, 'UTF8')::json->>'ts', reason FROM dead_letter WHERE topic = %s",
+        (f"{env.topic}-telemetry",),
+    )
+    second_end = (start + timedelta(seconds=600)).isoformat().replace("+00:00", "Z")
+    assert dead and {ts for ts, _ in dead} == {second_end}
+    assert all(reason.startswith("telemetry_out_of_order") for _, reason in dead)
+    gpus = env.query("SELECT count(*) FROM gpu_last_sample")[0][0]
+    assert len(dead) == gpus
+    assert env.query("SELECT sum(unmeasured_ms) FROM node_energy_window") == [(0,)]

@@ -78,6 +78,16 @@ def test_telemetry_covers_the_simulated_span_and_stops_at_its_end() -> None:
     assert len(overlap) == len({(s["node_id"], s["gpu"]) for s in overlap})
 
 
+def test_a_span_that_continues_another_leaves_out_only_the_instant_that_one_sampled() -> None:
+    end = START + timedelta(seconds=CFG.duration_s)
+    following = SimConfig(start=end, duration_s=600, rate=8, seed=12)
+    events = list(generate(following))
+    alone = list(telemetry(events, following))
+    continued = list(telemetry(events, following, baseline=False))
+    assert continued == [s for s in alone if _t(s["ts"]) > end] != []
+    assert len(continued) < len(alone)
+
+
 def test_the_larger_model_makes_fewer_tokens_per_joule() -> None:
     tpj = _tokens_per_joule("model")
     assert tpj["llama-3.3-70b"] < tpj["qwen3-32b"]
