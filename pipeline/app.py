@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import logging
 from dataclasses import dataclass
 from typing import Any
 
@@ -23,7 +24,22 @@ class Topics:
     alerts: Any
 
 
+class _SilenceFirstRebalanceNoise(logging.Filter):
+    """faust-streaming warns "Missing sensor state for rebalance #1" on every
+    worker start (faust-streaming/faust#83, open since 2021): its rebalance
+    bookkeeping loses the sensor state it keeps for rebalance timings, which
+    nothing here reads. A warning on every start teaches operators to skip
+    warnings, so this one is dropped."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return "Missing sensor state for rebalance" not in record.getMessage()
+
+
+_FAUST_NOISE = _SilenceFirstRebalanceNoise()
+
+
 def build_app(settings: Settings, kafka_url: str) -> tuple[faust.App, Topics]:
+    logging.getLogger("faust.app.base").addFilter(_FAUST_NOISE)  # once, however often called
     app = faust.App(
         settings.group_id,
         broker=faust_broker(kafka_url),
