@@ -131,6 +131,20 @@ async def _add_retry_costs(cur: AsyncCursor[tuple[object, ...]], costs: pl.DataF
 _ESTIMATE_SUMS = ("attempts", *TOKEN_SUMS, "energy_mj")
 # Usage that reaches an already split node-window (late) makes the finalizer
 # split it again, so the late attempts get their share: an adjustment.
+# First the node-windows are locked, in key order (the telemetry sink's
+# order, so the two cannot deadlock): a finalizer that is splitting one
+# holds its row, and this waits for that split to commit, so the re-open
+# below sees the window final. Without the wait, a split whose snapshot
+# missed this batch's rows could mark the window final after the re-open
+# had found it open, and leave them unsplit. The finalizer skips locked
+# rows, so it never waits on this.
+_LOCK_WINDOWS = """
+SELECT 1 FROM node_energy_window n
+JOIN unnest(%s::timestamptz[], %s::text[]) AS s(window_start, node_id)
+    ON n.window_start = s.window_start AND n.node_id = s.node_id
+ORDER BY n.window_start, n.node_id
+FOR UPDATE OF n
+"""
 _REOPEN = """
 UPDATE node_energy_window n SET final = false
 FROM unnest(%s::timestamptz[], %s::text[]) AS s(window_start, node_id)
@@ -384,9 +398,9 @@ class SpendSink(OffsetSink):
             await copy_merge(cur, estimates, "energy_window", _ESTIMATE_COLS, _ESTIMATE_SUMS)
             if not usage.is_empty():
                 windows = usage.select("window_start", "node_id").unique()
-                await cur.execute(
-                    _REOPEN, (windows["window_start"].to_list(), windows["node_id"].to_list())
-                )
+                keys = (windows["window_start"].to_list(), windows["node_id"].to_list())
+                await cur.execute(_LOCK_WINDOWS, keys)
+                await cur.execute(_REOPEN, keys)
 
     async def _write_unpriced(
         self, conn: AsyncConnection[tuple[object, ...]], unpriced: pl.DataFrame

@@ -13,12 +13,18 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from models.prices import PriceBook
 from pipeline.cache_sink import CacheSink
+from pipeline.cli import default_prices
 from pipeline.energy import largest_remainder
-from pipeline.energy_finalizer import EnergyFinalizer
+from pipeline.energy_finalizer import _READY, EnergyFinalizer, _split
 from pipeline.ndjson_codec import Message
 from pipeline.offset_sink import LineSink
+from pipeline.pricing import book_frame
+from pipeline.spend_batch import prepare
+from pipeline.spend_sink import SpendSink
 from pipeline.telemetry_sink import TelemetrySink
+from tests.factories import ADMISSION, event, line
 from tests.integration.conftest import Env
 
 pytestmark = pytest.mark.integration
@@ -310,3 +316,78 @@ def test_a_split_the_database_keeps_rejecting_stalls_rather_than_retrying_for_ev
         conn.execute("ALTER TABLE energy_window_away RENAME TO energy_window")
     assert asyncio.run(split_all()) == (True, 0)
     assert env.query("SELECT idle_mj, final FROM node_energy_window") == [(42, True)]
+
+
+def test_late_usage_committed_during_a_split_reopens_the_window(env: Env) -> None:
+    """The finalizer has locked a ready node-window and is splitting it when
+    a spend batch brings a late attempt for that window: the batch waits for
+    the split to commit, then re-opens the window, so the next split gives
+    the late attempt its share instead of leaving its row unsplit."""
+    book = PriceBook(tuple(default_prices()))
+    frame = book_frame(book)
+    start = datetime(2025, 11, 1, 11, 0, tzinfo=UTC)
+    samples = [
+        json.dumps(
+            {
+                "node_id": "busy",
+                "gpu": "0",
+                "ts": (start + timedelta(seconds=s)).isoformat(),
+                "power_w": 700.0,
+                "energy_mj": 10**9 + 700_000 * s,
+            }
+        ).encode()
+        for s in range(0, 65, 5)
+    ]
+    asyncio.run(
+        _feed(TelemetrySink(env.database_url, "busy-tel"), [[Message(0, 0, b"\n".join(samples))]])
+    )
+
+    def attempt(n: int) -> Message:
+        usage = event(
+            event_id=f"busy-{n}",
+            ts=(start + timedelta(seconds=10 + n)).isoformat(),
+            node_id="busy",
+            model="qwen3-32b",
+            provider="self-hosted",
+        )
+        return Message(0, n, line(usage))
+
+    async def run() -> bool:
+        spend = SpendSink(env.database_url, "busy-usage")
+        try:
+            await spend.claim([0])
+            await spend.apply(prepare([attempt(0)], book, frame, ADMISSION), book)
+            connecting = psycopg.AsyncConnection.connect(env.database_url)
+            async with await connecting as splitting, splitting.transaction():
+                # The finalizer's own statements, with a pause between them.
+                ready = await (await splitting.execute(_READY, (timedelta(days=1), 10))).fetchall()
+                assert [(w, n) for w, n, _ in ready] == [(start, "busy")]
+                late = asyncio.ensure_future(
+                    spend.apply(prepare([attempt(1)], book, frame, ADMISSION), book)
+                )
+                await asyncio.sleep(1.0)
+                waited = not late.done()
+                await _split(splitting, [(w, n, int(m)) for w, n, m in ready])
+            await late
+            return waited
+        finally:
+            await spend.close()
+
+    assert asyncio.run(run())
+    assert env.query("SELECT final FROM node_energy_window WHERE node_id = 'busy'") == [(False,)]
+
+    async def split_again() -> None:
+        finalizer = EnergyFinalizer(env.database_url, timedelta(days=1))
+        try:
+            assert await finalizer.run() == 1
+        finally:
+            await finalizer.close()
+
+    asyncio.run(split_again())
+    [(attempts, energy, measured, attributed, idle)] = env.query(
+        "SELECT sum(e.attempts), sum(e.energy_mj), n.measured_mj, n.attributed_mj, n.idle_mj"
+        " FROM energy_window e JOIN node_energy_window n USING (window_start, node_id)"
+        " WHERE e.node_id = 'busy' AND e.source = 'measured'"
+        " GROUP BY n.measured_mj, n.attributed_mj, n.idle_mj"
+    )
+    assert attempts == 2 and energy == attributed and attributed + idle == measured > 0
