@@ -131,18 +131,19 @@ async def _add_retry_costs(cur: AsyncCursor[tuple[object, ...]], costs: pl.DataF
 _ESTIMATE_SUMS = ("attempts", *TOKEN_SUMS, "energy_mj")
 # Usage that reaches an already split node-window (late) makes the finalizer
 # split it again, so the late attempts get their share: an adjustment.
-# First the node-windows are locked, in key order (the telemetry sink's
-# order, so the two cannot deadlock): a finalizer that is splitting one
-# holds its row, and this waits for that split to commit, so the re-open
-# below sees the window final. Without the wait, a split whose snapshot
-# missed this batch's rows could mark the window final after the re-open
-# had found it open, and leave them unsplit. The finalizer skips locked
-# rows, so it never waits on this.
+# First the node-windows are locked, in key order: the telemetry sink's
+# order, so the two cannot deadlock (it sorts in Python, by code point,
+# which is the "C" collation's order whatever the database's default). A
+# finalizer that is splitting one holds its row, and this waits for that
+# split to commit, so the re-open below sees the window final. Without the
+# wait, a split whose snapshot missed this batch's rows could mark the
+# window final after the re-open had found it open, and leave them
+# unsplit. The finalizer skips locked rows, so it never waits on this.
 _LOCK_WINDOWS = """
 SELECT 1 FROM node_energy_window n
 JOIN unnest(%s::timestamptz[], %s::text[]) AS s(window_start, node_id)
     ON n.window_start = s.window_start AND n.node_id = s.node_id
-ORDER BY n.window_start, n.node_id
+ORDER BY n.window_start, n.node_id COLLATE "C"
 FOR UPDATE OF n
 """
 _REOPEN = """
