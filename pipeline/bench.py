@@ -5,13 +5,14 @@ For each shape the same N simulated usage events go to fresh topics:
 - ``batched``: NDJSON messages of 100 events, the spend path alone
   (``FINOPS_JOINS=false``: no telemetry or cache agents, no energy split);
 - ``joined``: the same, plus the GPU telemetry and cache events that go with
-  that traffic on their co-partitioned topics, with every join on; these go
-  in messages of the same size in bytes as the usage messages (a cache event
-  is about 190 bytes, a usage event 450, so about 240 cache events each);
-- ``counted``: as ``joined``, but the cache nodes send per-minute counters
-  (cache events with ``count``, ``finops simulate --cache-counters``) instead
-  of one event per operation: the same windows from about a fifteenth of the
-  lines;
+  that traffic on their co-partitioned topics, with every join on, as the
+  simulator's producers send them by default: cache nodes send per-minute
+  counters (cache events with ``count``); side traffic goes in messages of
+  the same size in bytes as the usage messages;
+- ``per-op``: as ``joined``, but one cache event per operation
+  (``finops simulate --cache-per-op``): the same windows from about fifteen
+  times the cache lines (a cache event is about 190 bytes, a usage event 450,
+  so about 240 cache events a message);
 - ``single``: one event per message, the spend path alone.
 
 The baseline is a raw aiokafka consumer that reads every message of the
@@ -21,8 +22,8 @@ Postgres commits) into a fresh database. Rates are usage events per second,
 timed from the first message to the end (the pipeline: every topic applied
 and every energy window split); start-up (group join) is reported apart,
 because it does not scale with N. ``joined`` / ``batched`` pipeline rates is
-the cost of the joins (and ``counted`` / ``batched`` their cost with cache
-counters). Lines per second counts every input line of the shape
+the cost of the joins (and ``per-op`` / ``batched`` their cost with one cache
+event per operation). Lines per second counts every input line of the shape
 (usage, telemetry and cache), the work the joined pipeline really does.
 A second table shows how long each agent's prepare and commit stages were
 busy, as a share of the drain: the stage near 100% is the one that sets the
@@ -61,10 +62,10 @@ from pipeline.services import Services
 from pipeline.settings import Settings
 from pipeline.simulate import SimConfig, generate
 
-SHAPES = {"batched": 100, "joined": 100, "counted": 100, "single": 1}
-# The shapes with the joins on, and their cache traffic: one event per
-# operation, or per-minute counters.
-JOINED: Final = {"joined": False, "counted": True}
+SHAPES = {"batched": 100, "joined": 100, "per-op": 100, "single": 1}
+# The shapes with the joins on, and whether their cache nodes send
+# per-minute counters (True) or one event per operation.
+JOINED: Final = {"joined": True, "per-op": False}
 
 
 @dataclass(frozen=True)

@@ -326,9 +326,10 @@ def simulate(
     cache_counters: Annotated[
         bool,
         typer.Option(
-            help="cache nodes send per-minute counters (count=n) instead of one event per operation"
+            "--cache-counters/--cache-per-op",
+            help="cache nodes send per-minute counters (count=n), or one event per operation",
         ),
-    ] = False,
+    ] = True,
     continues: Annotated[
         bool,
         typer.Option(
@@ -359,11 +360,12 @@ def publish_simulation(
     cfg: SimConfig,
     per_message: int,
     side: bool,
-    cache_counters: bool = False,
+    cache_counters: bool = True,
     continues: bool = False,
 ) -> None:
     """Publish ``cfg``'s usage, and with ``side`` its telemetry and cache
-    events; ``continues``: the span right before it was published, so its
+    events (per-minute counters, or with ``cache_counters`` off one per
+    operation); ``continues``: the span right before it was published, so its
     first telemetry instant was sampled already."""
     from pipeline import simulate_side
     from pipeline.simulate import generate
@@ -833,8 +835,8 @@ def demo(
 def bench(
     events: Annotated[int, typer.Option(help="events per message shape")] = 200_000,
     shapes: Annotated[
-        str, typer.Option(help="any of batched,joined,counted,single")
-    ] = "batched,joined,counted,single",
+        str, typer.Option(help="any of batched,joined,per-op,single")
+    ] = "batched,joined,per-op,single",
     rounds: Annotated[
         int, typer.Option(min=1, help="measure the shapes this many times, interleaved")
     ] = 1,

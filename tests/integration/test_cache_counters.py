@@ -1,5 +1,7 @@
-"""Cache counters through a real worker: `finops simulate --cache-counters`
-stores exactly the windows the per-operation events would have given."""
+"""Cache counters through a real worker: `finops simulate` (whose cache
+nodes send per-minute counters by default) stores exactly the windows the
+per-operation events give, and `--cache-per-op` sends those events
+themselves, one line per operation."""
 
 from __future__ import annotations
 
@@ -22,10 +24,13 @@ START = datetime(2025, 11, 3, 9, 0, tzinfo=UTC)
 SUMS = "hits, misses, hit_tokens, miss_tokens, inserts, hit_output_tokens"
 
 
-def test_counters_store_the_windows_of_the_events_they_count(env: Env) -> None:
+@pytest.mark.parametrize("flag", [(), ("--cache-per-op",)], ids=["counters", "per-op"])
+def test_counters_store_the_windows_of_the_events_they_count(
+    env: Env, flag: tuple[str, ...]
+) -> None:
     env.finops("db", "upgrade")
     args = ("--rate", "6", "--duration", "1200", "--start", START.isoformat())
-    env.finops("simulate", *args, "--incident", "cache-thrash", "--cache-counters")
+    env.finops("simulate", *args, "--incident", "cache-thrash", *flag)
     env.finops("worker", "--drain")
 
     # What the events themselves give, one per operation, computed in-process
@@ -46,6 +51,10 @@ def test_counters_store_the_windows_of_the_events_they_count(env: Env) -> None:
         " evictions, evicted_tokens, evicted_output_tokens FROM cache_eviction_window"
     )
     assert sorted(tuple(r) for r in stored_evictions) == expected_evictions != []
-    # ... from counters: fewer lines reached the topic than operations.
+    # ... from counters: fewer lines reached the topic than operations; or
+    # one line per operation.
     published = asyncio.run(raw_consume(env.kafka_url, [f"{env.topic}-cache"]))
-    assert 0 < published.events < len(lookups)
+    if flag:
+        assert published.events == len(lookups)
+    else:
+        assert 0 < published.events < len(lookups)

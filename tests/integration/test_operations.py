@@ -95,7 +95,7 @@ def test_bench_measures_its_shapes_and_leaves_no_topics_behind(env: Env) -> None
         "--events",
         "3000",
         "--shapes",
-        "batched,joined,counted",
+        "batched,joined,per-op",
         "--rounds",
         "1",
         timeout=600,
@@ -106,19 +106,19 @@ def test_bench_measures_its_shapes_and_leaves_no_topics_behind(env: Env) -> None
         if r.startswith("│")
     ]
     rows = [c for c in cells if len(c) == 9]
-    assert [r[0] for r in rows] == ["batched", "joined", "counted"]
+    assert [r[0] for r in rows] == ["batched", "joined", "per-op"]
     assert all(r[1] == "3,000" for r in rows)
     # Where the time went: every agent of each shape, and between them every
     # message of the shape committed exactly once.
     busy = [c for c in cells if len(c) == 6]
     assert sorted((b[0], b[1]) for b in busy) == [
         ("batched", "spend"),
-        ("counted", "cache"),
-        ("counted", "spend"),
-        ("counted", "telemetry"),
         ("joined", "cache"),
         ("joined", "spend"),
         ("joined", "telemetry"),
+        ("per-op", "cache"),
+        ("per-op", "spend"),
+        ("per-op", "telemetry"),
     ]
     for shape, _, messages, *_ in rows:
         committed = sum(int(b[3].replace(",", "")) for b in busy if b[0] == shape)
@@ -127,12 +127,12 @@ def test_bench_measures_its_shapes_and_leaves_no_topics_behind(env: Env) -> None
         r"joins ratio \(joined / spend path alone, pipeline rates\): ([\d.]+)$", out.stdout, re.M
     )
     assert ratio is not None and float(ratio.group(1)) > 0
-    counted = re.search(r"joins ratio, counted \(counted / spend path alone", out.stdout)
-    assert counted is not None
-    # Counters carry the same operations in fewer lines.
+    per_op = re.search(r"joins ratio, per-op \(per-op / spend path alone", out.stdout)
+    assert per_op is not None
+    # Counters (the joined shape) carry the same operations in fewer lines.
     lines = {r[0]: int(r[5].replace(",", "")) for r in rows}
     seconds = {r[0]: 3000 / int(r[4].replace(",", "")) for r in rows}
-    assert lines["counted"] * seconds["counted"] < lines["joined"] * seconds["joined"]
+    assert lines["joined"] * seconds["joined"] < lines["per-op"] * seconds["per-op"]
 
     async def bench_topics() -> list[str]:
         admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap(env.kafka_url))

@@ -19,7 +19,7 @@ def test_rounds_report_their_median_and_each_round_in_order() -> None:
     )
 
 
-def test_the_counted_shape_has_a_ratio_line_of_its_own() -> None:
-    assert joins_ratio([80_000.0], [76_000.0], "counted") == (
-        "joins ratio, counted (counted / spend path alone, pipeline rates): 0.95"
+def test_the_per_op_shape_has_a_ratio_line_of_its_own() -> None:
+    assert joins_ratio([80_000.0], [76_000.0], "per-op") == (
+        "joins ratio, per-op (per-op / spend path alone, pipeline rates): 0.95"
     )
