@@ -10,7 +10,7 @@ import platformdirs
 from pydantic import Field
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
-from pipeline.admission import Admission
+from pipeline.stream.admission import Admission
 
 
 class Settings(BaseSettings):

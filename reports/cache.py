@@ -10,8 +10,8 @@ from fractions import Fraction
 
 from sqlalchemy import Engine, text
 
-from pipeline.cache_windows import value_at
-from pipeline.price_store import load_book
+from pipeline.cache.windows import value_at
+from pipeline.spend.price_store import load_book
 
 
 @dataclass(frozen=True)

@@ -6,8 +6,8 @@ from datetime import datetime
 
 from sqlalchemy import Engine, text
 
-from pipeline.carbon import Carbon, EnergyCell, NodeWindow, footprint
-from pipeline.carbon_store import load_book
+from pipeline.energy.carbon_store import load_book
+from pipeline.energy.footprint import Carbon, EnergyCell, NodeWindow, footprint
 from reports.energy import DIMENSIONS
 
 

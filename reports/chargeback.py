@@ -27,9 +27,9 @@ from reportlab.lib.units import cm
 from reportlab.platypus import Image, Paragraph, SimpleDocTemplate, Spacer, Table, TableStyle
 
 from models.chargeback_policy import ChargebackPolicy
-from pipeline.chargeback import KIND_ORDER, ROUNDING_RULE, Line, total
-from pipeline.forecast import METHOD as FORECAST_METHOD
-from pipeline.forecast import Forecast
+from pipeline.finance.forecast import METHOD as FORECAST_METHOD
+from pipeline.finance.forecast import Forecast
+from pipeline.finance.lines import KIND_ORDER, ROUNDING_RULE, Line, total
 from reports import charts
 from reports.render import render, usd
 

@@ -27,8 +27,8 @@ import polars as pl
 from sqlalchemy import Connection, text
 
 from models.money import MTOK, exact
-from pipeline.chargeback import Line
-from pipeline.months import bounds, midnight, next_month
+from models.months import bounds, midnight, next_month
+from pipeline.finance.lines import Line
 
 VERSION: Final = "1.2"
 MONEY: Final = pl.Decimal(38, 16)

@@ -10,7 +10,7 @@ from typing import Final
 from sqlalchemy import Engine, func, select
 
 from models.tables import spend_window
-from pipeline.spend_windows import COUNTERS
+from pipeline.spend.windows import COUNTERS
 
 DIMENSIONS: Final = ("tenant", "route", "feature", "provider", "model")
 # Every summed column of spend_window, as the window type defines them.

@@ -21,8 +21,8 @@ from typing import Any, Final
 from markupsafe import Markup
 from sqlalchemy import Engine
 
-from pipeline.carbon import METHOD, MJ_PER_KWH, Footprint
-from pipeline.months import bounds
+from models.months import bounds
+from pipeline.energy.footprint import METHOD, MJ_PER_KWH, Footprint
 from reports import charts
 from reports.carbon import carbon
 from reports.render import render

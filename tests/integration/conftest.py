@@ -16,7 +16,8 @@ from pathlib import Path
 import psycopg
 import pytest
 
-from pipeline import db, embedded
+from pipeline.embedded import runtime as embedded
+from pipeline.storage import db
 
 pytestmark = pytest.mark.integration
 

@@ -15,9 +15,9 @@ import psycopg
 import pytest
 
 from models.catalog import parse_yaml
-from pipeline import db
-from pipeline.alert_evaluator import MINUTE, evaluate
-from pipeline.kafka import read_topic
+from pipeline.alerts.evaluator import MINUTE, evaluate
+from pipeline.storage import db
+from pipeline.stream.kafka import read_topic
 from tests.integration.conftest import Env
 from tests.integration.test_webhook import Hook
 

@@ -10,11 +10,11 @@ from datetime import UTC, datetime
 
 import pytest
 
-from pipeline.bench import raw_consume
-from pipeline.cache_codec import CACHE
-from pipeline.cache_windows import window_frames
-from pipeline.simulate import SimConfig, generate
-from pipeline.simulate_side import cache_events
+from pipeline.cache.codec import CACHE
+from pipeline.cache.windows import window_frames
+from pipeline.testbed.bench import raw_consume
+from pipeline.testbed.simulate.side import cache_events
+from pipeline.testbed.simulate.usage import SimConfig, generate
 from tests.factories import messages
 from tests.integration.conftest import Env
 

@@ -9,8 +9,8 @@ from pathlib import Path
 import pytest
 
 from models.catalog import parse_yaml
-from pipeline import db
-from pipeline.catalog_store import read_catalog
+from pipeline.alerts.catalog_store import read_catalog
+from pipeline.storage import db
 from tests.integration.conftest import Env
 
 pytestmark = pytest.mark.integration

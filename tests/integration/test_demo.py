@@ -10,10 +10,10 @@ from pathlib import Path
 
 import pytest
 
-from pipeline import db
-from pipeline.demo_hours import DemoRun, HeldHour
-from pipeline.demo_store import claim_hour, demo_at, mark_published
-from pipeline.simulate import TENANTS, THRASHER
+from pipeline.storage import db
+from pipeline.testbed.demo_hours import DemoRun, HeldHour
+from pipeline.testbed.demo_store import claim_hour, demo_at, mark_published
+from pipeline.testbed.simulate.usage import TENANTS, THRASHER
 from tests.integration.conftest import Env, private_env, run_cli
 
 pytestmark = pytest.mark.integration

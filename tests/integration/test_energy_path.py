@@ -15,9 +15,9 @@ from typing import Any
 
 import pytest
 
-from pipeline import db
-from pipeline.carbon import GRAMS
-from pipeline.worker import CLAIM_DELAY_ENV
+from pipeline.energy.footprint import GRAMS
+from pipeline.storage import db
+from pipeline.worker.process import CLAIM_DELAY_ENV
 from reports.cache import evictors, provider_prefix_rates, savings
 from reports.carbon import carbon
 from tests.factories import event

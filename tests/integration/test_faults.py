@@ -9,9 +9,9 @@ from pathlib import Path
 
 import pytest
 
-from pipeline.chaos.harness import Target, Verdict
-from pipeline.chaos.run import run_scenario
-from pipeline.chaos.scenarios import Intensity
+from pipeline.testbed.chaos.harness import Target, Verdict
+from pipeline.testbed.chaos.run import run_scenario
+from pipeline.testbed.chaos.scenarios import Intensity
 from tests.integration.conftest import Stack
 
 pytestmark = [pytest.mark.integration, pytest.mark.faults]

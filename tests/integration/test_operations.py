@@ -14,7 +14,7 @@ import psycopg
 import pytest
 from aiokafka.admin import AIOKafkaAdminClient
 
-from pipeline.kafka import bootstrap
+from pipeline.stream.kafka import bootstrap
 from tests.factories import event, line
 from tests.integration.conftest import Env
 

@@ -20,8 +20,8 @@ import pytest
 import schemathesis
 from hypothesis import HealthCheck, given, settings
 
-from pipeline import access
-from pipeline.embedded import free_port
+from pipeline.embedded.runtime import free_port
+from pipeline.web import access
 from tests.integration.browser import chromium
 from tests.integration.conftest import Env, Stack, new_env
 from tests.integration.test_alerts import _run

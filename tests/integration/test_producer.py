@@ -12,9 +12,9 @@ from collections import Counter
 import pytest
 from aiokafka import AIOKafkaConsumer, TopicPartition
 
-from pipeline.kafka import bootstrap, end_offsets, ensure_topics
-from pipeline.producer import BatchingPublisher
 from pipeline.settings import Settings
+from pipeline.stream.kafka import bootstrap, end_offsets, ensure_topics
+from pipeline.stream.producer import BatchingPublisher
 from tests.integration.conftest import Env
 
 pytestmark = pytest.mark.integration

@@ -14,16 +14,16 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from models.prices import PriceBook
-from pipeline.cache_sink import CacheSink
+from pipeline.cache.sink import CacheSink
 from pipeline.cli import default_prices
-from pipeline.energy import largest_remainder
-from pipeline.energy_finalizer import _READY, EnergyFinalizer, _split
-from pipeline.ndjson_codec import Message
-from pipeline.offset_sink import LineSink
-from pipeline.pricing import book_frame
-from pipeline.spend_batch import prepare
-from pipeline.spend_sink import SpendSink
-from pipeline.telemetry_sink import TelemetrySink
+from pipeline.energy.attribution import largest_remainder
+from pipeline.energy.finalizer import _READY, EnergyFinalizer, _split
+from pipeline.energy.telemetry_sink import TelemetrySink
+from pipeline.spend.batch import prepare
+from pipeline.spend.pricing import book_frame
+from pipeline.spend.sink import SpendSink
+from pipeline.stream.ndjson import Message
+from pipeline.stream.offsets import LineSink
 from tests.factories import ADMISSION, event, line
 from tests.integration.conftest import Env
 

@@ -20,11 +20,12 @@ from hypothesis import strategies as st
 
 from models.prices import PriceBook
 from models.tables import metadata
-from pipeline import db, pg_binary
 from pipeline.cli import default_prices
-from pipeline.pricing import book_frame
-from pipeline.spend_batch import prepare
-from pipeline.spend_sink import SpendSink
+from pipeline.spend.batch import prepare
+from pipeline.spend.pricing import book_frame
+from pipeline.spend.sink import SpendSink
+from pipeline.storage import db
+from pipeline.stream import pg_binary
 from tests.factories import ADMISSION, event, messages, utc_datetimes
 from tests.integration.conftest import Env
 

@@ -17,11 +17,11 @@ from hypothesis.stateful import RuleBasedStateMachine, invariant, rule, run_stat
 
 from models.prices import PriceBook
 from pipeline.cli import default_prices
-from pipeline.ledger import compare, expected, window_from_row
-from pipeline.ndjson_codec import Message
-from pipeline.pricing import book_frame
-from pipeline.spend_batch import prepare
-from pipeline.spend_sink import SpendSink
+from pipeline.spend.batch import prepare
+from pipeline.spend.ledger import compare, expected, window_from_row
+from pipeline.spend.pricing import book_frame
+from pipeline.spend.sink import SpendSink
+from pipeline.stream.ndjson import Message
 from tests.factories import ADMISSION, event, line
 from tests.integration.conftest import Env
 

@@ -13,7 +13,7 @@ from typing import Any
 import psycopg
 import pytest
 
-from pipeline.spend_windows import COUNTERS
+from pipeline.spend.windows import COUNTERS
 from tests import reference
 from tests.integration.conftest import private_env, run_cli
 

@@ -13,7 +13,7 @@ from typing import Any
 
 import pytest
 
-from pipeline.webhook import Webhook, slack_payload
+from pipeline.alerts.webhook import Webhook, slack_payload
 from tests.integration.conftest import Env
 
 pytestmark = pytest.mark.integration

@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pytest
 
-from pipeline.embedded import free_port
+from pipeline.embedded.runtime import free_port
 from tests.integration.conftest import private_env
 
 pytestmark = pytest.mark.integration

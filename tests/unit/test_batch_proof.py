@@ -17,9 +17,9 @@ from polars.testing import assert_frame_equal
 from pydantic import BaseModel, ValidationError
 
 from models.contracts import CacheEvent, UsageEvent
-from pipeline.cache_codec import CACHE
-from pipeline.ndjson_codec import ColumnContract, Message
-from pipeline.usage_codec import USAGE
+from pipeline.cache.codec import CACHE
+from pipeline.spend.codec import USAGE
+from pipeline.stream.ndjson import ColumnContract, Message
 from tests.factories import cache_event, event
 
 CACHE_EVENT = cache_event(ts="2025-11-01T10:00:00.25Z")

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from pipeline.bench import joins_ratio
+from pipeline.testbed.bench import joins_ratio
 
 
 def test_one_round_is_the_ratio_of_the_pipeline_rates() -> None:

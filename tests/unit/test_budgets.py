@@ -8,7 +8,7 @@ import polars as pl
 from hypothesis import given
 from hypothesis import strategies as st
 
-from pipeline.budgets import NO_CAPS, budget_parts, caps_frame
+from pipeline.spend.budgets import NO_CAPS, budget_parts, caps_frame
 from tests.unit.test_rules import CATALOG
 
 T0 = datetime(2025, 11, 3, 9, 0, tzinfo=UTC)

@@ -12,8 +12,8 @@ from hypothesis import strategies as st
 
 from models.contracts import CacheEvent
 from models.prices import PriceBook, PriceEntry
-from pipeline.cache_windows import cache_windows, saving, top_evictors, value_at
-from pipeline.dcgm import parse_scrape
+from pipeline.cache.windows import cache_windows, saving, top_evictors, value_at
+from pipeline.energy.dcgm import parse_scrape
 
 T0 = datetime(2026, 3, 1, 12, 0, tzinfo=UTC)
 

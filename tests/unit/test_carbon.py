@@ -11,7 +11,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from models.carbon import CarbonBook, GpuEmbodied, GridIntensity, Site, parse_csv
-from pipeline.carbon import GRAMS, EnergyCell, NodeWindow, footprint
+from pipeline.energy.footprint import GRAMS, EnergyCell, NodeWindow, footprint
 
 T0 = datetime(2026, 3, 1, 12, 0, tzinfo=UTC)
 GPU = "H100"

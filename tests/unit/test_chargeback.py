@@ -8,7 +8,7 @@ from decimal import Decimal
 from hypothesis import given
 from hypothesis import strategies as st
 
-from pipeline import chargeback as cb
+from pipeline.finance import lines as cb
 
 D = Decimal
 cents = st.integers(0, 10**9).map(lambda c: D(c) / 100)

@@ -4,8 +4,8 @@ import pytest
 from pydantic import ValidationError
 
 from models.contracts import CacheEvent, GpuTelemetrySample, UsageEvent
-from pipeline.cache_codec import CACHE
-from pipeline.ndjson_codec import Message
+from pipeline.cache.codec import CACHE
+from pipeline.stream.ndjson import Message
 from tests.factories import cache_event, event
 
 

@@ -9,7 +9,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from pipeline.demo_hours import DemoRun, HeldHour, HourTaken, must_publish
+from pipeline.testbed.demo_hours import DemoRun, HeldHour, HourTaken, must_publish
 
 PLAIN = DemoRun(Decimal("20"), None)
 THRASH = DemoRun(Decimal("20"), "cache-thrash")

@@ -9,7 +9,7 @@ from decimal import Decimal
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from pipeline.energy import (
+from pipeline.energy.attribution import (
     Attempt,
     Sample,
     Weights,
@@ -18,8 +18,8 @@ from pipeline.energy import (
     largest_remainder,
     split_by_window,
 )
-from pipeline.energy_usage import usage_weights
-from pipeline.usage_codec import decode
+from pipeline.energy.usage import usage_weights
+from pipeline.spend.codec import decode
 from tests.factories import event, messages
 
 T0 = datetime(2026, 3, 1, 12, 0, tzinfo=UTC)

@@ -12,8 +12,8 @@ import polars as pl
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from pipeline.spend_batch import KEY_FIELDS, with_keys
-from pipeline.usage_codec import SCHEMA, decode
+from pipeline.spend.batch import KEY_FIELDS, with_keys
+from pipeline.spend.codec import SCHEMA, decode
 from tests.factories import event, messages
 
 # The contract's identifiers: 1..256 characters, not blank, no NUL; any

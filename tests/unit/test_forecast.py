@@ -10,9 +10,9 @@ from statistics import fmean
 
 import pytest
 
-from pipeline.forecast import forecast
-from pipeline.months import days_in
-from pipeline.simulate_months import daily_spend
+from models.months import days_in
+from pipeline.finance.forecast import forecast
+from pipeline.testbed.simulate.months import daily_spend
 
 MONTHS = [date(2025, m, 1) for m in range(1, 13)] + [date(2026, m, 1) for m in range(1, 13)]
 

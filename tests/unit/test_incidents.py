@@ -22,9 +22,9 @@ import pytest
 
 from models.catalog import parse_yaml
 from models.prices import PriceBook, parse_csv
-from pipeline import rules as r
-from pipeline.simulate import INCIDENTS, SimConfig, generate
-from pipeline.simulate_side import cache_events
+from pipeline.alerts import rules as r
+from pipeline.testbed.simulate.side import cache_events
+from pipeline.testbed.simulate.usage import INCIDENTS, SimConfig, generate
 
 START = datetime(2026, 3, 2, 0, 0, tzinfo=UTC)
 CATALOG = parse_yaml(resources.files("models").joinpath("data/route_catalog.yaml").read_text())

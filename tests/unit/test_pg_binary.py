@@ -12,7 +12,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from pipeline import pg_binary
+from pipeline.stream import pg_binary
 from tests.factories import utc_datetimes
 
 HEADER = b"PGCOPY\n\xff\r\n\x00" + b"\x00" * 8

@@ -1,6 +1,6 @@
 import polars as pl
 
-from pipeline.recent_keys import RecentKeys
+from pipeline.spend.recent_keys import RecentKeys
 
 
 def keys(*values: str) -> pl.Series:

@@ -12,7 +12,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from models.catalog import Catalog, CatalogError, parse_yaml
-from pipeline import rules as r
+from pipeline.alerts import rules as r
 
 CATALOG = parse_yaml(resources.files("models").joinpath("data/route_catalog.yaml").read_text())
 RULES = CATALOG.rules
@@ -20,7 +20,7 @@ D = Decimal
 
 
 def test_the_bundled_catalog_declares_every_simulated_route() -> None:
-    from pipeline.simulate import ROUTES
+    from pipeline.testbed.simulate.usage import ROUTES
 
     assert {s.route for s in ROUTES} == {route.route for route in CATALOG.routes}
 
@@ -284,7 +284,7 @@ def test_retry_costs_sum_the_retries_of_each_request_exactly() -> None:
     import polars as pl
 
     from models.prices import PriceBook, PriceEntry
-    from pipeline.request_costs import retry_costs
+    from pipeline.spend.request_costs import retry_costs
 
     sonnet = PriceEntry(
         model="claude-4.5-sonnet",

@@ -15,11 +15,11 @@ from hypothesis import strategies as st
 from polars.testing import assert_frame_equal
 
 from models.contracts import CacheEvent
-from pipeline.cache_codec import CACHE
-from pipeline.cache_windows import cache_windows, top_evictors, window_frames
-from pipeline.energy import Attempt, Sample, attribute, batch_bucket
-from pipeline.simulate import THRASHER, SimConfig, generate
-from pipeline.simulate_side import cache_events, counters, telemetry
+from pipeline.cache.codec import CACHE
+from pipeline.cache.windows import cache_windows, top_evictors, window_frames
+from pipeline.energy.attribution import Attempt, Sample, attribute, batch_bucket
+from pipeline.testbed.simulate.side import cache_events, counters, telemetry
+from pipeline.testbed.simulate.usage import THRASHER, SimConfig, generate
 from tests.factories import messages
 
 START = datetime(2026, 3, 1, 10, 0, tzinfo=UTC)

@@ -8,7 +8,7 @@ from datetime import UTC, datetime, timedelta
 from hypothesis import given
 from hypothesis import strategies as st
 
-from pipeline.sliding_sums import SlidingSums, Sums
+from pipeline.alerts.sliding_sums import SlidingSums, Sums
 
 T0 = datetime(2026, 3, 1, tzinfo=UTC)
 MINUTE = timedelta(minutes=1)

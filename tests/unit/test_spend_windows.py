@@ -9,9 +9,9 @@ from hypothesis import strategies as st
 
 from models.money import exact
 from models.prices import PriceBook, parse_csv
-from pipeline.pricing import book_frame
-from pipeline.spend_batch import prepare
-from pipeline.spend_windows import TOKENS, combine
+from pipeline.spend.batch import prepare
+from pipeline.spend.pricing import book_frame
+from pipeline.spend.windows import TOKENS, combine
 from tests.factories import ADMISSION, event, messages
 
 BOOK = PriceBook(

@@ -8,9 +8,9 @@ import asyncio
 from collections.abc import AsyncIterator, Collection, Sequence
 from dataclasses import dataclass
 
-from pipeline.ndjson_codec import Message
 from pipeline.settings import Settings
-from pipeline.stages import StageClock, run_stages
+from pipeline.stream.ndjson import Message
+from pipeline.stream.stages import StageClock, run_stages
 
 
 @dataclass(frozen=True)

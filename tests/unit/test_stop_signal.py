@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from pipeline.stop_signal import DRAIN_UNFINISHED, stop_code
+from pipeline.worker.stop_signal import DRAIN_UNFINISHED, stop_code
 
 
 @pytest.mark.parametrize(
@@ -30,7 +30,7 @@ def test_only_the_worker_command_stops_cleanly(argv: list[str], code: int | None
 
 _HELD = """
 import os, signal, sys, time
-from pipeline.stop_signal import exit_cleanly_on_sigterm, held
+from pipeline.worker.stop_signal import exit_cleanly_on_sigterm, held
 
 exit_cleanly_on_sigterm(75)
 with held():

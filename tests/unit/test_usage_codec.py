@@ -12,9 +12,9 @@ from hypothesis import strategies as st
 from pydantic import ValidationError
 
 from models.contracts import CacheEvent, UsageEvent
-from pipeline.cache_codec import CACHE
-from pipeline.ndjson_codec import _lines_per_message
-from pipeline.usage_codec import Message, decode
+from pipeline.cache.codec import CACHE
+from pipeline.spend.codec import Message, decode
+from pipeline.stream.ndjson import _lines_per_message
 from tests.factories import cache_event, event, line, messages
 
 

@@ -1,0 +1,58 @@
+"""Cache events into cache and eviction windows, exactly once by offset."""
+
+from __future__ import annotations
+
+from collections import Counter
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import polars as pl
+from psycopg import AsyncConnection
+
+from pipeline.cache.codec import CACHE
+from pipeline.cache.windows import EVICTION_KEY, WINDOW_KEY, window_frames
+from pipeline.stream.dead_letter import DeadLetter
+from pipeline.stream.ndjson import Message, count_by_partition
+from pipeline.stream.offsets import LineSink, copy_merge
+
+SINK = "cache"
+
+_CACHE_SUMS = ("hits", "misses", "hit_tokens", "miss_tokens", "inserts", "hit_output_tokens")
+_EVICTION_SUMS = ("evictions", "evicted_tokens", "evicted_output_tokens")
+_STAGE_DDL = """
+CREATE TEMP TABLE IF NOT EXISTS stage_cache_window (LIKE cache_window INCLUDING DEFAULTS)
+    ON COMMIT DELETE ROWS;
+CREATE TEMP TABLE IF NOT EXISTS stage_cache_eviction_window
+    (LIKE cache_eviction_window INCLUDING DEFAULTS) ON COMMIT DELETE ROWS;
+"""
+
+
+@dataclass(frozen=True)
+class CacheBatch:
+    windows: pl.DataFrame
+    evictions: pl.DataFrame
+    accepted: Counter[int]
+    dead: list[DeadLetter]
+
+
+class CacheSink(LineSink[CacheBatch]):
+    stage_ddl = _STAGE_DDL
+
+    def __init__(self, database_url: str, topic: str) -> None:
+        super().__init__(database_url, topic, SINK)
+
+    def prepare(self, messages: Sequence[Message]) -> CacheBatch:
+        decoded = CACHE.decode(messages)
+        windows, evictions = window_frames(decoded.events)
+        accepted = count_by_partition(decoded.events)
+        return CacheBatch(windows, evictions, accepted, decoded.dead)
+
+    async def write(
+        self, conn: AsyncConnection[tuple[object, ...]], batch: CacheBatch
+    ) -> tuple[Counter[int], list[DeadLetter]]:
+        async with conn.cursor() as cur:
+            await copy_merge(cur, batch.windows, "cache_window", WINDOW_KEY, _CACHE_SUMS)
+            await copy_merge(
+                cur, batch.evictions, "cache_eviction_window", EVICTION_KEY, _EVICTION_SUMS
+            )
+        return batch.accepted, batch.dead

@@ -1,0 +1,87 @@
+"""``finops serve`` and ``finops tokens``: the pages and who may read them."""
+
+from __future__ import annotations
+
+from typing import Annotated
+
+import typer
+from rich.console import Console
+
+from pipeline.cli.tables import titled_table
+from pipeline.embedded.endpoints import resolve
+from pipeline.settings import Settings
+from pipeline.storage import db
+from pipeline.web import access
+
+tokens_app = typer.Typer(
+    help="API tokens for finops serve (stored hashed; a tenant token reads one tenant).",
+    no_args_is_help=True,
+)
+console = Console()
+
+
+def _database_url() -> str:
+    # Only PostgreSQL is needed here: no broker is started when its URL is set.
+    settings = Settings()
+    return settings.database_url or resolve(settings).database_url
+
+
+@tokens_app.command("create")
+def tokens_create(
+    tenant: Annotated[str | None, typer.Option(help="the tenant this token may read")] = None,
+    admin: Annotated[bool, typer.Option("--admin", help="a token that reads every tenant")] = False,
+    label: Annotated[str, typer.Option(help="a note: who or what holds it")] = "",
+) -> None:
+    """Create a token and print it once; only its SHA-256 is stored."""
+    if (tenant is None) == (not admin):
+        console.print("[red]give exactly one of --tenant T or --admin[/]")
+        raise typer.Exit(2)
+    url = _database_url()
+    db.upgrade(url)
+    token_id, secret = access.create_token(db.engine(url), tenant, label)
+    who = f"tenant {tenant}" if tenant else "admin"
+    console.print(f"token {token_id} ({who}); shown once, keep it secret:", style="bold")
+    # Plain print: no wrapping or markup, so it can be piped into a secret store.
+    print(secret)
+
+
+@tokens_app.command("list")
+def tokens_list() -> None:
+    """Tokens (never their secrets): who they are for and when last used."""
+    table = titled_table(
+        "API tokens", "id", "tenant", "label", "created", "last used", "revoked", numbers={"id"}
+    )
+    for t in access.list_tokens(db.engine(_database_url())):
+        table.add_row(
+            str(t.id),
+            t.tenant or "[bold]admin[/]",
+            t.label,
+            t.created_at.strftime("%Y-%m-%d %H:%M"),
+            t.last_used_at.strftime("%Y-%m-%d %H:%M") if t.last_used_at else "-",
+            t.revoked_at.strftime("%Y-%m-%d %H:%M") if t.revoked_at else "-",
+        )
+    console.print(table)
+
+
+@tokens_app.command("revoke")
+def tokens_revoke(token_id: int) -> None:
+    """Revoke a token: it stops working at once."""
+    if not access.revoke_token(db.engine(_database_url()), token_id):
+        console.print(f"[red]no live token {token_id}[/]")
+        raise typer.Exit(1)
+    console.print(f"token {token_id} revoked")
+
+
+def serve(
+    host: Annotated[str, typer.Option(help="address to listen on")] = "127.0.0.1",
+    port: Annotated[int, typer.Option(help="port to listen on")] = 8000,
+) -> None:
+    """Serve the tenant anomaly pages (/tenants/T, /alerts) and the JSON API (/docs)."""
+    from pipeline.web.app import serve as run
+
+    url = _database_url()
+    db.upgrade(url)
+    console.print(
+        f"finops pages on http://{host}:{port}/  (log in with a token from `finops tokens create`)"
+    )
+    run(url, host, port)

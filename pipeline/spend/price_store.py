@@ -1,0 +1,132 @@
+"""The price book in PostgreSQL: load versions, read the book, reprice.
+
+Loading never rewrites history: an entry is keyed by (model, provider,
+effective_from); loading the same entry again changes nothing, and loading a
+different price for an existing key is refused (publish a new version with
+a later effective_from instead).
+"""
+
+from __future__ import annotations
+
+from collections import defaultdict
+from collections.abc import Iterable
+from dataclasses import dataclass
+from decimal import Decimal
+
+from sqlalchemy import Engine, and_, delete, select, update
+
+from models.money import exact
+from models.prices import PriceBook, PriceEntry
+from models.tables import price_book, spend_window, unpriced_event
+from pipeline.spend.windows import COSTED, SUBSETS, TOKENS
+from pipeline.storage.revisions import LoadResult, Version, load_versions
+
+_PRICE_COLS = (
+    "input_per_mtok",
+    "output_per_mtok",
+    "cache_read_per_mtok",
+    "cache_write_per_mtok",
+    "batch_discount",
+)
+
+
+def load_entries(engine: Engine, entries: Iterable[PriceEntry], source: str) -> LoadResult:
+    return load_versions(
+        engine,
+        (
+            Version(
+                price_book,
+                ("model", "provider", "effective_from"),
+                _PRICE_COLS,
+                {**e.model_dump(exclude={"currency"}), "currency": e.currency, "source": source},
+                f"{e.model}/{e.provider} from {e.effective_from.isoformat()}: "
+                "already loaded with different prices",
+            )
+            for e in entries
+        ),
+    )
+
+
+def load_book(engine: Engine) -> PriceBook:
+    with engine.connect() as conn:
+        rows = conn.execute(select(price_book).order_by(price_book.c.id)).mappings().all()
+    return PriceBook(
+        tuple(
+            PriceEntry(
+                model=r["model"],
+                provider=r["provider"],
+                effective_from=r["effective_from"],
+                **{c: r[c] for c in _PRICE_COLS},
+            )
+            for r in rows
+        )
+    )
+
+
+@dataclass
+class Repriced:
+    events: int = 0
+    cost_usd: Decimal = Decimal(0)
+    still_unpriced: int = 0
+
+
+def reprice(engine: Engine) -> Repriced:
+    """Price stored unpriced events whose model now has a price in force at
+    their ts, and move that cost into their windows, in one transaction.
+    Rows are locked (SKIP LOCKED), so concurrent repricers never double-apply."""
+    book = load_book(engine)
+    result = Repriced()
+    deltas: dict[tuple[object, ...], dict[str, Decimal | int]] = defaultdict(
+        lambda: {**{column: Decimal(0) for column, _, _ in COSTED}, "unpriced_attempts": 0}
+    )
+    done = []
+    with engine.begin() as conn:
+        rows = (
+            conn.execute(select(unpriced_event).with_for_update(skip_locked=True)).mappings().all()
+        )
+        for r in rows:
+            price = book.price_at(r["model"], r["provider"], r["ts"])
+            if price is None:
+                result.still_unpriced += 1
+                continue
+            tokens = {k: r[k] for k in TOKENS}
+            cost = price.cost(**tokens, batch=r["batch"])
+            listed = price.cost(**tokens, batch=False)
+            d = deltas[
+                (
+                    r["window_start"],
+                    r["tenant"],
+                    r["route"],
+                    r["feature"],
+                    r["provider"],
+                    r["model"],
+                )
+            ]
+            with exact():
+                # The same subsets of attempts as the stream's windows.
+                for column, prefix, at_list in COSTED:
+                    if SUBSETS[prefix].test(r["attempt"], r["failed"], r["invalid"]):
+                        d[column] += listed if at_list else cost
+                d["unpriced_attempts"] -= 1
+                result.cost_usd += cost
+            done.append(r["event_key"])
+        c = spend_window.c
+        for (ws, tenant, route, feature, provider, model), d in deltas.items():
+            conn.execute(
+                update(spend_window)
+                .where(
+                    and_(
+                        c.window_start == ws,
+                        c.tenant == tenant,
+                        c.route == route,
+                        c.feature == feature,
+                        c.provider == provider,
+                        c.model == model,
+                    )
+                )
+                .values(**{k: c[k] + v for k, v in d.items()})
+            )
+        if done:
+            conn.execute(delete(unpriced_event).where(unpriced_event.c.event_key.in_(done)))
+    result.events = len(done)
+    return result

@@ -1,0 +1,95 @@
+"""The faust app and its topics. Declarations only; the agent lives in
+``pipeline.spend_agent`` and the process around it in ``pipeline.worker``."""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+from typing import Any
+
+import faust
+
+from pipeline.settings import Settings
+from pipeline.stream.kafka import faust_broker
+
+
+@dataclass(frozen=True)
+class Topics:
+    usage: Any
+    usage_dlq: Any
+    telemetry: Any
+    telemetry_dlq: Any
+    cache: Any
+    cache_dlq: Any
+    alerts: Any
+
+
+class _SilenceFirstRebalanceNoise(logging.Filter):
+    """faust-streaming warns "Missing sensor state for rebalance #1" on every
+    worker start (faust-streaming/faust#83, open since 2021): its rebalance
+    bookkeeping loses the sensor state it keeps for rebalance timings, which
+    nothing here reads. A warning on every start teaches operators to skip
+    warnings, so this one is dropped."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return "Missing sensor state for rebalance" not in record.getMessage()
+
+
+_FAUST_NOISE = _SilenceFirstRebalanceNoise()
+
+
+def build_app(settings: Settings, kafka_url: str) -> tuple[faust.App, Topics]:
+    logging.getLogger("faust.app.base").addFilter(_FAUST_NOISE)  # once, however often called
+    app = faust.App(
+        settings.group_id,
+        broker=faust_broker(kafka_url),
+        # No faust tables: window state lives in the idempotent Postgres sink.
+        store="memory://",
+        datadir=str(settings.home / "faust"),
+        web_enabled=False,
+        # The leader-election topic costs a topic and a rebalance step we do not use.
+        topic_disable_leader=True,
+        topic_partitions=settings.partitions,
+        consumer_auto_offset_reset="earliest",
+        # Short sessions make a dead worker's partitions move in seconds, not
+        # the 60 s default (and Tansu's joins take half a session).
+        broker_session_timeout=settings.session_timeout_s,
+        broker_heartbeat_interval=1.0,
+        broker_rebalance_timeout=20.0,
+        broker_commit_interval=1.0,
+        broker_max_poll_records=500,
+        stream_buffer_maxsize=max(4096, settings.batch_messages * 4),
+        # The sink is idempotent, so a stop or a revocation need not wait for
+        # the batches in flight (faust's default waits for their acks, and
+        # forever if the database refuses them); the stages' own graceful
+        # stop gives them FINOPS_SHUTDOWN_GRACE_S, and the fencing and the
+        # sink's offsets keep a batch finished after a revocation exact.
+        stream_wait_empty=False,
+        consumer_max_fetch_size=4 * 1024**2,
+        producer_max_request_size=max(1024**2, settings.max_message_bytes * 2),
+        producer_compression_type=settings.kafka_compression,
+        loghandlers=[],
+    )
+
+    def raw_topic(name: str) -> Any:
+        # Bytes in, bytes out: decoding is the agent's job, batched.
+        return app.topic(
+            name,
+            value_type=bytes,
+            value_serializer="raw",
+            key_type=bytes,
+            key_serializer="raw",
+            partitions=settings.partitions,
+        )
+
+    t, c = settings.telemetry_topic, settings.cache_topic
+    topics = Topics(
+        usage=raw_topic(settings.usage_topic),
+        usage_dlq=raw_topic(settings.usage_dlq_topic),
+        telemetry=raw_topic(t),
+        telemetry_dlq=raw_topic(f"{t}-dlq"),
+        cache=raw_topic(c),
+        cache_dlq=raw_topic(f"{c}-dlq"),
+        alerts=raw_topic(settings.alerts_topic),
+    )
+    return app, topics
