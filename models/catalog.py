@@ -12,28 +12,24 @@ from __future__ import annotations
 from decimal import Decimal
 from typing import Annotated, Literal, Self
 
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic import Field, model_validator
 
-from models.yaml_config import ConfigError, parse
+from models.yaml_config import ConfigError, Strict, parse
 
 Severity = Literal["info", "ticket", "page"]
 Positive = Annotated[int, Field(gt=0)]
-Share = Annotated[Decimal, Field(gt=0, allow_inf_nan=False)]
+PositiveDecimal = Annotated[Decimal, Field(gt=0, allow_inf_nan=False)]
 Usd = Annotated[Decimal, Field(ge=0, allow_inf_nan=False)]
 Minutes = Annotated[int, Field(gt=0, le=60 * 24 * 31)]
 
 
-class _Strict(BaseModel):
-    model_config = ConfigDict(frozen=True, extra="forbid")
-
-
-class TokenBudget(_Strict):
+class TokenBudget(Strict):
     input_cap: Positive
     output_cap: Positive
     hard_cap_action: Literal["reject", "truncate", "alert"] = "alert"
 
 
-class LatencyBudget(_Strict):
+class LatencyBudget(Strict):
     p50_ms: Positive
     p95_ms: Positive
     p99_ms: Positive
@@ -46,7 +42,7 @@ class LatencyBudget(_Strict):
         return self
 
 
-class Route(_Strict):
+class Route(Strict):
     route: Annotated[str, Field(min_length=1, pattern=r"\S")]
     token_budget: TokenBudget
     latency_budget: LatencyBudget
@@ -54,7 +50,7 @@ class Route(_Strict):
     fallback_model: str | None = None
 
 
-class _Rule(_Strict):
+class _Rule(Strict):
     """``window_minutes`` is the span of closed windows a rule reads: long
     enough that a healthy route's noise stays under the threshold, short
     enough to fire within two windows of an incident's start."""
@@ -68,7 +64,7 @@ class TenantSpendSpike(_Rule):
     """A tenant's spend in the rolling window above k x the median tenant's.
     ``floor_usd`` keeps a near-zero median from paging on pocket change."""
 
-    k: Share = Decimal(10)
+    k: PositiveDecimal = Decimal(10)
     window_minutes: Minutes = 60
     floor_usd: Usd = Decimal(1)
     severity: Severity = "page"
@@ -82,7 +78,7 @@ class FeatureCostPerCall(_Rule):
 
     window_minutes: Minutes = 2
     baseline_minutes: Minutes = 60
-    factor: Share = Decimal(2)
+    factor: PositiveDecimal = Decimal(2)
     min_calls: Positive = 50
 
 
@@ -98,7 +94,7 @@ class CacheHitRegression(_Rule):
     """Hit rate below (1 - max_drop) x its trailing baseline."""
 
     window_minutes: Minutes = 1
-    max_drop: Share = Decimal("0.5")
+    max_drop: PositiveDecimal = Decimal("0.5")
     baseline_minutes: Minutes = 24 * 60
     min_lookups: Positive = 100
     severity: Severity = "page"
@@ -106,8 +102,8 @@ class CacheHitRegression(_Rule):
 
 class RetryAmplification(_Rule):
     min_requests: Positive = 50
-    max_attempts_per_request: Share = Decimal("1.5")
-    max_retry_cost_share: Share = Decimal("0.25")
+    max_attempts_per_request: PositiveDecimal = Decimal("1.5")
+    max_retry_cost_share: PositiveDecimal = Decimal("0.25")
     severity: Severity = "page"
 
 
@@ -115,12 +111,12 @@ class StructuredReprompt(_Rule):
     """Invalid-output attempts per request (about 0.1 on a healthy
     structured route)."""
 
-    max_rate: Share = Decimal("0.25")
+    max_rate: PositiveDecimal = Decimal("0.25")
     min_requests: Positive = 20
 
 
 class FallbackRate(_Rule):
-    max_rate: Share = Decimal("0.10")
+    max_rate: PositiveDecimal = Decimal("0.10")
     min_requests: Positive = 20
 
 
@@ -143,17 +139,17 @@ class UnpricedModel(_Rule):
 
 
 class TokenizerDrift(_Rule):
-    max_drift: Share = Decimal("0.05")
+    max_drift: PositiveDecimal = Decimal("0.05")
     min_calls: Positive = 20
 
 
 class EnergyRegression(_Rule):
-    max_increase: Share = Decimal("0.30")
+    max_increase: PositiveDecimal = Decimal("0.30")
     baseline_minutes: Minutes = 24 * 60
     min_tokens: Positive = 10_000
 
 
-class Rules(_Strict):
+class Rules(Strict):
     tenant_spend_spike: TenantSpendSpike = TenantSpendSpike()
     feature_cost_per_call: FeatureCostPerCall = FeatureCostPerCall()
     token_budget_breach: TokenBudgetBreach = TokenBudgetBreach()
@@ -168,7 +164,7 @@ class Rules(_Strict):
     energy_regression: EnergyRegression = EnergyRegression()
 
 
-class Catalog(_Strict):
+class Catalog(Strict):
     routes: tuple[Route, ...]
     rules: Rules = Rules()
 

@@ -7,10 +7,10 @@ from __future__ import annotations
 from decimal import Decimal
 from typing import Annotated, Literal, Self
 
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic import Field, model_validator
 
 from models.money import CENT
-from models.yaml_config import ConfigError, parse
+from models.yaml_config import ConfigError, Strict, parse
 
 Usd = Annotated[Decimal, Field(ge=0, allow_inf_nan=False)]
 
@@ -20,11 +20,7 @@ class PolicyError(ConfigError):
     root = "<policy>"
 
 
-class _Strict(BaseModel):
-    model_config = ConfigDict(frozen=True, extra="forbid")
-
-
-class SharedCostSpec(_Strict):
+class SharedCostSpec(Strict):
     """A fixed monthly amount (``usd``), or the month's idle GPU energy
     priced per kWh (``usd_per_kwh``)."""
 
@@ -41,10 +37,10 @@ class SharedCostSpec(_Strict):
         return self
 
 
-class ChargebackPolicy(_Strict):
+class ChargebackPolicy(Strict):
     allocation: Literal["proportional", "even", "fixed"] = "proportional"
-    fixed_shares: dict[str, Annotated[Decimal, Field(gt=0, le=1)]] = {}
-    shared_costs: list[SharedCostSpec] = []
+    fixed_shares: dict[str, Annotated[Decimal, Field(gt=0, le=1)]] = Field(default_factory=dict)
+    shared_costs: list[SharedCostSpec] = Field(default_factory=list)
 
     @model_validator(mode="after")
     def _shares(self) -> Self:

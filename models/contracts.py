@@ -1,7 +1,7 @@
-"""Wire contracts of the three input topics (DESIGN.md, "Event contracts").
+"""Wire contracts of the three input topics (README, "Event contract").
 
 These pydantic models are the authority on what is valid. The stream's
-column-wise fast path (``pipeline.validate``) accepts only rows it can prove
+column-wise fast path (``pipeline.stream.ndjson``) accepts only rows it can prove
 these models accept; everything else is re-checked here, row by row, and
 what these models reject is dead-lettered with their error as the reason.
 

@@ -84,7 +84,7 @@ spend_window = Table(
     _money("cost_usd"),
     _money("retry_cost_usd"),
     _money("failed_cost_usd"),
-    # Inputs of the anomaly rules (pipeline/spend_windows.py says what each is).
+    # Inputs of the anomaly rules (pipeline/spend/windows.py says what each is).
     _count("invalid_attempts"),
     _money("invalid_cost_usd"),
     _count("fallback_attempts"),
@@ -379,7 +379,7 @@ alert_watermark = Table(
 )
 
 # Latency histograms per minute, route and model: calls per bucket of
-# pipeline.rules.BOUNDS_MS (5% apart), so percentiles merge across windows.
+# pipeline.spend.latency.BOUNDS_MS (5% apart), so percentiles merge across windows.
 latency_window = Table(
     "latency_window",
     metadata,
@@ -390,7 +390,7 @@ latency_window = Table(
     _count("calls"),
 )
 
-# Attempts over their route's token caps (pipeline/budgets.py), for the
+# Attempts over their route's token caps (pipeline/spend/budgets.py), for the
 # token_budget_breach rule.
 budget_window = Table(
     "budget_window",

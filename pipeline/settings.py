@@ -11,6 +11,7 @@ from pydantic import Field
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from pipeline.stream.admission import Admission
+from pipeline.stream.stages import StageConfig
 
 
 class Settings(BaseSettings):
@@ -86,6 +87,10 @@ class Settings(BaseSettings):
         """The joined topics and their dead-letter topics."""
         t, c = self.telemetry_topic, self.cache_topic
         return (t, f"{t}-dlq", c, f"{c}-dlq")
+
+    @property
+    def stages(self) -> StageConfig:
+        return StageConfig(self.batch_messages, self.batch_within_s, self.shutdown_grace_s)
 
     def admission(self, now: datetime) -> Admission:
         return Admission(

@@ -7,7 +7,7 @@ from datetime import datetime
 from sqlalchemy import Engine, text
 
 from pipeline.energy.carbon_store import load_book
-from pipeline.energy.footprint import Carbon, EnergyCell, NodeWindow, footprint
+from pipeline.energy.footprint import Carbon, EnergyCell, NodeEnergy, footprint
 from reports.energy import DIMENSIONS
 
 
@@ -49,7 +49,7 @@ def carbon(
             for r in conn.execute(cells_sql, params)
         ]
         nodes = [
-            NodeWindow(r[0], str(r[1]), int(r[2]), int(r[3]), int(r[4]))
+            NodeEnergy(r[0], str(r[1]), int(r[2]), int(r[3]), int(r[4]))
             for r in conn.execute(nodes_sql, params)
         ]
     return footprint(cells, nodes, load_book(engine), by_region=by_region)

@@ -23,7 +23,7 @@ MJ_PER_WH: Final = Decimal(3_600_000)
 
 
 @dataclass(frozen=True)
-class EnergyRow:
+class EnergyGroup:
     key: tuple[str, ...]
     source: str
     attempts: int
@@ -39,7 +39,9 @@ class EnergyRow:
         return Decimal(self.energy_mj) * 1000 / self.tokens / MJ_PER_WH if self.tokens else None
 
 
-def energy(engine: Engine, start: datetime, end: datetime, by: tuple[str, ...]) -> list[EnergyRow]:
+def energy(
+    engine: Engine, start: datetime, end: datetime, by: tuple[str, ...]
+) -> list[EnergyGroup]:
     unknown = set(by) - set(DIMENSIONS)
     if unknown:
         raise ValueError(f"cannot group by {sorted(unknown)}; choose from {DIMENSIONS}")
@@ -54,7 +56,7 @@ def energy(engine: Engine, start: datetime, end: datetime, by: tuple[str, ...]) 
         rows = conn.execute(sql, {"start": start, "end": end}).all()
     n = len(by)
     return [
-        EnergyRow(
+        EnergyGroup(
             tuple(str(v) for v in r[:n]), str(r[n]), int(r[n + 1]), int(r[n + 2]), int(r[n + 3])
         )
         for r in rows
@@ -62,7 +64,7 @@ def energy(engine: Engine, start: datetime, end: datetime, by: tuple[str, ...]) 
 
 
 @dataclass(frozen=True)
-class NodeEnergy:
+class NodeTotals:
     measured_mj: int
     attributed_mj: int
     idle_mj: int
@@ -70,7 +72,7 @@ class NodeEnergy:
     open_windows: int
 
 
-def node_totals(engine: Engine, start: datetime, end: datetime) -> NodeEnergy:
+def node_totals(engine: Engine, start: datetime, end: datetime) -> NodeTotals:
     sql = text(
         "SELECT coalesce(sum(measured_mj), 0), coalesce(sum(attributed_mj), 0),"
         " coalesce(sum(idle_mj), 0), coalesce(sum(unmeasured_ms), 0),"
@@ -79,4 +81,4 @@ def node_totals(engine: Engine, start: datetime, end: datetime) -> NodeEnergy:
     )
     with engine.connect() as conn:
         r = conn.execute(sql, {"start": start, "end": end}).one()
-    return NodeEnergy(*(int(v) for v in r))
+    return NodeTotals(*(int(v) for v in r))

@@ -6,7 +6,7 @@ estimated (external APIs, per-model coefficients) always apart, and the
 idle energy of the self-hosted fleet as its own line; location-based
 operational gCO2e, embodied gCO2e and the SCI per 1,000 tokens; tokens per
 joule by model, batch bucket and cache state, per tenant and per grid region. The method
-statement (pipeline.carbon.METHOD) is part of every output.
+statement (pipeline.energy.footprint.METHOD) is part of every output.
 """
 
 from __future__ import annotations

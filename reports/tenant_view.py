@@ -42,7 +42,7 @@ class SpendPoint(BaseModel):
     attempts: int
 
 
-class Share(BaseModel):
+class SpendShare(BaseModel):
     key: str
     cost_usd: Decimal
     attempts: int
@@ -119,7 +119,7 @@ class TenantView(BaseModel):
     bucket_minutes: int
     totals: Totals
     spend: list[SpendPoint]
-    breakdown: dict[str, list[Share]]
+    breakdown: dict[str, list[SpendShare]]
     cache: list[CacheLayer]
     cache_series: list[CachePoint]
     evictions: Evictions
@@ -172,7 +172,7 @@ def tenant_view(conn: Connection, tenant: str, since: datetime, until: datetime)
     breakdown = {
         # The column name comes from DIMENSIONS, never from the request.
         dim: [
-            Share(key=k, cost_usd=c, attempts=a, requests=q, share=_ratio(c, totals.cost_usd))
+            SpendShare(key=k, cost_usd=c, attempts=a, requests=q, share=_ratio(c, totals.cost_usd))
             for k, c, a, q in conn.execute(
                 text(
                     f"SELECT {dim}, sum(cost_usd) AS c, sum(attempts), sum(requests)"

@@ -9,7 +9,7 @@ from typing import Any
 from hypothesis import strategies as st
 
 from pipeline.stream.admission import Admission
-from pipeline.stream.ndjson import Message
+from pipeline.stream.message import Message
 
 # The fixtures below are dated 2025-11-01; admit them as if it were the next day.
 ADMISSION = Admission(now=datetime(2025, 11, 2, tzinfo=UTC))

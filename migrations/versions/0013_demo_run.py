@@ -1,6 +1,6 @@
 """demo_run: the hours `finops demo` published and with what settings, so a
 re-run never sends an hour's cache events twice (they carry no id) and two
-settings never share an hour (see pipeline/demo_hours.py).
+settings never share an hour (see pipeline/testbed/demo_hours.py).
 
 Revision ID: 0013
 Revises: 0012

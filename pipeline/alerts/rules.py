@@ -1,25 +1,18 @@
-"""Anomaly rules over closed windows, and the alert lifecycle. Pure.
+"""Anomaly rules over closed windows. Pure.
 
 Each rule takes the aggregates it needs (built from the spend, energy and
 cache windows by the caller) and its settings from the route catalog, and
 returns findings: what fired, on which key, the number that made it fire,
 the threshold it crossed and the top contributors. A rule without enough
 data (no baseline yet, too few calls) stays silent rather than guess.
-
-``lifecycle`` turns the findings of one evaluation into alert transitions:
-a new finding fires, a finding that keeps firing updates its numbers, a
-firing alert whose rule no longer finds it resolves, and a re-fire within
-the cooldown after the last notification is recorded but not re-notified.
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Mapping
 from dataclasses import dataclass
-from datetime import datetime, timedelta
 from decimal import Decimal
 from statistics import median
-from typing import Literal
 
 from models.catalog import Catalog, Rules
 from models.money import to_cents
@@ -172,7 +165,7 @@ def token_budget_breach(use: Mapping[str, BudgetUse], catalog: Catalog) -> list[
 
 
 @dataclass(frozen=True)
-class HitRate:
+class HitCounts:
     hits: int
     lookups: int
 
@@ -182,8 +175,8 @@ class HitRate:
 
 
 def cache_hit_regression(
-    current: Mapping[str, HitRate],
-    baseline: Mapping[str, HitRate],
+    current: Mapping[str, HitCounts],
+    baseline: Mapping[str, HitCounts],
     rules: Rules,
     contributors: Contributors = (),
 ) -> list[Finding]:
@@ -480,56 +473,4 @@ def energy_regression(
                     "baseline gives for the same batch sizes and cache states",
                 )
             )
-    return out
-
-
-# --- lifecycle -----------------------------------------------------------------
-
-
-@dataclass(frozen=True)
-class Alert:
-    dedup_key: str
-    status: Literal["firing", "resolved"]
-    fired_at: datetime
-    notified_at: datetime | None
-
-
-@dataclass(frozen=True)
-class Transition:
-    kind: Literal["fire", "update", "resolve"]
-    dedup_key: str
-    finding: Finding | None  # None for a resolution
-    notify: bool
-
-
-def lifecycle(
-    alerts: Mapping[str, Alert],
-    findings: Iterable[Finding],
-    evaluated: Sequence[str],
-    now: datetime,
-    cooldown: timedelta,
-) -> list[Transition]:
-    """Transitions for one evaluation of the rules named in ``evaluated``.
-
-    A firing alert resolves only when its own rule was evaluated and did not
-    find it again; a finding whose alert is resolved (or unknown) fires, and
-    notifies unless the last notification was within ``cooldown`` (a
-    flapping condition pages once, not every window)."""
-    found = {f.dedup_key: f for f in findings}
-    out = []
-    for key, f in sorted(found.items()):
-        alert = alerts.get(key)
-        if alert is not None and alert.status == "firing":
-            out.append(Transition("update", key, f, notify=False))
-            continue
-        quiet = (
-            alert is not None
-            and alert.notified_at is not None
-            and (now - alert.notified_at < cooldown)
-        )
-        out.append(Transition("fire", key, f, notify=not quiet))
-    rules = set(evaluated)
-    for key, alert in sorted(alerts.items()):
-        if alert.status == "firing" and key not in found and key.split(":", 1)[0] in rules:
-            out.append(Transition("resolve", key, None, notify=True))
     return out

@@ -1,0 +1,1 @@
+"""The cache domain: cache events into hit, miss and eviction windows, valued in dollars."""

@@ -7,13 +7,13 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 
 import polars as pl
-from psycopg import AsyncConnection
 
 from pipeline.cache.codec import CACHE
 from pipeline.cache.windows import EVICTION_KEY, WINDOW_KEY, window_frames
-from pipeline.stream.dead_letter import DeadLetter
-from pipeline.stream.ndjson import Message, count_by_partition
-from pipeline.stream.offsets import LineSink, copy_merge
+from pipeline.stream.dead_letter import DeadLetter, PublishDead, table_only
+from pipeline.stream.line_sink import LineSink
+from pipeline.stream.message import Message, count_by_partition
+from pipeline.stream.pg import Conn, copy_merge
 
 SINK = "cache"
 
@@ -38,8 +38,10 @@ class CacheBatch:
 class CacheSink(LineSink[CacheBatch]):
     stage_ddl = _STAGE_DDL
 
-    def __init__(self, database_url: str, topic: str) -> None:
-        super().__init__(database_url, topic, SINK)
+    def __init__(
+        self, database_url: str, topic: str, *, publish_dead: PublishDead = table_only
+    ) -> None:
+        super().__init__(database_url, topic, SINK, publish_dead)
 
     def prepare(self, messages: Sequence[Message]) -> CacheBatch:
         decoded = CACHE.decode(messages)
@@ -47,9 +49,7 @@ class CacheSink(LineSink[CacheBatch]):
         accepted = count_by_partition(decoded.events)
         return CacheBatch(windows, evictions, accepted, decoded.dead)
 
-    async def write(
-        self, conn: AsyncConnection[tuple[object, ...]], batch: CacheBatch
-    ) -> tuple[Counter[int], list[DeadLetter]]:
+    async def write(self, conn: Conn, batch: CacheBatch) -> tuple[Counter[int], list[DeadLetter]]:
         async with conn.cursor() as cur:
             await copy_merge(cur, batch.windows, "cache_window", WINDOW_KEY, _CACHE_SUMS)
             await copy_merge(

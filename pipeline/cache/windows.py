@@ -127,7 +127,7 @@ EVICTION_KEY: Final = (
 
 def window_frames(events: pl.DataFrame) -> tuple[pl.DataFrame, pl.DataFrame]:
     """Cache windows and eviction windows of a frame of cache events (the
-    ``pipeline.cache_codec`` frame), columns in :class:`CacheWindow` and
+    ``pipeline.cache.codec`` frame), columns in :class:`CacheWindow` and
     :class:`EvictionWindow` field order."""
     op = pl.col("op")
     e = events.with_columns(

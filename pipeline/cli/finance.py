@@ -9,19 +9,15 @@ from pathlib import Path
 from typing import Annotated, Literal
 
 import typer
-from rich.console import Console
 
 from models.chargeback_policy import ChargebackPolicy, PolicyError, parse_policy
 from models.months import MonthError, next_month, parse_month
-from pipeline.cli.tables import titled_table
-from pipeline.cli.web import _database_url
+from pipeline.cli.common import console, database_url, titled_table
 from pipeline.finance.close import close_month, stored_month
 from pipeline.storage import db
 
 month_app = typer.Typer(help="Close a month into chargeback documents.", no_args_is_help=True)
 report_app = typer.Typer(help="Finance and sustainability exports.", no_args_is_help=True)
-console = Console(width=160)
-DEFAULT_POLICY = Path(__file__).resolve().parents[1] / "models" / "data" / "chargeback.yaml"
 Month = Annotated[str, typer.Argument(help="YYYY-MM")]
 MonthOption = Annotated[str, typer.Option("--month", help="YYYY-MM")]
 OutDir = Annotated[Path, typer.Option("--out", help="directory to write into")]
@@ -77,7 +73,7 @@ def month_close(
     Idempotent: a closed month is never recomputed; closing it again writes
     the stored documents, byte for byte."""
     m = _month(month)
-    url = _database_url()
+    url = database_url()
     db.upgrade(url)
     try:
         closed = close_month(db.engine(url), m, _policy(policy))
@@ -104,7 +100,7 @@ def report_chargeback(
     """Write a closed month's documents (html, pdf: per tenant and, for html,
     the finance summary; csv: the ledger)."""
     m = _month(month)
-    with db.engine(_database_url()).connect() as conn:
+    with db.engine(database_url()).connect() as conn:
         closed = stored_month(conn, m)
     if closed is None:
         console.print(f"[red]{m:%Y-%m} is not closed: run finops month close {m:%Y-%m}[/]")
@@ -129,7 +125,7 @@ def report_focus(month: MonthOption, out: OutDir = Path("focus")) -> None:
     from reports import focus
 
     m = _month(month)
-    with db.engine(_database_url()).connect() as conn:
+    with db.engine(database_url()).connect() as conn:
         closed = stored_month(conn, m)
         if closed is not None and (("", "focus.csv") in closed.documents):
             csv_bytes = closed.documents[("", "focus.csv")]
@@ -150,7 +146,7 @@ def report_sustainability(month: MonthOption, out: OutDir = Path("sustainability
     from reports.sustainability import sustainability
 
     m = _month(month)
-    files = sustainability(db.engine(_database_url()), m)
+    files = sustainability(db.engine(database_url()), m)
     for name, content in sorted(files.items()):
         console.print(str(_write(out, name, content)))
 
@@ -171,7 +167,7 @@ def forecast(
     today = date.fromisoformat(as_of) if as_of else datetime.now(UTC).date()
     m = _month(month) if month else today.replace(day=1)
     known_until = min(today, next_month(m))
-    with db.engine(_database_url()).connect() as conn:
+    with db.engine(database_url()).connect() as conn:
         daily = daily_spend(
             conn, m, by=by, before_days=28, until=datetime.combine(known_until, time(), UTC)
         )
@@ -210,7 +206,7 @@ def reconcile_invoice(invoice: Path, threshold: Decimal) -> int:
         console.print(f"[red]{exc}[/]")
         return 2
     days = [d for d, _, _ in invoiced]
-    with db.engine(_database_url()).connect() as conn:
+    with db.engine(database_url()).connect() as conn:
         mine = metered(conn, days)
         drift = drift_report(conn, min(days), max(days)) if days else []
     mine = {k: v for k, v in mine.items() if (k[1], k[2]) in {(p, m) for _, p, m in invoiced}}

@@ -5,11 +5,8 @@ from __future__ import annotations
 from typing import Annotated
 
 import typer
-from rich.console import Console
 
-from pipeline.cli.tables import titled_table
-from pipeline.embedded.endpoints import resolve
-from pipeline.settings import Settings
+from pipeline.cli.common import console, database_url, titled_table
 from pipeline.storage import db
 from pipeline.web import access
 
@@ -17,13 +14,6 @@ tokens_app = typer.Typer(
     help="API tokens for finops serve (stored hashed; a tenant token reads one tenant).",
     no_args_is_help=True,
 )
-console = Console()
-
-
-def _database_url() -> str:
-    # Only PostgreSQL is needed here: no broker is started when its URL is set.
-    settings = Settings()
-    return settings.database_url or resolve(settings).database_url
 
 
 @tokens_app.command("create")
@@ -36,7 +26,7 @@ def tokens_create(
     if (tenant is None) == (not admin):
         console.print("[red]give exactly one of --tenant T or --admin[/]")
         raise typer.Exit(2)
-    url = _database_url()
+    url = database_url()
     db.upgrade(url)
     token_id, secret = access.create_token(db.engine(url), tenant, label)
     who = f"tenant {tenant}" if tenant else "admin"
@@ -51,7 +41,7 @@ def tokens_list() -> None:
     table = titled_table(
         "API tokens", "id", "tenant", "label", "created", "last used", "revoked", numbers={"id"}
     )
-    for t in access.list_tokens(db.engine(_database_url())):
+    for t in access.list_tokens(db.engine(database_url())):
         table.add_row(
             str(t.id),
             t.tenant or "[bold]admin[/]",
@@ -66,7 +56,7 @@ def tokens_list() -> None:
 @tokens_app.command("revoke")
 def tokens_revoke(token_id: int) -> None:
     """Revoke a token: it stops working at once."""
-    if not access.revoke_token(db.engine(_database_url()), token_id):
+    if not access.revoke_token(db.engine(database_url()), token_id):
         console.print(f"[red]no live token {token_id}[/]")
         raise typer.Exit(1)
     console.print(f"token {token_id} revoked")
@@ -79,7 +69,7 @@ def serve(
     """Serve the tenant anomaly pages (/tenants/T, /alerts) and the JSON API (/docs)."""
     from pipeline.web.app import serve as run
 
-    url = _database_url()
+    url = database_url()
     db.upgrade(url)
     console.print(
         f"finops pages on http://{host}:{port}/  (log in with a token from `finops tokens create`)"

@@ -1,0 +1,3 @@
+"""The embedded default: a Kafka-compatible broker and PostgreSQL from PyPI,
+started as child processes.
+"""

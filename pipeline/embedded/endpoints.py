@@ -1,38 +1,35 @@
-"""Where the broker and database are: configured URLs, else the embedded ones."""
+"""Where the broker and database are: the configured URLs, else the embedded
+services, started only when a command needs them."""
 
 from __future__ import annotations
 
 from dataclasses import dataclass
 
-import psycopg
-
-from pipeline.embedded import runtime as embedded
+from pipeline.embedded import runtime
 from pipeline.settings import Settings
+from pipeline.stream.offsets import forget_offsets
 
 
 @dataclass(frozen=True)
-class Services:
+class Endpoints:
     kafka_url: str
     database_url: str
     embedded: bool
 
 
-def resolve(settings: Settings) -> Services:
-    if settings.kafka_url and settings.database_url:
-        return Services(settings.kafka_url, settings.database_url, embedded=False)
-    started = embedded.up(settings.home)
-    kafka_url = settings.kafka_url or started.kafka_url
-    database_url = settings.database_url or started.database_url
-    if started.fresh_broker and not settings.kafka_url:
-        forget_offsets(database_url)
-    return Services(kafka_url, database_url, embedded=True)
+def resolve(settings: Settings) -> Endpoints:
+    """Both services: the configured ones, the others embedded (and started)."""
+    kafka_url, fresh = settings.kafka_url, False
+    if not kafka_url:
+        kafka_url, fresh = runtime.up_broker(settings.home)
+    url = database_url(settings)
+    if fresh:
+        # A new embedded broker starts with empty topics at offset 0, so the
+        # offsets stored for the previous one would skip the new messages.
+        forget_offsets(url)
+    return Endpoints(kafka_url, url, embedded=not (settings.kafka_url and settings.database_url))
 
 
-def forget_offsets(database_url: str) -> None:
-    """A new embedded broker starts with empty topics at offset 0, so offsets
-    the sink stored for the previous one would skip the new messages. Dedup
-    keys stay: events replayed into the new broker still count once."""
-    with psycopg.connect(database_url) as conn:
-        exists = conn.execute("SELECT to_regclass('sink_offset')").fetchone()
-        if exists and exists[0]:
-            conn.execute("DELETE FROM sink_offset")
+def database_url(settings: Settings) -> str:
+    """PostgreSQL alone, for the commands that need no broker."""
+    return settings.database_url or runtime.up_postgres(settings.home)

@@ -193,6 +193,13 @@ def postgres_running(pgdata: Path) -> bool:
 
 def up(home: Path) -> Started:
     """Start whatever is not running; reuse what is."""
+    kafka_url, fresh = up_broker(home)
+    return Started(kafka_url, up_postgres(home), fresh)
+
+
+def up_broker(home: Path) -> tuple[str, bool]:
+    """Start the broker alone (reusing a running one); its URL, and whether
+    it is new (and so empty)."""
     home.mkdir(parents=True, exist_ok=True)
     state = load_state(home)
     fresh = False
@@ -202,12 +209,20 @@ def up(home: Path) -> Started:
         state.broker_pid, state.broker_port = proc.pid, port
         state.broker_started_at = time.time()
         fresh = True
-    pgdata = home / "pgdata"
-    database_url = start_postgres(pgdata)
-    state.pgdata, state.database_url = str(pgdata), database_url
     _save_state(home, state)
     assert state.kafka_url is not None
-    return Started(state.kafka_url, database_url, fresh)
+    return state.kafka_url, fresh
+
+
+def up_postgres(home: Path) -> str:
+    """Start PostgreSQL alone (reusing a running one), for the commands that
+    need no broker; its URL."""
+    pgdata = home / "pgdata"
+    database_url = start_postgres(pgdata)
+    state = load_state(home)
+    state.pgdata, state.database_url = str(pgdata), database_url
+    _save_state(home, state)
+    return database_url
 
 
 def down(home: Path) -> dict[str, bool]:

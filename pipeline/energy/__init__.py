@@ -1,0 +1,3 @@
+"""The energy domain: measured GPU energy per node-window, its split over the
+attempts served, estimates for external APIs, and carbon.
+"""

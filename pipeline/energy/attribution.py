@@ -1,7 +1,7 @@
 """Energy attribution: measured GPU energy per node and minute, shared among
 the attempts that node served in that minute. Pure: values in, values out.
 
-Method (written down here and in the README, next to the numbers):
+Method (written down here and in docs/guides/energy-and-cache.md, next to the numbers):
 
 1. Measured energy, per (node, GPU), in integer millijoules. Between two
    consecutive samples of one GPU the energy is the delta of the DCGM
@@ -94,7 +94,7 @@ class Weights:
 
 
 @dataclass(frozen=True)
-class NodeWindow:
+class NodeSplit:
     window_start: datetime
     node_id: str
     measured_mj: int
@@ -108,7 +108,7 @@ class NodeWindow:
 
 
 @dataclass(frozen=True)
-class Share:
+class EnergyShare:
     window_start: datetime
     node_id: str
     key: tuple[str, ...]
@@ -121,8 +121,8 @@ class Share:
 
 @dataclass(frozen=True)
 class Attribution:
-    nodes: list[NodeWindow]
-    shares: list[Share]
+    nodes: list[NodeSplit]
+    shares: list[EnergyShare]
 
 
 def window_of(ts: datetime) -> datetime:
@@ -215,24 +215,24 @@ def attribute(
     served: dict[tuple[datetime, str], list[Attempt]] = defaultdict(list)
     for a in attempts:
         served[(window_of(a.ts), a.node_id)].append(a)
-    nodes: list[NodeWindow] = []
-    shares: list[Share] = []
+    nodes: list[NodeSplit] = []
+    shares: list[EnergyShare] = []
     for w, node in sorted(energy):
         mj = energy[(w, node)]
         present = served.get((w, node), [])
         ws = [weights.of(a) for a in present]
         if not present or sum(ws) == 0:
-            nodes.append(NodeWindow(w, node, mj, 0, mj, unmeasured.get((w, node), 0)))
+            nodes.append(NodeSplit(w, node, mj, 0, mj, unmeasured.get((w, node), 0)))
             continue
         portions = largest_remainder(mj, ws)
-        nodes.append(NodeWindow(w, node, mj, mj, 0, unmeasured.get((w, node), 0)))
+        nodes.append(NodeSplit(w, node, mj, mj, 0, unmeasured.get((w, node), 0)))
         shares.extend(_group(w, node, present, portions))
     return Attribution(nodes, shares)
 
 
 def _group(
     w: datetime, node: str, attempts: Sequence[Attempt], portions: Sequence[int]
-) -> list[Share]:
+) -> list[EnergyShare]:
     sums: dict[tuple[str, ...], list[int]] = {}
     for a, mj in zip(attempts, portions, strict=True):
         s = sums.setdefault(a.key, [0, 0, 0, 0, 0])
@@ -241,4 +241,4 @@ def _group(
         s[2] += a.output_tokens
         s[3] += a.cache_read_tokens
         s[4] += mj
-    return [Share(w, node, key, *values) for key, values in sums.items()]
+    return [EnergyShare(w, node, key, *values) for key, values in sums.items()]

@@ -5,7 +5,7 @@ A node-window is ready when every GPU of the node has reported a sample at
 or after the window's end (so no more of its energy can arrive), or when
 ``timeout`` has passed since the window ended. Its measured millijoules are
 split over the attribution weights in ``energy_usage`` exactly as
-``pipeline.energy.largest_remainder`` splits (attributed + idle = measured),
+``pipeline.energy.attribution.largest_remainder`` splits (attributed + idle = measured),
 by the database itself, so no row travels to this process; written to
 ``energy_window`` as ``source = 'measured'``, and the window is marked final.
 Late usage or telemetry re-opens a window (see the sinks); splitting it again
@@ -21,10 +21,8 @@ import time
 from contextlib import suppress
 from datetime import timedelta
 
-from psycopg import AsyncConnection
-
 from pipeline.energy.usage import ENERGY_KEY, TOKEN_SUMS, USAGE_KEY, USAGE_SUMS
-from pipeline.stream.offsets import PgSession
+from pipeline.stream.pg import Conn, PgSession
 
 log = logging.getLogger(__name__)
 
@@ -53,7 +51,7 @@ WHERE e.window_start = r.window_start AND e.node_id = r.node_id AND e.source = '
 #   their sums. Rows a spend transaction commits meanwhile are not in this
 #   snapshot, so they stay, and their transaction re-opens the window: split
 #   again later, never lost.
-# - `ranked` and `split` are pipeline.energy.largest_remainder per window:
+# - `ranked` and `split` are pipeline.energy.attribution.largest_remainder per window:
 #   each key's floor of measured x weight / total, and the units left over
 #   to the largest remainders, ties to the earlier key (in USAGE_KEY order).
 #   numeric, so the products cannot overflow.
@@ -142,9 +140,7 @@ class EnergyFinalizer(PgSession):
         return len(ready)
 
 
-async def _split(
-    conn: AsyncConnection[tuple[object, ...]], ready: list[tuple[object, object, int]]
-) -> None:
+async def _split(conn: Conn, ready: list[tuple[object, object, int]]) -> None:
     """Split the measured energy of every ``ready`` (window, node, mJ) in two
     statements, whatever their number."""
     starts, nodes = [w for w, _, _ in ready], [n for _, n, _ in ready]

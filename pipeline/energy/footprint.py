@@ -57,7 +57,7 @@ class EnergyCell:
 
 
 @dataclass(frozen=True)
-class NodeWindow:
+class NodeEnergy:
     window_start: datetime
     node_id: str
     measured_mj: int
@@ -125,7 +125,7 @@ UNLOCATED: Final = "unlocated"
 
 def footprint(
     cells: Iterable[EnergyCell],
-    nodes: Iterable[NodeWindow],
+    nodes: Iterable[NodeEnergy],
     book: CarbonBook,
     *,
     by_region: bool = False,
@@ -137,7 +137,7 @@ def footprint(
 
 
 def _footprint(
-    cells: Iterable[EnergyCell], nodes: Iterable[NodeWindow], book: CarbonBook, by_region: bool
+    cells: Iterable[EnergyCell], nodes: Iterable[NodeEnergy], book: CarbonBook, by_region: bool
 ) -> Carbon:
     node_index = {(n.window_start, n.node_id): n for n in nodes}
     groups: dict[tuple[str, ...], Footprint] = defaultdict(Footprint)
@@ -168,7 +168,7 @@ def _footprint(
     return Carbon(dict(groups), _idle(node_index.values(), book))
 
 
-def _idle(nodes: Iterable[NodeWindow], book: CarbonBook) -> Footprint:
+def _idle(nodes: Iterable[NodeEnergy], book: CarbonBook) -> Footprint:
     """The shared line: each node-window's unattributed energy (idle, or all
     of it until the window is split), its carbon, and the same share of the
     embodied carbon of the node's GPUs for the minute. So the groups and this

@@ -3,7 +3,7 @@
 In one transaction per batch: the last stored sample of each GPU in the
 batch is locked, the new samples (newer than it) extend the series, the
 intervals between consecutive samples become millijoules per node-window
-(``pipeline.energy.measure``: counter deltas, power on reset or missing
+(``pipeline.energy.attribution.measure``: counter deltas, power on reset or missing
 counter, gaps unmeasured) added to ``node_energy_window``, and the newest
 sample is stored for the next batch. A sample older than the stored one
 cannot form an interval any more: it is dead-lettered, never silently
@@ -17,13 +17,13 @@ from collections.abc import Sequence
 from datetime import timedelta
 from decimal import Decimal
 
-from psycopg import AsyncConnection
-
 from models.contracts import GpuTelemetrySample
 from pipeline.energy.attribution import Sample, measure
-from pipeline.stream.dead_letter import DeadLetter
-from pipeline.stream.ndjson import Message
-from pipeline.stream.offsets import Line, LineSink, decode_lines
+from pipeline.stream.dead_letter import DeadLetter, PublishDead, table_only
+from pipeline.stream.line_sink import LineSink
+from pipeline.stream.message import Message
+from pipeline.stream.ndjson import ValidLine, decode_lines
+from pipeline.stream.pg import Conn
 
 SINK = "telemetry"
 _OUT_OF_ORDER = "telemetry_out_of_order: not newer than the GPU's last stored sample"
@@ -43,27 +43,30 @@ ON CONFLICT (node_id, gpu) DO UPDATE SET
 """
 
 
-Decoded = tuple[list[Line[GpuTelemetrySample]], list[DeadLetter]]
+Decoded = tuple[list[ValidLine[GpuTelemetrySample]], list[DeadLetter]]
 
 
 class TelemetrySink(LineSink[Decoded]):
     def __init__(
-        self, database_url: str, topic: str, *, max_gap: timedelta = timedelta(seconds=30)
+        self,
+        database_url: str,
+        topic: str,
+        *,
+        max_gap: timedelta = timedelta(seconds=30),
+        publish_dead: PublishDead = table_only,
     ) -> None:
-        super().__init__(database_url, topic, SINK)
+        super().__init__(database_url, topic, SINK, publish_dead)
         self._max_gap = max_gap
 
     def prepare(self, messages: Sequence[Message]) -> Decoded:
         return decode_lines(GpuTelemetrySample, messages)
 
-    async def write(
-        self, conn: AsyncConnection[tuple[object, ...]], batch: Decoded
-    ) -> tuple[Counter[int], list[DeadLetter]]:
+    async def write(self, conn: Conn, batch: Decoded) -> tuple[Counter[int], list[DeadLetter]]:
         # A copy: out-of-order samples are added to it below, and a retried
         # transaction writes the same prepared batch again.
         decoded, dead = batch[0], list(batch[1])
-        series: dict[tuple[str, str], list[tuple[Line[GpuTelemetrySample], Sample]]] = defaultdict(
-            list
+        series: dict[tuple[str, str], list[tuple[ValidLine[GpuTelemetrySample], Sample]]] = (
+            defaultdict(list)
         )
         for line in decoded:
             s = line.value

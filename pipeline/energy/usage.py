@@ -53,7 +53,8 @@ class Coefficients:
 def _keyed(events: pl.DataFrame) -> pl.DataFrame:
     size = pl.col("batch_size")
     bucket: Any = pl.when(size.is_null()).then(pl.lit("unknown"))
-    for upper, label in BATCH_BUCKETS:  # the same buckets as pipeline.energy.batch_bucket
+    # The same buckets as pipeline.energy.attribution.batch_bucket.
+    for upper, label in BATCH_BUCKETS:
         bucket = bucket.when(size <= upper).then(pl.lit(label))
     bucket = bucket.otherwise(pl.lit("65+"))
     hit = (pl.col("cache_read_tokens") > 0) | pl.col("response_cache_hit").fill_null(False)

@@ -1,0 +1,1 @@
+"""Month close and what finance reads: chargeback lines, forecast, invoice reconciliation."""

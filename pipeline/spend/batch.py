@@ -1,18 +1,24 @@
-"""One stream batch on its way to the sink. Pure functions: no I/O, no clock.
+"""One usage batch on its way to the sink, in two pure steps: no I/O, no clock.
 
 ``prepare`` does all the work that does not need the database, in a thread
 while the previous batch's transaction runs: admit, decode, price, drop
-in-batch duplicates, dead-letter in-batch conflicts, and sum the windows.
-The sink then only learns which events it must *not* count (offsets already
-applied, keys already seen) and subtracts their partial sums, which in the
-common case are none.
+in-batch duplicates, dead-letter in-batch conflicts, and sum the windows
+and the rules' inputs.
+
+``settle`` decides, inside the sink's transaction, what is applied once the
+sink knows what it already holds: the offsets below which nothing counts,
+and which keys ``seen_event`` had (the same payload: a duplicate; another
+payload: a conflict). It subtracts the partial sums of what must not count,
+which in the common case is nothing, and hands the sink every row to write.
 """
 
 from __future__ import annotations
 
 from collections import Counter
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Collection, Mapping, Sequence
 from dataclasses import dataclass
+from datetime import datetime
+from functools import partial
 from typing import TypeVar
 
 import polars as pl
@@ -21,14 +27,14 @@ import polars_hash as plh
 from models.prices import PriceBook
 from pipeline.energy.usage import energy_parts
 from pipeline.spend.budgets import NO_CAPS, budget_parts
-from pipeline.spend.codec import SCHEMA, Message, decode, split_lines
+from pipeline.spend.codec import SCHEMA, decode
 from pipeline.spend.latency import latency_parts
 from pipeline.spend.pricing import attach_prices
 from pipeline.spend.request_costs import retry_costs
-from pipeline.spend.windows import SpendWindow, aggregate, combine
+from pipeline.spend.windows import SpendWindow, aggregate, combine, with_window
 from pipeline.stream.admission import Admission
 from pipeline.stream.dead_letter import DeadLetter, dead_letter
-from pipeline.stream.ndjson import count_by_partition
+from pipeline.stream.message import Message, count_by_partition, raw_line
 
 T = TypeVar("T")
 
@@ -71,25 +77,6 @@ class PreparedBatch:
     @property
     def partitions(self) -> list[int]:
         return sorted(self.last_offsets)
-
-    def part_of(self, kept: pl.DataFrame, prepared: T, recompute: Callable[[pl.DataFrame], T]) -> T:
-        """A part of ``events`` prepared in the thread, for the rows the sink
-        kept: as prepared when nothing was dropped (the common case),
-        recomputed from ``kept`` otherwise."""
-        return prepared if kept.height == self.events.height else recompute(kept)
-
-    def conflicts(self, rows: pl.DataFrame, where: str) -> list[DeadLetter]:
-        """Dead letters for events whose key was seen with another payload."""
-        return [
-            dead_letter(
-                p,
-                o,
-                n,
-                f"{CONFLICT}: same (tenant, node_id, event_id) as {where}, different payload",
-                raw_line(self.raw[(p, o)], n),
-            )
-            for p, o, n in rows.select("partition", "offset", "line").iter_rows()
-        ]
 
 
 def prepare(
@@ -149,13 +136,8 @@ def prepare(
         ),
         raw=raw,
     )
-    batch.dead.extend(batch.conflicts(conflicting, "an earlier line of this batch"))
+    batch.dead.extend(_conflicts(raw, conflicting, "an earlier line of this batch"))
     return batch
-
-
-def raw_line(value: bytes, line: int) -> bytes:
-    lines = split_lines(value)
-    return lines[line] if 0 <= line < len(lines) else value
 
 
 def with_keys(events: pl.DataFrame) -> pl.DataFrame:
@@ -194,18 +176,128 @@ def already_applied(events: pl.DataFrame, next_offsets: Mapping[int, int]) -> pl
     )
 
 
-def without(
-    batch: PreparedBatch, drop: pl.Series, book: PriceBook
-) -> tuple[pl.DataFrame, list[SpendWindow]]:
-    """The events to keep and their windows: the prepared sums minus those of
-    the dropped rows (the cost rule is linear, so this is exact)."""
-    if not drop.any():
-        return batch.events, batch.windows
-    kept = batch.events.filter(~drop)
-    removed = aggregate(batch.events.filter(drop), book)
-    return kept, combine(batch.windows, [w.negated() for w in removed])
+# unpriced_event's columns, in its order: what repricing needs of an event.
+UNPRICED_COLUMNS = (
+    "event_key",
+    "ts",
+    "window_start",
+    "tenant",
+    "route",
+    "feature",
+    "provider",
+    "model",
+    "attempt",
+    "failed",
+    "invalid",
+    "batch",
+    "input_tokens",
+    "output_tokens",
+    "cache_read_tokens",
+    "cache_write_tokens",
+)
 
 
-def energy_of(batch: PreparedBatch, kept: pl.DataFrame) -> tuple[pl.DataFrame, pl.DataFrame] | None:
-    """The energy parts of ``kept``; None when joins are off."""
-    return None if batch.energy is None else batch.part_of(kept, batch.energy, energy_parts)
+@dataclass(frozen=True)
+class Settled:
+    """What the sink writes for a batch: every row, and the offset counters."""
+
+    events: pl.DataFrame  # the events that count, as prepared
+    windows: list[SpendWindow]
+    latency: pl.DataFrame
+    retries: pl.DataFrame
+    budgets: pl.DataFrame
+    energy: tuple[pl.DataFrame, pl.DataFrame] | None
+    unpriced: pl.DataFrame  # UNPRICED_COLUMNS of the events with no price
+    dead: list[DeadLetter]
+    conflicts: int  # of ``dead``: keys re-used with another payload
+    accepted: Counter[int]  # per partition
+    duplicates: Counter[int]
+    newest: dict[int, datetime]  # newest event time counted, per partition
+
+
+def unseen(batch: PreparedBatch, floor: Mapping[int, int]) -> pl.DataFrame:
+    """The events at or above their partition's floor, which the sink must
+    look up in ``seen_event``; ``idx`` is their row in ``batch.events``."""
+    events = batch.events.with_row_index("idx")
+    return events.filter(~already_applied(events, floor))
+
+
+def settle(
+    batch: PreparedBatch,
+    book: PriceBook,
+    floor: Mapping[int, int],
+    seen_same: Collection[int],
+    seen_other: Collection[int],
+) -> Settled:
+    """What is applied of ``batch``, given ``floor`` (per partition, the offset
+    below which an earlier transaction committed everything) and the rows of
+    ``unseen(batch, floor)`` whose key ``seen_event`` already held with the
+    same payload (``seen_same``: duplicates) or another one (``seen_other``:
+    conflicts, dead-lettered)."""
+    events = batch.events.with_row_index("idx")
+    is_dup = events["idx"].is_in(list(seen_same))
+    is_conflict = events["idx"].is_in(list(seen_other))
+    drop = already_applied(events, floor) | is_dup | is_conflict
+    whole = not drop.any()
+    kept = batch.events if whole else batch.events.filter(~drop)
+    windows = (
+        batch.windows
+        if whole
+        else combine(
+            batch.windows, [w.negated() for w in aggregate(batch.events.filter(drop), book)]
+        )
+    )
+
+    def part(prepared: T, recompute: Callable[[pl.DataFrame], T]) -> T:
+        # As prepared in the thread when nothing was dropped (the common case).
+        return prepared if whole else recompute(kept)
+
+    conflicting = events.filter(is_conflict)
+    dead = [d for d in batch.dead if d.offset >= floor[d.partition]]
+    dead += _conflicts(batch.raw, conflicting, "an event already counted")
+    # A later copy in this batch of an event that conflicts is a conflict
+    # too, not a duplicate of a line that was rejected.
+    repeats = batch.repeats.filter(~already_applied(batch.repeats, floor))
+    repeat_conflicts = repeats["event_key"].is_in(conflicting["event_key"].implode())
+    dead += _conflicts(batch.raw, repeats.filter(repeat_conflicts), "an event already counted")
+    repeats = repeats.filter(~repeat_conflicts)
+    return Settled(
+        events=kept,
+        windows=windows,
+        latency=part(batch.latency, latency_parts),
+        retries=part(batch.retries, partial(retry_costs, book=book)),
+        budgets=part(batch.budgets, partial(budget_parts, caps=batch.caps)),
+        energy=None if batch.energy is None else part(batch.energy, energy_parts),
+        unpriced=unpriced_rows(kept.filter(pl.col("price_id").is_null())),
+        dead=dead,
+        conflicts=sum(1 for d in dead if d.reason.startswith(CONFLICT)),
+        accepted=count_by_partition(kept),
+        duplicates=count_by_partition(repeats) + count_by_partition(events.filter(is_dup)),
+        newest=dict(kept.group_by("partition").agg(pl.col("ts").max()).iter_rows()),
+    )
+
+
+def unpriced_rows(unpriced: pl.DataFrame) -> pl.DataFrame:
+    derived = {
+        "failed": pl.col("status") != "ok",
+        "invalid": pl.col("status") == "invalid_output",
+    }
+    return with_window(unpriced).select(
+        derived.get(c, pl.col(c)).alias(c) for c in UNPRICED_COLUMNS
+    )
+
+
+def _conflicts(
+    raw: Mapping[tuple[int, int], bytes], rows: pl.DataFrame, where: str
+) -> list[DeadLetter]:
+    """Dead letters for events whose key was seen with another payload."""
+    return [
+        dead_letter(
+            p,
+            o,
+            n,
+            f"{CONFLICT}: same (tenant, node_id, event_id) as {where}, different payload",
+            raw_line(raw[(p, o)], n),
+        )
+        for p, o, n in rows.select("partition", "offset", "line").iter_rows()
+    ]

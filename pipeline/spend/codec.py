@@ -1,5 +1,5 @@
 """The usage contract's column-wise twin: decode a batch of usage messages
-into one validated polars frame (see ``pipeline.ndjson_codec``)."""
+into one validated polars frame (see ``pipeline.stream.ndjson``)."""
 
 from __future__ import annotations
 
@@ -9,18 +9,8 @@ from typing import Final
 import polars as pl
 
 from models.contracts import UsageEvent
-from pipeline.stream.ndjson import (
-    ColumnContract,
-    Decoded,
-    Message,
-    ident,
-    integer,
-    split_lines,
-    timestamp,
-    tokens,
-)
-
-__all__ = ["FRAME_SCHEMA", "SCHEMA", "USAGE", "Decoded", "Message", "decode", "split_lines"]
+from pipeline.stream.message import Message
+from pipeline.stream.ndjson import ColumnContract, Decoded, ident, integer, timestamp, tokens
 
 IDENT_FIELDS: Final = (
     "event_id",

@@ -20,7 +20,7 @@ from pipeline.spend.batch import prepare
 from pipeline.spend.pricing import book_frame
 from pipeline.spend.windows import COUNTERS, SpendWindow
 from pipeline.stream.admission import Admission
-from pipeline.stream.ndjson import Message, split_lines
+from pipeline.stream.message import Message, split_lines
 
 WindowKey = tuple[object, ...]
 

@@ -12,11 +12,12 @@ from collections import defaultdict
 from collections.abc import Iterable
 from dataclasses import dataclass
 from decimal import Decimal
+from importlib import resources
 
 from sqlalchemy import Engine, and_, delete, select, update
 
 from models.money import exact
-from models.prices import PriceBook, PriceEntry
+from models.prices import PriceBook, PriceEntry, parse_csv
 from models.tables import price_book, spend_window, unpriced_event
 from pipeline.spend.windows import COSTED, SUBSETS, TOKENS
 from pipeline.storage.revisions import LoadResult, Version, load_versions
@@ -28,6 +29,11 @@ _PRICE_COLS = (
     "cache_write_per_mtok",
     "batch_discount",
 )
+
+
+def default_prices() -> list[PriceEntry]:
+    """The bundled late-2025 list prices in ``models/data/default_prices.csv``."""
+    return parse_csv(resources.files("models").joinpath("data/default_prices.csv").read_text())
 
 
 def load_entries(engine: Engine, entries: Iterable[PriceEntry], source: str) -> LoadResult:

@@ -1,7 +1,7 @@
 """``finops reconcile --ledger``: recompute the windows from the retained
 input log and name every window the database holds differently.
 
-The adapter around ``pipeline.ledger``: reads the topic from the broker and
+The adapter around ``pipeline.spend.ledger``: reads the topic from the broker and
 the windows, counters and price book from PostgreSQL.
 """
 

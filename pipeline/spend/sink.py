@@ -1,58 +1,41 @@
-"""The idempotent PostgreSQL sink for spend windows.
+"""The idempotent PostgreSQL sink for spend windows: it writes what
+:func:`pipeline.spend.batch.settle` decided, in the offset transaction of
+:mod:`pipeline.stream.offsets` (lock, fence, skip, write, advance):
 
-Per batch, ONE transaction:
-  1. lock this sink's offset rows of the batch's partitions (FOR UPDATE) and
-     check the owner epoch: a partition another worker has claimed since we
-     did is fenced, and none of its rows are applied by us (zombie fencing);
-  2. drop every event and dead letter below the stored next offset — a batch
-     replayed after a crash, a rebalance or a group reset is skipped here;
-  3. record event keys in ``seen_event``; a key already there with the same
-     payload fingerprint is a duplicate (counted once, across batches and
-     restarts), with another fingerprint a conflict (dead-lettered);
-  4. add the window partial sums, store unpriced events and dead letters;
-  5. advance the offsets and the ingest counters.
-The stream acks the batch only after COMMIT. A crash anywhere before COMMIT
-leaves nothing behind and the batch is redelivered; a crash after COMMIT but
-before the ack redelivers a batch that step 2 skips. So each event counts
-exactly once.
+1. the batch's event keys go into ``seen_event``; the keys already there
+   come back as duplicates (same payload fingerprint) or conflicts (another
+   one), which is all the sink tells ``settle``;
+2. ``settle`` (pure) returns every row to write: the window partial sums,
+   the rules' inputs (latency, retry costs, token-budget breaches), the
+   energy weights and estimates, unpriced events and dead letters;
+3. they are written, one statement per table, and the offsets advance.
 
-Every failure is retried with backoff, forever: not acking is always safe,
-while letting the error escape the agent would make faust ack the batch and
-lose it. Each retry is logged and counted in ``faults``.
+Each event counts exactly once: see :mod:`pipeline.stream.offsets` for why a
+crash at any point leaves nothing counted twice or lost.
 """
 
 from __future__ import annotations
 
 import logging
-from collections import Counter, defaultdict
+from collections.abc import Mapping
 from dataclasses import dataclass
-from functools import partial
 
 import polars as pl
 import psycopg
-from psycopg import AsyncConnection, AsyncCursor
+from psycopg import AsyncCursor
 
-from models.prices import PriceBook, PriceEntry
+from models.prices import PriceBook
 from pipeline.energy.usage import TOKEN_SUMS, USAGE_KEY, USAGE_SUMS
-from pipeline.spend.batch import (
-    CONFLICT,
-    PreparedBatch,
-    already_applied,
-    energy_of,
-    without,
-)
-from pipeline.spend.budgets import CAPS_SCHEMA, budget_parts
+from pipeline.spend.batch import UNPRICED_COLUMNS, PreparedBatch, Settled, settle, unseen
 from pipeline.spend.budgets import KEY as BUDGET_KEY
 from pipeline.spend.budgets import SUMS as BUDGET_SUMS
-from pipeline.spend.latency import latency_parts
 from pipeline.spend.recent_keys import RecentKeys
 from pipeline.spend.request_costs import COLUMNS as REQUEST_COLUMNS
-from pipeline.spend.request_costs import retry_costs
-from pipeline.spend.windows import COUNTERS, KEY, SpendWindow, with_window
+from pipeline.spend.windows import COUNTERS, KEY
 from pipeline.stream import pg_binary
-from pipeline.stream.dead_letter import DeadLetter
-from pipeline.stream.ndjson import count_by_partition
-from pipeline.stream.offsets import FENCED, OffsetSink, as_csv, copy_merge, copy_rows
+from pipeline.stream.dead_letter import PublishDead, table_only
+from pipeline.stream.offsets import OffsetSink
+from pipeline.stream.pg import Conn, as_csv, copy_merge, copy_rows, merge_sql
 
 log = logging.getLogger(__name__)
 
@@ -63,7 +46,7 @@ CREATE TEMP TABLE IF NOT EXISTS stage_event (
     idx bigint NOT NULL, event_key uuid NOT NULL, ts timestamptz NOT NULL,
     fingerprint uuid NOT NULL
 ) ON COMMIT DELETE ROWS;
-CREATE TEMP TABLE IF NOT EXISTS stage_window (LIKE spend_window INCLUDING DEFAULTS)
+CREATE TEMP TABLE IF NOT EXISTS stage_spend_window (LIKE spend_window INCLUDING DEFAULTS)
     ON COMMIT DELETE ROWS;
 CREATE TEMP TABLE IF NOT EXISTS stage_energy_window (LIKE energy_window INCLUDING DEFAULTS)
     ON COMMIT DELETE ROWS;
@@ -96,14 +79,7 @@ WITH marked AS MATERIALIZED (
 )
 SELECT idx, coalesce(seen_fp = fingerprint, true) FROM marked WHERE dup
 """
-_MERGE_WINDOWS = (
-    f"INSERT INTO spend_window ({', '.join((*KEY, *COUNTERS))}) "
-    f"SELECT {', '.join((*KEY, *COUNTERS))} FROM stage_window "
-    f"ON CONFLICT ({', '.join(KEY)}) DO UPDATE SET "
-    + ", ".join(f"{c} = spend_window.{c} + excluded.{c}" for c in COUNTERS)
-    + ", updated_at = now()"
-)
-
+_MERGE_WINDOWS = merge_sql("spend_window", KEY, COUNTERS, extra="updated_at = now()")
 _ESTIMATE_COLS = (*USAGE_KEY, "source")
 
 
@@ -122,9 +98,7 @@ ON CONFLICT (tenant, request_id) DO UPDATE SET
 async def _add_retry_costs(cur: AsyncCursor[tuple[object, ...]], costs: pl.DataFrame) -> None:
     if costs.is_empty():
         return
-    cols = ", ".join(REQUEST_COLUMNS)
-    async with cur.copy(f"COPY stage_request_cost ({cols}) FROM STDIN (FORMAT csv)") as copy:
-        await copy.write(as_csv(costs.select(REQUEST_COLUMNS)))
+    await copy_rows(cur, costs, "stage_request_cost", REQUEST_COLUMNS)
     await cur.execute(_MERGE_REQUEST_COST)
 
 
@@ -152,30 +126,23 @@ FROM unnest(%s::timestamptz[], %s::text[]) AS s(window_start, node_id)
 WHERE n.final AND n.window_start = s.window_start AND n.node_id = s.node_id
 """
 
-_UNPRICED_COLS = (
-    "event_key",
-    "ts",
-    "window_start",
-    "tenant",
-    "route",
-    "feature",
-    "provider",
-    "model",
-    "attempt",
-    "failed",
-    "invalid",
-    "batch",
-    "input_tokens",
-    "output_tokens",
-    "cache_read_tokens",
-    "cache_write_tokens",
+_INSERT_UNPRICED = (
+    f"INSERT INTO unpriced_event ({', '.join(UNPRICED_COLUMNS)}) VALUES (%s::uuid, "
+    + ", ".join(["%s"] * (len(UNPRICED_COLUMNS) - 1))
+    + ") ON CONFLICT DO NOTHING"
 )
 
 
-class OffsetGap(Exception):
-    """A batch starts past the partition's next offset: the messages between
-    were never applied. Not retried: the process must restart and re-read
-    from the group's committed offset, which never passes the sink's."""
+async def _write_energy(
+    cur: AsyncCursor[tuple[object, ...]], usage: pl.DataFrame, estimates: pl.DataFrame
+) -> None:
+    await copy_rows(cur, usage, "energy_usage", (*USAGE_KEY, *USAGE_SUMS))
+    await copy_merge(cur, estimates, "energy_window", _ESTIMATE_COLS, _ESTIMATE_SUMS)
+    if not usage.is_empty():
+        windows = usage.select("window_start", "node_id").unique()
+        keys = (windows["window_start"].to_list(), windows["node_id"].to_list())
+        await cur.execute(_LOCK_WINDOWS, keys)
+        await cur.execute(_REOPEN, keys)
 
 
 @dataclass(frozen=True)
@@ -197,143 +164,60 @@ class SpendSink(OffsetSink):
     stage_ddl = _STAGE_DDL
 
     def __init__(
-        self, database_url: str, topic: str, *, sink: str = SINK, recent_keys: int = 1_000_000
+        self,
+        database_url: str,
+        topic: str,
+        *,
+        sink: str = SINK,
+        recent_keys: int = 1_000_000,
+        publish_dead: PublishDead = table_only,
     ) -> None:
-        super().__init__(database_url, topic, sink)
+        super().__init__(database_url, topic, sink, publish_dead)
         self._recent = RecentKeys(recent_keys)
 
-    async def price_book(self) -> tuple[PriceBook, int]:
-        """The whole price book and its revision (the highest entry id)."""
-        return await self._retrying(self._load_price_book)
-
-    async def _load_price_book(self) -> tuple[PriceBook, int]:
-        conn = await self._connection()
-        async with conn.transaction():
-            cur = await conn.execute(
-                "SELECT model, provider, effective_from, input_per_mtok, output_per_mtok,"
-                " cache_read_per_mtok, cache_write_per_mtok, batch_discount, id"
-                " FROM price_book ORDER BY id"
-            )
-            rows = await cur.fetchall()
-        entries = tuple(
-            PriceEntry(
-                model=r[0],
-                provider=r[1],
-                effective_from=r[2],
-                input_per_mtok=r[3],
-                output_per_mtok=r[4],
-                cache_read_per_mtok=r[5],
-                cache_write_per_mtok=r[6],
-                batch_discount=r[7],
-            )
-            for r in rows
-        )
-        return PriceBook(entries), max((int(r[8]) for r in rows), default=0)  # type: ignore[call-overload]
-
-    async def reference_revision(self) -> tuple[int, str]:
-        """The price book's revision and the route catalog's (when it was
-        loaded): one cheap query, asked before every batch."""
-
-        async def query() -> tuple[int, str]:
-            conn = await self._connection()
-            async with conn.transaction():
-                cur = await conn.execute(
-                    "SELECT (SELECT coalesce(max(id), 0) FROM price_book),"
-                    " (SELECT coalesce(max(loaded_at)::text, '') || '/' || count(*)"
-                    "  FROM route_catalog)"
-                )
-                row = await cur.fetchone()
-            assert row is not None
-            return int(row[0]), str(row[1])  # type: ignore[call-overload]
-
-        return await self._retrying(query)
-
-    async def budget_caps(self) -> pl.DataFrame:
-        """The route catalog's token caps, for pipeline.budgets."""
-
-        async def query() -> pl.DataFrame:
-            conn = await self._connection()
-            async with conn.transaction():
-                cur = await conn.execute("SELECT route, input_cap, output_cap FROM route_catalog")
-                rows = await cur.fetchall()
-            return pl.DataFrame(rows, schema=CAPS_SCHEMA, orient="row")
-
-        return await self._retrying(query)
-
     async def apply(self, batch: PreparedBatch, book: PriceBook) -> Applied:
-        await self.until_claimed(batch.partitions)
-        return await self._retrying(lambda: self._apply_once(batch, book))
+        async def write(conn: Conn, floor: Mapping[int, int]) -> Settled:
+            same, other = await self._dedup(conn, unseen(batch, floor))
+            settled = settle(batch, book, floor, same, other)
+            await self._write(conn, settled)
+            return settled
 
-    async def _apply_once(self, batch: PreparedBatch, book: PriceBook) -> Applied:
-        conn = await self._connection()
-        async with conn.transaction():
-            rows = await self._lock_offsets(conn, batch.partitions)
-            fenced = self._fenced(rows)
-            floor = {p: FENCED if p in fenced else rows[p][0] for p in batch.partitions}
-            fresh = [p for p in batch.partitions if batch.last_offsets[p] >= floor[p]]
-            if not fresh:
-                return Applied(fenced=fenced)  # every message was applied before, or not ours
-            gaps = {p: rows[p][0] for p in fresh if 0 < rows[p][0] < batch.first_offsets[p]}
-            if gaps:
-                self.faults["offset_gap"] += 1
-                raise OffsetGap(
-                    f"batch starts past the applied offsets {gaps}: {batch.first_offsets}"
-                )
-            applied_before = already_applied(batch.events, floor)
-            events = batch.events.with_row_index("idx")
-            dup_idx, conflict_idx = await self._dedup(conn, events.filter(~applied_before))
-            is_dup = events["idx"].is_in(dup_idx)
-            is_conflict = events["idx"].is_in(conflict_idx)
-            drop = applied_before | is_dup | is_conflict
-            kept, windows = without(batch, drop, book)
-            dead = [d for d in batch.dead if d.offset >= floor[d.partition]]
-            dead += batch.conflicts(events.filter(is_conflict), "an event already counted")
-            # A later copy in this batch of an event that conflicts is a
-            # conflict too, not a duplicate of a line that was rejected.
-            fresh_repeats = batch.repeats.filter(~already_applied(batch.repeats, floor))
-            repeat_conflicts = fresh_repeats["event_key"].is_in(
-                events.filter(is_conflict)["event_key"].implode()
+        settled, fenced = await self.commit(batch.first_offsets, batch.last_offsets, write)
+        if settled is None:
+            return Applied(fenced=fenced)
+        if settled.conflicts:
+            self.faults["conflict"] += settled.conflicts
+            log.warning(
+                "fault conflict: %d events re-used a key with another payload", settled.conflicts
             )
-            dead += batch.conflicts(
-                fresh_repeats.filter(repeat_conflicts), "an event already counted"
-            )
-            fresh_repeats = fresh_repeats.filter(~repeat_conflicts)
-            conflicts = sum(1 for d in dead if d.reason.startswith(CONFLICT))
-            if conflicts:
-                self.faults["conflict"] += conflicts
-                log.warning(
-                    "fault conflict: %d events re-used a key with another payload", conflicts
-                )
-            await self._write_windows(conn, windows)
-            async with conn.cursor() as cur:
-                latency = batch.part_of(kept, batch.latency, latency_parts)
-                await copy_merge(cur, latency, "latency_window", _LATENCY_KEY, ("calls",))
-                retries = batch.part_of(kept, batch.retries, partial(retry_costs, book=book))
-                await _add_retry_costs(cur, retries)
-                budgets = batch.part_of(kept, batch.budgets, partial(budget_parts, caps=batch.caps))
-                await copy_merge(cur, budgets, "budget_window", BUDGET_KEY, BUDGET_SUMS)
-            energy = energy_of(batch, kept)
-            if energy is not None:
-                await self._write_energy(conn, *energy)
-            await self._write_unpriced(conn, kept.filter(pl.col("price_id").is_null()))
-            await self._write_dead(conn, dead)
-            duplicates = count_by_partition(fresh_repeats) + count_by_partition(
-                events.filter(is_dup)
-            )
-            await self._advance(conn, batch, fresh, kept, dead, duplicates)
         # Committed: only now may the cache vouch for these keys.
-        self._recent.add(_tokens(kept))
+        self._recent.add(_tokens(settled.events))
         return Applied(
-            accepted=kept.height,
-            duplicates=sum(duplicates[p] for p in fresh),
-            dead_lettered=len(dead),
-            conflicts=conflicts,
+            accepted=settled.events.height,
+            duplicates=sum(settled.duplicates.values()),
+            dead_lettered=len(settled.dead),
+            conflicts=settled.conflicts,
             fenced=fenced,
         )
 
-    async def _dedup(
-        self, conn: AsyncConnection[tuple[object, ...]], unique: pl.DataFrame
-    ) -> tuple[list[int], list[int]]:
+    async def _write(self, conn: Conn, s: Settled) -> None:
+        async with conn.cursor() as cur:
+            if s.windows:
+                cols = (*KEY, *COUNTERS)
+                copying = f"COPY stage_spend_window ({', '.join(cols)}) FROM STDIN"
+                async with cur.copy(copying) as copy:
+                    for w in s.windows:
+                        await copy.write_row([getattr(w, c) for c in cols])
+                await cur.execute(_MERGE_WINDOWS)
+            await copy_merge(cur, s.latency, "latency_window", _LATENCY_KEY, ("calls",))
+            await _add_retry_costs(cur, s.retries)
+            await copy_merge(cur, s.budgets, "budget_window", BUDGET_KEY, BUDGET_SUMS)
+            if s.energy is not None:
+                await _write_energy(cur, *s.energy)
+            if not s.unpriced.is_empty():
+                await cur.executemany(_INSERT_UNPRICED, s.unpriced.rows())
+
+    async def _dedup(self, conn: Conn, unique: pl.DataFrame) -> tuple[list[int], list[int]]:
         """Record the keys of ``unique`` in seen_event; return the idx of the
         rows already there with the same payload (duplicates) and with another
         payload (conflicts).
@@ -375,90 +259,3 @@ class SpendSink(OffsetSink):
         same = [int(i) for i, s in found if s]  # type: ignore[call-overload]
         other = [int(i) for i, s in found if not s]  # type: ignore[call-overload]
         return dup_idx + same, other
-
-    async def _write_windows(
-        self, conn: AsyncConnection[tuple[object, ...]], windows: list[SpendWindow]
-    ) -> None:
-        if not windows:
-            return
-        cols = (*KEY, *COUNTERS)
-        async with conn.cursor() as cur:
-            async with cur.copy(f"COPY stage_window ({', '.join(cols)}) FROM STDIN") as copy:
-                for w in windows:
-                    await copy.write_row([getattr(w, c) for c in cols])
-            await cur.execute(_MERGE_WINDOWS)
-
-    async def _write_energy(
-        self,
-        conn: AsyncConnection[tuple[object, ...]],
-        usage: pl.DataFrame,
-        estimates: pl.DataFrame,
-    ) -> None:
-        async with conn.cursor() as cur:
-            await copy_rows(cur, usage, "energy_usage", (*USAGE_KEY, *USAGE_SUMS))
-            await copy_merge(cur, estimates, "energy_window", _ESTIMATE_COLS, _ESTIMATE_SUMS)
-            if not usage.is_empty():
-                windows = usage.select("window_start", "node_id").unique()
-                keys = (windows["window_start"].to_list(), windows["node_id"].to_list())
-                await cur.execute(_LOCK_WINDOWS, keys)
-                await cur.execute(_REOPEN, keys)
-
-    async def _write_unpriced(
-        self, conn: AsyncConnection[tuple[object, ...]], unpriced: pl.DataFrame
-    ) -> None:
-        if unpriced.is_empty():
-            return
-        # One expression per column of _UNPRICED_COLS, in its order.
-        derived = {
-            "failed": pl.col("status") != "ok",
-            "invalid": pl.col("status") == "invalid_output",
-        }
-        rows = with_window(unpriced).select(
-            derived.get(c, pl.col(c)).alias(c) for c in _UNPRICED_COLS
-        )
-        async with conn.cursor() as cur:
-            await cur.executemany(
-                f"INSERT INTO unpriced_event ({', '.join(_UNPRICED_COLS)})"
-                " VALUES (%s::uuid, "
-                + ", ".join(["%s"] * (len(_UNPRICED_COLS) - 1))
-                + ") ON CONFLICT DO NOTHING",
-                rows.rows(),
-            )
-
-    async def _advance(
-        self,
-        conn: AsyncConnection[tuple[object, ...]],
-        batch: PreparedBatch,
-        partitions: list[int],
-        kept: pl.DataFrame,
-        dead: list[DeadLetter],
-        duplicates: Counter[int],
-    ) -> None:
-        """Move offsets past this batch and add to the ingest counters
-        (accepted + duplicates + dead-lettered = lines produced)."""
-        accepted = count_by_partition(kept)
-        newest = dict(kept.group_by("partition").agg(pl.col("ts").max()).iter_rows())
-        dead_by: dict[int, int] = defaultdict(int)
-        for d in dead:
-            dead_by[d.partition] += 1
-        async with conn.cursor() as cur:
-            await cur.executemany(
-                "UPDATE sink_offset SET next_offset = %s, events_accepted = events_accepted + %s,"
-                " events_duplicate = events_duplicate + %s,"
-                " lines_dead_lettered = lines_dead_lettered + %s, updated_at = now(),"
-                " max_event_ts = greatest(max_event_ts, %s)"
-                " WHERE sink = %s AND topic = %s AND partition = %s",
-                [
-                    (
-                        batch.last_offsets[p] + 1,
-                        accepted[p],
-                        duplicates[p],
-                        dead_by[p],
-                        newest.get(p),
-                        self._sink,
-                        self._topic,
-                        p,
-                    )
-                    for p in partitions
-                ],
-            )

@@ -1,0 +1,3 @@
+"""PostgreSQL outside the stream: engines, URLs, migrations, and loading
+versioned reference data.
+"""

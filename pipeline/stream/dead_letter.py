@@ -1,42 +1,35 @@
-"""What a rejected input line becomes: its place in the log, the reason, and
-the raw bytes with anything that looks like prompt text or a secret removed.
+"""The one dead-letter contract, for every agent and topic.
 
-Dead letters are kept for review and replay, so they hold the line as sent,
-except: values of prompt/completion keys (at any depth) and of credential
-keys are replaced, strings shaped like API keys or bearer tokens are masked,
-and a line that cannot be parsed but names a text key is not kept at all,
-only its size. Nothing a dead letter holds can leak a prompt or a key.
+A line that cannot be counted (not JSON, not an object, a schema violation,
+prompt text, too large, out of the admitted time, a conflicting re-send, an
+out-of-order sample) becomes one :class:`DeadLetter`: its place in the log,
+a reason (a category before the first colon, as ``schema: ...``), and the
+raw bytes after :func:`pipeline.stream.redaction.redact`.
+
+Every dead letter of a batch, whether found while the batch was prepared or
+inside its transaction, is
+
+1. published to the topic's dead-letter topic (``<topic>-dlq``; for usage
+   ``FINOPS_USAGE_DLQ_TOPIC``), keyed by the source partition, the redacted
+   line as value, headers ``reason``, ``partition``, ``offset`` and
+   ``line`` (:func:`headers`), and acknowledged by the broker
+2. before the transaction that writes its ``dead_letter`` row and advances
+   the offsets past it commits (:meth:`pipeline.stream.offsets.OffsetSink.commit`);
+3. and the batch is acked only after that commit.
+
+So the table holds each dead letter exactly once (it is written with the
+offsets), and the topic at least once: a crash between the publish and the
+commit redelivers the batch, which publishes its dead letters again.
 """
 
 from __future__ import annotations
 
-import hashlib
-import json
-import re
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
-from typing import Any, Final
 
 from pydantic import ValidationError
 
-from models.contracts import TEXT_FIELDS
-
-REDACTED: Final = "<redacted>"
-SECRET_FIELDS: Final = frozenset(
-    {"api_key", "apikey", "authorization", "x-api-key", "password", "secret", "access_token"}
-)
-# Shapes of credentials that travel in request logs: provider keys (sk-...,
-# sk-ant-..., AKIA...) and bearer tokens.
-_SECRET_VALUE: Final = re.compile(
-    rb"(?:sk-[A-Za-z0-9_\-]{8,}|AKIA[A-Z0-9]{12,}|Bearer\s+[A-Za-z0-9._~+/=\-]{8,})"
-)
-_TEXT_KEY: Final = re.compile(
-    rb'"(?:'
-    + b"|".join(re.escape(k.encode()) for k in sorted(TEXT_FIELDS | SECRET_FIELDS))
-    + rb')"',
-    re.IGNORECASE,
-)
-# How much of an oversized message a dead letter keeps.
-MAX_RAW_BYTES: Final = 65536
+from pipeline.stream.redaction import redact
 
 
 @dataclass(frozen=True)
@@ -71,37 +64,19 @@ def reason_for(exc: ValidationError) -> str:
     return f"{category}: {detail}"[:1000]
 
 
-def redact(raw: bytes) -> bytes:
-    """``raw`` without prompt text or credentials (see the module docstring)."""
-    if len(raw) > MAX_RAW_BYTES:
-        digest = hashlib.sha256(raw).hexdigest()
-        return f"<{len(raw)} bytes, sha256 {digest}, not kept>".encode()
-    try:
-        doc = json.loads(raw)
-    except (ValueError, UnicodeDecodeError, RecursionError):
-        if _TEXT_KEY.search(raw):
-            return f"<unparseable line naming a text or secret key, {len(raw)} bytes>".encode()
-        return _SECRET_VALUE.sub(REDACTED.encode(), raw)
-    cleaned, changed = _scrub(doc)
-    if changed:
-        raw = json.dumps(cleaned, separators=(",", ":"), ensure_ascii=False).encode()
-    return _SECRET_VALUE.sub(REDACTED.encode(), raw)
+# Publishes a batch's dead letters and returns once the broker acknowledged them.
+PublishDead = Callable[[Sequence[DeadLetter]], Awaitable[None]]
 
 
-def _scrub(doc: Any, depth: int = 0) -> tuple[Any, bool]:
-    if depth > 64:
-        return REDACTED, True
-    if isinstance(doc, dict):
-        changed = False
-        out: dict[str, Any] = {}
-        for key, value in doc.items():
-            if key.lower() in TEXT_FIELDS or key.lower() in SECRET_FIELDS:
-                out[key], changed = REDACTED, True
-            else:
-                out[key], sub = _scrub(value, depth + 1)
-                changed |= sub
-        return out, changed
-    if isinstance(doc, list):
-        items = [_scrub(v, depth + 1) for v in doc]
-        return [v for v, _ in items], any(c for _, c in items)
-    return doc, False
+async def table_only(dead: Sequence[DeadLetter]) -> None:
+    """No dead-letter topic: the table alone (sinks driven outside a worker)."""
+
+
+def headers(d: DeadLetter) -> dict[str, bytes]:
+    """The headers every dead-letter message carries."""
+    return {
+        "reason": d.reason.encode(),
+        "partition": str(d.partition).encode(),
+        "offset": str(d.offset).encode(),
+        "line": str(d.line).encode(),
+    }

@@ -9,7 +9,7 @@ from aiokafka import AIOKafkaConsumer, TopicPartition
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 from aiokafka.errors import TopicAlreadyExistsError
 
-from pipeline.stream.ndjson import Message
+from pipeline.stream.message import Message
 
 
 def bootstrap(url: str) -> str:

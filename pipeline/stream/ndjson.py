@@ -14,12 +14,11 @@ from __future__ import annotations
 
 import io
 import re
-from collections import Counter
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC
 from enum import Enum
-from typing import Any, Final
+from typing import Any, Final, Generic, TypeVar
 
 import numpy as np
 import polars as pl
@@ -27,6 +26,7 @@ from pydantic import BaseModel, ValidationError
 
 from models.contracts import TEXT_FIELDS
 from pipeline.stream.dead_letter import DeadLetter, dead_letter, reason_for
+from pipeline.stream.message import JSON_WS, Message, split_lines
 
 TS_DTYPE: Final = pl.Datetime("us", "UTC")
 # Position columns: where each event came from, for offsets and dead letters.
@@ -38,24 +38,12 @@ MAX_TOKENS: Final = 10**12
 # How polars renders a JSON number, boolean, array or object read into a
 # text column: a value that looks like this may not have been a JSON string.
 _RENDERED: Final = r"^(?:-?\d+(?:\.\d+)?|true|false)$|^[\[{]"
-_JSON_WS: Final = b" \t\r\n"
-
-
-@dataclass(frozen=True)
-class Message:
-    partition: int
-    offset: int
-    value: bytes
 
 
 @dataclass(frozen=True)
 class Decoded:
     events: pl.DataFrame  # the contract's frame schema, one row per valid event
     dead: list[DeadLetter]
-
-
-def split_lines(value: bytes) -> list[bytes]:
-    return [line for line in value.split(b"\n") if line.strip(_JSON_WS)]
 
 
 def _present(name: str, valid: pl.Expr, required: bool) -> pl.Expr:
@@ -370,17 +358,12 @@ def _lines(messages: Sequence[Message]) -> tuple[pl.Series, pl.DataFrame, list[R
         .drop_nulls("text")
         .with_columns(pl.col("text").str.split("\n"))
         .explode("text")
-        .filter(pl.col("text").str.strip_chars(_JSON_WS.decode()) != "")
+        .filter(pl.col("text").str.strip_chars(JSON_WS.decode()) != "")
         .with_columns(
             pl.int_range(pl.len(), dtype=pl.Int32()).over("partition", "offset").alias("line")
         )
     )
     return frame["text"], frame.select("partition", "offset", "line"), slow
-
-
-def count_by_partition(events: pl.DataFrame) -> Counter[int]:
-    """Rows per partition of a decoded frame (its ``partition`` column)."""
-    return Counter(dict(events.group_by("partition").len().iter_rows()))
 
 
 def _lines_per_message(joined: np.ndarray[Any, Any], sizes: list[int]) -> list[int]:
@@ -411,6 +394,40 @@ def _utf8_or_none(value: bytes) -> str | None:
 
 
 Rejected = tuple[bytes, int, int, int]  # line, partition, offset, line number
+M = TypeVar("M", bound=BaseModel)
+
+
+@dataclass(frozen=True)
+class ValidLine(Generic[M]):
+    """One line its contract accepted, with where it came from."""
+
+    partition: int
+    offset: int
+    line: int
+    raw: bytes
+    value: M
+
+    def rejected(self, reason: str) -> DeadLetter:
+        return dead_letter(self.partition, self.offset, self.line, reason, self.raw)
+
+
+def decode_lines(
+    model: type[M], messages: Sequence[Message]
+) -> tuple[list[ValidLine[M]], list[DeadLetter]]:
+    """Every line of every message validated by ``model`` alone (the
+    low-volume topics need no column-wise path), and the dead letters, with
+    the contract's error as the reason."""
+    values: list[ValidLine[M]] = []
+    dead: list[DeadLetter] = []
+    for m in messages:
+        for i, raw in enumerate(split_lines(m.value)):
+            try:
+                values.append(
+                    ValidLine(m.partition, m.offset, i, raw, model.model_validate_json(raw))
+                )
+            except ValidationError as exc:
+                dead.append(dead_letter(m.partition, m.offset, i, reason_for(exc), raw))
+    return values, dead
 
 
 def _position(positions: pl.DataFrame, i: int) -> tuple[int, int, int]:

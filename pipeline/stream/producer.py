@@ -36,7 +36,7 @@ def key_of(line: bytes) -> bytes:
 
 
 @dataclass(frozen=True)
-class Published:
+class PublishResult:
     events: int
     messages: int
 
@@ -63,7 +63,7 @@ class BatchingPublisher:
         self._in_flight = in_flight
         self._retry_for_s = retry_for_s
 
-    async def publish(self, lines: Iterable[bytes]) -> Published:
+    async def publish(self, lines: Iterable[bytes]) -> PublishResult:
         producer = AIOKafkaProducer(
             bootstrap_servers=bootstrap(self._url),
             acks="all",
@@ -132,4 +132,4 @@ class BatchingPublisher:
             self._on_progress(events)
         finally:
             await producer.stop()
-        return Published(events, messages)
+        return PublishResult(events, messages)

@@ -28,8 +28,7 @@ from contextlib import suppress
 from dataclasses import dataclass
 from typing import Any, TypeVar
 
-from pipeline.settings import Settings
-from pipeline.stream.ndjson import Message
+from pipeline.stream.message import Message
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
@@ -37,6 +36,20 @@ T = TypeVar("T")
 Prepare = Callable[[list[Message]], Awaitable[T]]
 # Applies a prepared batch; returns the partitions it found fenced.
 Commit = Callable[[list[Message], T], Awaitable[Collection[int]]]
+
+
+# Exit status of a worker whose stage failed (EX_SOFTWARE): nothing it held
+# was acked, so a restart redelivers it.
+STAGE_FAILED = 70
+
+
+@dataclass(frozen=True)
+class StageConfig:
+    """How the stages batch and stop (from ``Settings.stages``)."""
+
+    batch_messages: int = 400  # messages per batch the intake takes
+    batch_within_s: float = 0.3  # the wait that closes a partial batch
+    shutdown_grace_s: float = 10.0  # on a stop, how long taken batches may take to commit
 
 
 @dataclass
@@ -52,13 +65,13 @@ class StageClock:
 
 async def run_stages(
     stream: Any,
-    settings: Settings,
+    config: StageConfig,
     prepare: Prepare[T],
     commit: Commit[T],
     clock: StageClock,
     on_batch: Callable[[], None] = lambda: None,
 ) -> None:
-    """Consume ``stream`` in batches of ``settings.batch_messages`` through
+    """Consume ``stream`` in batches of ``config.batch_messages`` through
     ``prepare`` and ``commit`` (both given the batch's messages), acking each
     event once its batch committed; ``clock`` adds up each stage's time."""
     to_prepare: asyncio.Queue[list[Any] | None] = asyncio.Queue(maxsize=2)
@@ -72,7 +85,7 @@ async def run_stages(
             # queued ones along, up to twice the batch size, so a busy stage
             # meets fewer, fuller batches instead of paying its per-batch
             # cost (a transaction and its fixed statements) for each.
-            while len(events) < settings.batch_messages and not to_prepare.empty():
+            while len(events) < config.batch_messages and not to_prepare.empty():
                 more = to_prepare.get_nowait()
                 if more is None:
                     ended = True
@@ -105,13 +118,11 @@ async def run_stages(
         asyncio.create_task(_fatal_on_error(committing())),
     ]
     try:
-        async for events in stream.noack_take(
-            settings.batch_messages, within=settings.batch_within_s
-        ):
+        async for events in stream.noack_take(config.batch_messages, within=config.batch_within_s):
             on_batch()
             await to_prepare.put(list(events))
     finally:
-        await _wind_down(stages, to_prepare, settings.shutdown_grace_s)
+        await _wind_down(stages, to_prepare, config.shutdown_grace_s)
 
 
 async def _wind_down(
@@ -140,4 +151,4 @@ async def _fatal_on_error(stage: Awaitable[None]) -> None:
     except BaseException:
         log.critical("a pipeline stage failed; exiting so nothing unacked is lost", exc_info=True)
         logging.shutdown()
-        os._exit(70)
+        os._exit(STAGE_FAILED)

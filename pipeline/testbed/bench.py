@@ -55,7 +55,7 @@ from rich.console import Console
 from rich.progress import Progress, TaskID
 from rich.table import Table
 
-from pipeline.embedded.endpoints import Services
+from pipeline.embedded.endpoints import Endpoints
 from pipeline.settings import Settings
 from pipeline.storage import db
 from pipeline.stream.kafka import bootstrap, delete_topics, end_offsets, ensure_topics
@@ -134,17 +134,16 @@ def _drop_database(database_url: str, name: str) -> None:
 
 
 def pipeline_drain(
-    settings: Settings, services: Services, topic: str, database_url: str, joins: bool
+    settings: Settings, found: Endpoints, topic: str, database_url: str, joins: bool
 ) -> Run:
-    from pipeline.cli import default_prices
-    from pipeline.spend.price_store import load_entries
+    from pipeline.spend.price_store import default_prices, load_entries
 
     load_entries(db.engine(database_url), default_prices(), "default")
     with tempfile.TemporaryDirectory() as tmp:
         stats_file = Path(tmp) / "stats.json"
         env = {
             **os.environ,
-            "FINOPS_KAFKA_URL": services.kafka_url,
+            "FINOPS_KAFKA_URL": found.kafka_url,
             "FINOPS_DATABASE_URL": database_url,
             "FINOPS_USAGE_TOPIC": topic,
             "FINOPS_USAGE_DLQ_TOPIC": f"{topic}-dlq",
@@ -183,7 +182,7 @@ def _advance(progress: Progress, task: TaskID, completed: int) -> None:
 
 def run_bench(
     settings: Settings,
-    services: Services,
+    found: Endpoints,
     n: int,
     shapes: tuple[str, ...],
     console: Console,
@@ -249,7 +248,7 @@ def run_bench(
             console.print(f"[{label}] publishing, then the raw consumer and the pipeline ...")
             raw, pipe, messages, lines = _measure(
                 settings,
-                services,
+                found,
                 console,
                 f"bench-{run_id}-{shape}-{round_no}",
                 shape,
@@ -306,7 +305,7 @@ def joins_ratio(batched: list[float], joined: list[float], shape: str = "joined"
 
 def _measure(
     settings: Settings,
-    services: Services,
+    found: Endpoints,
     console: Console,
     topic: str,
     shape: str,
@@ -327,13 +326,13 @@ def _measure(
     # producer that batches by size sends it; faust's cost is per message.
     side_message_bytes = SHAPES["batched"] * (sum(map(len, events)) // max(len(events), 1) + 1)
     try:
-        asyncio.run(ensure_topics(services.kafka_url, topics, settings.partitions))
+        asyncio.run(ensure_topics(found.kafka_url, topics, settings.partitions))
         messages = 0
         with Progress(console=console, transient=True) as progress:
             for name, rows in traffic.items():
                 task = progress.add_task(f"publish {name}", total=len(rows))
                 publisher = BatchingPublisher(
-                    services.kafka_url,
+                    found.kafka_url,
                     name,
                     events_per_message=SHAPES[shape] if name == topic else 10**9,
                     max_message_bytes=(
@@ -343,13 +342,13 @@ def _measure(
                     compression=settings.kafka_compression,
                 )
                 messages += asyncio.run(publisher.publish(rows)).messages
-        raw = asyncio.run(raw_consume(services.kafka_url, list(traffic)))
+        raw = asyncio.run(raw_consume(found.kafka_url, list(traffic)))
         db_name = f"finops_bench_{topic.removeprefix('bench-').replace('-', '_')}"
-        database_url = _fresh_database(services.database_url, db_name)
+        database_url = _fresh_database(found.database_url, db_name)
         try:
-            pipe = pipeline_drain(settings, services, topic, database_url, joins)
+            pipe = pipeline_drain(settings, found, topic, database_url, joins)
         finally:
-            _drop_database(services.database_url, db_name)
+            _drop_database(found.database_url, db_name)
     finally:
-        asyncio.run(delete_topics(services.kafka_url, topics))
+        asyncio.run(delete_topics(found.kafka_url, topics))
     return raw, pipe, messages, sum(map(len, traffic.values()))

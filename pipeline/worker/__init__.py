@@ -1,0 +1,3 @@
+"""The faust worker: the app and its topics, thin agents, process assembly, the
+drain and the stop signal.
+"""

@@ -1,18 +1,16 @@
-"""The spend agent: batches of usage messages in, committed window sums out.
-
-Thin on purpose: take a batch without acking, do the pure work in a thread
-(polars releases the GIL, so faust keeps fetching meanwhile), publish dead
-letters, let the sink commit, and only then ack.
-"""
+"""The agents: thin, on purpose. Each consumes its topic through
+:func:`pipeline.stream.stages.run_stages`: the pure work of a batch runs in a
+thread (polars releases the GIL, so faust keeps fetching meanwhile), the sink
+commits it in the offset transaction, which publishes its dead letters to
+the topic's dead-letter topic before COMMIT (:mod:`pipeline.stream.dead_letter`),
+and only then is the batch acked."""
 
 from __future__ import annotations
 
 import asyncio
-import json
-import logging
 import time
-from collections.abc import Awaitable, Callable, Mapping
-from dataclasses import asdict, dataclass, field
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from functools import partial
 from typing import Any
@@ -22,104 +20,60 @@ import faust
 from models.prices import PriceBook
 from pipeline.settings import Settings
 from pipeline.spend.batch import PreparedBatch, prepare
-from pipeline.spend.budgets import NO_CAPS
-from pipeline.spend.pricing import book_frame
+from pipeline.spend.reference import ReferenceData
 from pipeline.spend.sink import SpendSink
-from pipeline.stream.ndjson import Message
+from pipeline.stream.dead_letter import DeadLetter, PublishDead, headers
+from pipeline.stream.line_sink import LineSink
+from pipeline.stream.message import Message
 from pipeline.stream.stages import StageClock, run_stages
-from pipeline.worker.app import Topics
-
-log = logging.getLogger(__name__)
+from pipeline.worker.stats import AgentStats
 
 
-@dataclass
-class AgentStats:
-    messages: int = 0
-    accepted: int = 0
-    duplicates: int = 0
-    dead_lettered: int = 0
-    conflicts: int = 0
-    fenced_batches: int = 0
-    batches: int = 0
-    first_message_at: float | None = None
-    last_commit_at: float | None = None
-    drained_at: float | None = None  # --drain: every joined topic applied and split
-    started_at: float = field(default_factory=time.time)
-    # Per agent (spend, telemetry, cache): how busy its stages were.
-    stages: dict[str, StageClock] = field(default_factory=dict)
+def dead_letter_topic(topic: Any) -> PublishDead:
+    """Publishes dead letters to ``topic`` and waits for the broker's acks."""
+
+    async def publish(dead: Sequence[DeadLetter]) -> None:
+        sent = [
+            await topic.send(key=str(d.partition).encode(), value=d.raw, headers=headers(d))
+            for d in dead
+        ]
+        await asyncio.gather(*sent)
+
+    return publish
 
 
-class ReferenceData:
-    """The worker's snapshot of the price book and the route catalog's token
-    caps, each reloaded when its revision changes."""
-
-    def __init__(self, reader: SpendSink, reprice: Callable[[], Awaitable[None]]) -> None:
-        # Its own connection, so a refresh never waits behind the sink's
-        # transaction while the next batch is being prepared.
-        self._sink = reader
-        self.reprice = reprice
-        self.revision = -1
-        self.book = PriceBook()
-        self.frame = book_frame(self.book)
-        self.catalog_revision = ""
-        self.caps = NO_CAPS
-
-    async def refresh(self) -> None:
-        prices, catalog = await self._sink.reference_revision()
-        if catalog != self.catalog_revision:
-            self.caps, self.catalog_revision = await self._sink.budget_caps(), catalog
-            log.info("route catalog %s: token caps for %d routes", catalog, self.caps.height)
-        if prices == self.revision:
-            return
-        self.book, self.revision = await self._sink.price_book()
-        self.frame = book_frame(self.book)
-        log.info("price book revision %s: %d entries", self.revision, len(self.book))
-        await self.reprice()
+@dataclass(frozen=True)
+class _Prepared:
+    batch: PreparedBatch
+    book: PriceBook
+    revision: int
 
 
 def attach_spend_agent(
     app: faust.App,
-    topics: Topics,
+    topic: Any,
     settings: Settings,
     sink: SpendSink,
-    prices: ReferenceData,
+    reference: ReferenceData,
     stats: AgentStats,
     fault_hook: Callable[[str], None] = lambda point: None,
 ) -> None:
-    """The usage topic through :func:`pipeline.stages.run_stages`: prepare
-    decodes, prices and sums a batch in a thread and publishes its dead
-    letters; commit applies it in the sink's transaction."""
+    """The usage topic: prepare decodes, prices and sums a batch in a thread;
+    commit applies it in the sink's transaction."""
 
-    async def prepare_batch(messages: list[Message]) -> Prepared:
-        await prices.refresh()
-        book, frame, revision = prices.book, prices.frame, prices.revision
-        admission = settings.admission(datetime.now(UTC))
+    async def prepare_batch(messages: list[Message]) -> _Prepared:
+        await reference.refresh()
+        book, frame, revision = reference.book, reference.frame, reference.revision
         batch = await asyncio.to_thread(
-            partial(prepare, energy=settings.joins, caps=prices.caps),
+            partial(prepare, energy=settings.joins, caps=reference.caps),
             messages,
             book,
             frame,
-            admission,
+            settings.admission(datetime.now(UTC)),
         )
-        # At least once to the DLQ topic: published before the commit, so
-        # a crash in between re-publishes rather than loses.
-        published = [
-            await topics.usage_dlq.send(
-                key=str(d.partition).encode(),
-                value=d.raw,
-                headers={
-                    "reason": d.reason.encode(),
-                    "partition": str(d.partition).encode(),
-                    "offset": str(d.offset).encode(),
-                    "line": str(d.line).encode(),
-                },
-            )
-            for d in batch.dead
-        ]
-        await asyncio.gather(*published)
-        return Prepared(batch, book, revision)
+        return _Prepared(batch, book, revision)
 
-    async def commit_batch(messages: list[Message], p: Prepared) -> tuple[int, ...]:
+    async def commit_batch(messages: list[Message], p: _Prepared) -> tuple[int, ...]:
         fault_hook("before_commit")
         applied = await sink.apply(p.batch, p.book)
         fault_hook("after_commit")
@@ -131,29 +85,39 @@ def attach_spend_agent(
         stats.fenced_batches += bool(applied.fenced)
         stats.batches += 1
         stats.last_commit_at = time.time()
-        if p.revision < prices.revision and p.batch.events["price_id"].null_count():
+        if p.revision < reference.revision and p.batch.events["price_id"].null_count():
             # Priced with an older book than the current one: its unpriced
             # events may have missed the reprice the new book triggered.
-            await prices.reprice()
+            await reference.reprice()
         return applied.fenced
 
     def first_batch() -> None:
         if stats.first_message_at is None:
             stats.first_message_at = time.time()
 
-    @app.agent(topics.usage, name="spend")
+    @app.agent(topic, name="spend")
     async def spend(stream: Any) -> None:
         clock = stats.stages.setdefault("spend", StageClock())
-        await run_stages(stream, settings, prepare_batch, commit_batch, clock, first_batch)
+        await run_stages(stream, settings.stages, prepare_batch, commit_batch, clock, first_batch)
 
 
-@dataclass(frozen=True)
-class Prepared:
-    batch: PreparedBatch
-    book: PriceBook
-    revision: int
+def attach_line_agent(
+    app: faust.App,
+    name: str,
+    topic: Any,
+    sink: LineSink[Any],
+    settings: Settings,
+    clock: StageClock,
+) -> None:
+    """A joined topic (telemetry, cache events): the sink's pure ``prepare``
+    in a thread, then its transaction."""
 
+    async def prepare_batch(messages: list[Message]) -> Any:
+        return await asyncio.to_thread(sink.prepare, messages)
 
-def stats_json(stats: AgentStats, faults: Mapping[str, int]) -> str:
-    """The worker's counters, and the faults it met by kind (see ``fault`` log lines)."""
-    return json.dumps({**asdict(stats), "faults": dict(faults)})
+    async def commit_batch(messages: list[Message], prepared: Any) -> tuple[int, ...]:
+        return (await sink.apply(messages, prepared)).fenced
+
+    @app.agent(topic, name=name)
+    async def agent(stream: Any) -> None:
+        await run_stages(stream, settings.stages, prepare_batch, commit_batch, clock)

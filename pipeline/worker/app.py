@@ -1,5 +1,7 @@
-"""The faust app and its topics. Declarations only; the agent lives in
-``pipeline.spend_agent`` and the process around it in ``pipeline.worker``."""
+"""The faust app and its topics. Declarations only; the agents live in
+``pipeline.worker.agents``, the parts are put together in
+``pipeline.worker.assembly`` and the process around them in
+``pipeline.worker.process``."""
 
 from __future__ import annotations
 

@@ -17,7 +17,7 @@ import pytest
 
 from pipeline.energy.footprint import GRAMS
 from pipeline.storage import db
-from pipeline.worker.process import CLAIM_DELAY_ENV
+from pipeline.worker.assembly import CLAIM_DELAY_ENV
 from reports.cache import evictors, provider_prefix_rates, savings
 from reports.carbon import carbon
 from tests.factories import event

@@ -15,15 +15,15 @@ from hypothesis import strategies as st
 
 from models.prices import PriceBook
 from pipeline.cache.sink import CacheSink
-from pipeline.cli import default_prices
 from pipeline.energy.attribution import largest_remainder
 from pipeline.energy.finalizer import _READY, EnergyFinalizer, _split
 from pipeline.energy.telemetry_sink import TelemetrySink
 from pipeline.spend.batch import prepare
+from pipeline.spend.price_store import default_prices
 from pipeline.spend.pricing import book_frame
 from pipeline.spend.sink import SpendSink
-from pipeline.stream.ndjson import Message
-from pipeline.stream.offsets import LineSink
+from pipeline.stream.line_sink import LineSink
+from pipeline.stream.message import Message
 from tests.factories import ADMISSION, event, line
 from tests.integration.conftest import Env
 
@@ -234,7 +234,7 @@ _usage_rows = st.lists(
 def test_the_database_splits_as_largest_remainder_does(
     env: Env, measured: int, rows: list[tuple[str, str, int, int]]
 ) -> None:
-    """The finalizer's split runs in SQL; pipeline.energy.largest_remainder is
+    """The finalizer's split runs in SQL; pipeline.energy.attribution.largest_remainder is
     the definition it must match, share for share, with several rows per
     key (energy_usage is append-only), zero weights and ties."""
     with psycopg.connect(env.database_url) as conn:

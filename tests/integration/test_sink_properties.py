@@ -20,8 +20,8 @@ from hypothesis import strategies as st
 
 from models.prices import PriceBook
 from models.tables import metadata
-from pipeline.cli import default_prices
 from pipeline.spend.batch import prepare
+from pipeline.spend.price_store import default_prices
 from pipeline.spend.pricing import book_frame
 from pipeline.spend.sink import SpendSink
 from pipeline.storage import db

@@ -16,12 +16,12 @@ from hypothesis import strategies as st
 from hypothesis.stateful import RuleBasedStateMachine, invariant, rule, run_state_machine_as_test
 
 from models.prices import PriceBook
-from pipeline.cli import default_prices
 from pipeline.spend.batch import prepare
 from pipeline.spend.ledger import compare, expected, window_from_row
+from pipeline.spend.price_store import default_prices
 from pipeline.spend.pricing import book_frame
 from pipeline.spend.sink import SpendSink
-from pipeline.stream.ndjson import Message
+from pipeline.stream.message import Message
 from tests.factories import ADMISSION, event, line
 from tests.integration.conftest import Env
 

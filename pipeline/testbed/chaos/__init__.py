@@ -1,1 +1,1 @@
-"""The fault suite: ``finops chaos`` and ``pytest -m faults``."""
+"""The fault harness: real workers, real faults, a verdict against the ledger."""

@@ -4,7 +4,7 @@ traffic, and a verdict against the ledger recomputed from the same log.
 Workers are real ``finops worker`` processes in one consumer group. The
 harness plays the supervisor a deployment would have (systemd, Kubernetes):
 a worker that exits on its own is restarted and the restart is reported.
-Faults are the scenario's job (``pipeline.chaos.scenarios``).
+Faults are the scenario's job (``pipeline.testbed.chaos.scenarios``).
 """
 
 from __future__ import annotations
@@ -153,7 +153,7 @@ class ChaosRun:
         with psycopg.connect(self.target.server_url, autocommit=True) as conn:
             conn.execute(f'CREATE DATABASE "{self.db_name}"')
         db.upgrade(self.database_url)
-        from pipeline.cli import default_prices
+        from pipeline.spend.price_store import default_prices
 
         engine = db.engine(self.database_url)
         load_entries(engine, default_prices(), "default")

@@ -26,7 +26,7 @@ from pipeline.spend.sink import SINK
 from pipeline.testbed.chaos.harness import ChaosRun, Worker
 from pipeline.testbed.chaos.poison import conflicting, hostile_lines, oversized
 from pipeline.testbed.simulate.usage import SimConfig, lines
-from pipeline.worker.process import CRASH_ENV
+from pipeline.worker.assembly import CRASH_ENV
 
 
 @dataclass(frozen=True)

@@ -1,0 +1,1 @@
+"""Seeded, realistic traffic: usage, GPU telemetry and cache events, and months of daily spend."""

@@ -6,7 +6,7 @@ interval, from a simple physical model: joules per token by model tier
 (the 70B model about 2.3x the 32B one), decode ~10x prefill, a cached prefix
 token ~10x cheaper than an uncached one, and a token in a large serving
 batch about a quarter of an unbatched one (the same factors as the
-attribution weights, ``pipeline.energy.BATCH_FACTORS``). The DCGM-style
+attribution weights, ``pipeline.energy.attribution.BATCH_FACTORS``). The DCGM-style
 counter is the running sum, in millijoules.
 
 Cache events: every attempt looks its prompt prefix up in the shared prefix

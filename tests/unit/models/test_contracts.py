@@ -5,7 +5,7 @@ from pydantic import ValidationError
 
 from models.contracts import CacheEvent, GpuTelemetrySample, UsageEvent
 from pipeline.cache.codec import CACHE
-from pipeline.stream.ndjson import Message
+from pipeline.stream.message import Message
 from tests.factories import cache_event, event
 
 

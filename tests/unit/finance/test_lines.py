@@ -1,4 +1,4 @@
-"""Chargeback lines (pipeline/chargeback.py): exact, and adding up."""
+"""Chargeback lines (pipeline/finance/lines.py): exact, and adding up."""
 
 from __future__ import annotations
 

@@ -13,7 +13,8 @@ from pydantic import ValidationError
 
 from models.contracts import CacheEvent, UsageEvent
 from pipeline.cache.codec import CACHE
-from pipeline.spend.codec import Message, decode
+from pipeline.spend.codec import decode
+from pipeline.stream.message import Message
 from pipeline.stream.ndjson import _lines_per_message
 from tests.factories import cache_event, event, line, messages
 

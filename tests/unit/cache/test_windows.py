@@ -1,11 +1,10 @@
-"""Cache windows, eviction blame, and the dcgm-exporter parser."""
+"""Cache windows and eviction blame."""
 
 from __future__ import annotations
 
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 from fractions import Fraction
-from pathlib import Path
 
 from hypothesis import given
 from hypothesis import strategies as st
@@ -13,7 +12,6 @@ from hypothesis import strategies as st
 from models.contracts import CacheEvent
 from models.prices import PriceBook, PriceEntry
 from pipeline.cache.windows import cache_windows, saving, top_evictors, value_at
-from pipeline.energy.dcgm import parse_scrape
 
 T0 = datetime(2026, 3, 1, 12, 0, tzinfo=UTC)
 
@@ -126,15 +124,3 @@ def test_windows_keep_the_model_and_the_answer_length() -> None:
     keyed = {(w.layer, w.model, w.provider): w for w in windows}
     assert keyed[("response", "gpt-4o", "openai")].hit_output_tokens == 90
     assert keyed[("prefix", "", "")].misses == 1  # no model named: kept, valued as unpriced
-
-
-SCRAPE = (Path(__file__).parent.parent / "data" / "dcgm_scrape.prom").read_text()
-
-
-def test_dcgm_exporter_text_becomes_samples() -> None:
-    samples = parse_scrape(SCRAPE, T0)
-    assert [(s.node_id, s.gpu, s.power_w, s.energy_mj) for s in samples] == [
-        ("gpu-a1", "0", 612.5, 123456789012),
-        ("gpu-a1", "1", 88.25, None),  # no counter: energy will come from power
-    ]
-    assert samples[0].model == "NVIDIA H100 80GB HBM3" and samples[0].ts == T0

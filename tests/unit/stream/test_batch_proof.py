@@ -19,7 +19,8 @@ from pydantic import BaseModel, ValidationError
 from models.contracts import CacheEvent, UsageEvent
 from pipeline.cache.codec import CACHE
 from pipeline.spend.codec import USAGE
-from pipeline.stream.ndjson import ColumnContract, Message
+from pipeline.stream.message import Message
+from pipeline.stream.ndjson import ColumnContract
 from tests.factories import cache_event, event
 
 CACHE_EVENT = cache_event(ts="2025-11-01T10:00:00.25Z")

@@ -1,4 +1,4 @@
-"""The staged consumer (pipeline.stages) with an in-memory stream: every event
+"""The staged consumer (pipeline.stream.stages) with an in-memory stream: every event
 is acked once, after its batch committed, in log order; batches that queue
 up behind a slow commit are merged, never beyond twice the batch size."""
 
@@ -8,9 +8,8 @@ import asyncio
 from collections.abc import AsyncIterator, Collection, Sequence
 from dataclasses import dataclass
 
-from pipeline.settings import Settings
-from pipeline.stream.ndjson import Message
-from pipeline.stream.stages import StageClock, run_stages
+from pipeline.stream.message import Message
+from pipeline.stream.stages import StageClock, StageConfig, run_stages
 
 
 @dataclass(frozen=True)
@@ -53,9 +52,9 @@ def _run(chunks: list[int], commit_delay_s: float) -> tuple[list[int], list[int]
         committed.append(n)
         return ()
 
-    settings = Settings(batch_messages=10, batch_within_s=0.01, shutdown_grace_s=5)
+    config = StageConfig(batch_messages=10, batch_within_s=0.01, shutdown_grace_s=5)
     clock = StageClock()
-    asyncio.run(run_stages(stream, settings, prepare, commit, clock))
+    asyncio.run(run_stages(stream, config, prepare, commit, clock))
     assert stream.acked == list(range(sum(chunks)))
     assert committed == prepared
     return prepared, stream.acked, clock

@@ -11,7 +11,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from models.carbon import CarbonBook, GpuEmbodied, GridIntensity, Site, parse_csv
-from pipeline.energy.footprint import GRAMS, EnergyCell, NodeWindow, footprint
+from pipeline.energy.footprint import GRAMS, EnergyCell, NodeEnergy, footprint
 
 T0 = datetime(2026, 3, 1, 12, 0, tzinfo=UTC)
 GPU = "H100"
@@ -46,7 +46,7 @@ def _cell(tenant: str, mj: int, tokens: int, *, node: str = "gpu-a1", model: str
 def test_hand_computed_sci_for_a_shared_node_and_an_api_call() -> None:
     # One minute on a 2-GPU node in a 360 g/kWh region: 40,000,000 mJ measured,
     # acme drew 20,000,000 for 2,000 tokens, globex 10,000,000 for 500, 10,000,000 idle.
-    node = NodeWindow(T0, "gpu-a1", 40_000_000, 30_000_000, gpus=2)
+    node = NodeEnergy(T0, "gpu-a1", 40_000_000, 30_000_000, gpus=2)
     api = _cell("acme", 3_600_000, 1000, node="gw-1", model="claude-4.5-sonnet", source="estimated")
     got = footprint([_cell("acme", 20_000_000, 2000), _cell("globex", 10_000_000, 500), api],
                     [node], BOOK)  # fmt: skip
@@ -115,7 +115,7 @@ def test_embodied_and_operational_carbon_are_conserved(
     for minute, node, gpus, parts, idle in windows:
         at = T0 + timedelta(minutes=minute)
         measured = sum(parts) + idle
-        nodes.append(NodeWindow(at, node, measured, sum(parts), gpus))
+        nodes.append(NodeEnergy(at, node, measured, sum(parts), gpus))
         cells += [_cell(f"t{i}", mj, 1, node=node, at=at) for i, mj in enumerate(parts)]
         intensity = 360 if node.startswith("gpu-") else 370
         with localcontext(GRAMS):  # the precision the code promises

@@ -40,7 +40,7 @@ def test_worked_example_as_windows_is_195_and_114_dollars() -> None:
             )
             for i in range(10_000)
         ]
-        from pipeline.cli import default_prices
+        from pipeline.spend.price_store import default_prices
 
         book = PriceBook(tuple(default_prices()))
         windows = prepare(messages(evs, per_message=100), book, book_frame(book), ADMISSION).windows

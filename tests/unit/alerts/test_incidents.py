@@ -173,7 +173,7 @@ def findings(run: Minutes, week_ago: Minutes, end: datetime) -> list[r.Finding]:
     requests = {rid: r.RequestCost("", "", 0, run.request_cost[rid]) for rid in sorted(active)}
     hits, lookups = run.prefix.get(end - MINUTE, [0, 0])
     before = [v for m, v in run.prefix.items() if m < end - 5 * MINUTE]
-    baseline = r.HitRate(sum(h for h, _ in before), sum(n for _, n in before))
+    baseline = r.HitCounts(sum(h for h, _ in before), sum(n for _, n in before))
     per_call = rules.feature_cost_per_call.window_minutes
     return [
         *r.tenant_spend_spike(spend, rules),
@@ -187,7 +187,7 @@ def findings(run: Minutes, week_ago: Minutes, end: datetime) -> list[r.Finding]:
             rules,
         ),
         *r.token_budget_breach({k: r.BudgetUse(*v) for k, v in budget.items()}, CATALOG),
-        *r.cache_hit_regression({"*": r.HitRate(hits, lookups)}, {"*": baseline}, rules),
+        *r.cache_hit_regression({"*": r.HitCounts(hits, lookups)}, {"*": baseline}, rules),
         *r.retry_amplification({k: r.RetryStats(*v) for k, v in retries.items()}, rules),
         *r.structured_reprompt(rates(rules.structured_reprompt.window_minutes, "reprompt"), rules),
         *r.fallback_rate(rates(rules.fallback_rate.window_minutes, "fallback"), rules),

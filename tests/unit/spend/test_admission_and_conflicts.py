@@ -11,14 +11,15 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from models.prices import PriceBook
-from pipeline.cli import default_prices
 from pipeline.spend.batch import prepare
-from pipeline.spend.codec import Message, decode, split_lines
+from pipeline.spend.codec import decode
 from pipeline.spend.ledger import expected
+from pipeline.spend.price_store import default_prices
 from pipeline.spend.pricing import book_frame
 from pipeline.spend.windows import combine
 from pipeline.stream.admission import Admission
-from pipeline.stream.dead_letter import redact
+from pipeline.stream.message import Message, split_lines
+from pipeline.stream.redaction import redact
 from tests.factories import ADMISSION, event, line, messages
 
 BOOK = PriceBook(tuple(default_prices()))

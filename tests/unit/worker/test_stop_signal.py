@@ -15,7 +15,7 @@ from pipeline.worker.stop_signal import DRAIN_UNFINISHED, stop_code
     ("argv", "code"),
     [
         (["finops", "worker"], 0),
-        (["/x/pipeline/cli.py", "worker", "--log-level", "info"], 0),
+        (["/x/pipeline/cli/__main__.py", "worker", "--log-level", "info"], 0),
         (["finops", "worker", "--drain"], DRAIN_UNFINISHED),
         (["finops", "worker", "--stats-file", "s.json", "--drain"], DRAIN_UNFINISHED),
         (["finops", "demo"], None),

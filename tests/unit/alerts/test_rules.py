@@ -13,6 +13,7 @@ from hypothesis import strategies as st
 
 from models.catalog import Catalog, CatalogError, parse_yaml
 from pipeline.alerts import rules as r
+from pipeline.alerts.lifecycle import Alert, lifecycle
 
 CATALOG = parse_yaml(resources.files("models").joinpath("data/route_catalog.yaml").read_text())
 RULES = CATALOG.rules
@@ -108,14 +109,14 @@ def test_token_budget_breaches_on_declared_routes_only() -> None:
 
 
 def test_cache_hit_rate_regression_names_the_evictors() -> None:
-    now = {"*": r.HitRate(180, 1000), "acme": r.HitRate(650, 1000)}
-    before = {"*": r.HitRate(710, 1000), "acme": r.HitRate(700, 1000)}
+    now = {"*": r.HitCounts(180, 1000), "acme": r.HitCounts(650, 1000)}
+    before = {"*": r.HitCounts(710, 1000), "acme": r.HitCounts(700, 1000)}
     evictors = (("launchco", "1,710,071 tokens of acme's"),)
     (f,) = r.cache_hit_regression(now, before, RULES, evictors)
     assert f.key == ("*",) and f.value == D("0.18") and f.contributors == evictors
     assert "shared cache: hit rate 18.0% against a trailing 71.0%" in f.summary
     assert r.cache_hit_regression(now, {}, RULES) == []  # no baseline yet
-    cold = {"*": r.HitRate(0, 1000)}
+    cold = {"*": r.HitCounts(0, 1000)}
     assert r.cache_hit_regression(now, cold, RULES) == []  # a baseline of 0% cannot regress
 
 
@@ -246,23 +247,23 @@ def _finding(key: str) -> r.Finding:
 
 
 def test_fire_update_resolve() -> None:
-    first = r.lifecycle({}, [_finding("r-1")], ["runaway_request"], T, timedelta(minutes=30))
+    first = lifecycle({}, [_finding("r-1")], ["runaway_request"], T, timedelta(minutes=30))
     assert [(t.kind, t.notify) for t in first] == [("fire", True)]
-    firing = {"runaway_request:acme/r-1": r.Alert("runaway_request:acme/r-1", "firing", T, T)}
-    again = r.lifecycle(firing, [_finding("r-1")], ["runaway_request"], T, timedelta(0))
+    firing = {"runaway_request:acme/r-1": Alert("runaway_request:acme/r-1", "firing", T, T)}
+    again = lifecycle(firing, [_finding("r-1")], ["runaway_request"], T, timedelta(0))
     assert [(t.kind, t.notify) for t in again] == [("update", False)]
     # Another rule's evaluation does not resolve it; its own rule's does.
-    assert r.lifecycle(firing, [], ["unpriced_model"], T, timedelta(0)) == []
-    (gone,) = r.lifecycle(firing, [], ["runaway_request"], T, timedelta(0))
+    assert lifecycle(firing, [], ["unpriced_model"], T, timedelta(0)) == []
+    (gone,) = lifecycle(firing, [], ["runaway_request"], T, timedelta(0))
     assert (gone.kind, gone.dedup_key, gone.notify) == ("resolve", "runaway_request:acme/r-1", True)
 
 
 def test_a_flapping_alert_pages_once_per_cooldown() -> None:
     key = "runaway_request:acme/r-1"
-    resolved = {key: r.Alert(key, "resolved", T, notified_at=T)}
-    soon = r.lifecycle(resolved, [_finding("r-1")], ["runaway_request"], T + timedelta(minutes=5),
+    resolved = {key: Alert(key, "resolved", T, notified_at=T)}
+    soon = lifecycle(resolved, [_finding("r-1")], ["runaway_request"], T + timedelta(minutes=5),
                        timedelta(minutes=30))  # fmt: skip
-    later = r.lifecycle(resolved, [_finding("r-1")], ["runaway_request"], T + timedelta(hours=1),
+    later = lifecycle(resolved, [_finding("r-1")], ["runaway_request"], T + timedelta(hours=1),
                         timedelta(minutes=30))  # fmt: skip
     assert [(t.kind, t.notify) for t in soon] == [("fire", False)]
     assert [(t.kind, t.notify) for t in later] == [("fire", True)]

@@ -1,4 +1,4 @@
-"""Token-budget breaches counted in the spend stage (pipeline/budgets.py)."""
+"""Token-budget breaches counted in the spend stage (pipeline/spend/budgets.py)."""
 
 from __future__ import annotations
 
@@ -9,7 +9,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from pipeline.spend.budgets import NO_CAPS, budget_parts, caps_frame
-from tests.unit.test_rules import CATALOG
+from tests.unit.alerts.test_rules import CATALOG
 
 T0 = datetime(2025, 11, 3, 9, 0, tzinfo=UTC)
 CAPS = pl.DataFrame(

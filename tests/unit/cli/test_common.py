@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from rich.console import Console
 
-from pipeline.cli.tables import titled_table
+from pipeline.cli.common import titled_table
 
 
 def test_number_columns_align_right_and_text_columns_left() -> None:

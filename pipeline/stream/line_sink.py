@@ -1,0 +1,69 @@
+"""A sink for a topic whose lines need no dedup: each message is applied
+once by its offset (GPU telemetry, cache events).
+
+``prepare`` is the pure part (decode, validate, sum; it runs in a thread,
+outside any transaction) and ``write`` turns its result into table rows
+inside the offset transaction of :mod:`pipeline.stream.offsets`.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections import Counter
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Generic, TypeVar
+
+from pipeline.stream.dead_letter import DeadLetter
+from pipeline.stream.message import Message
+from pipeline.stream.offsets import OffsetSink
+from pipeline.stream.pg import Conn
+
+B = TypeVar("B")
+
+
+@dataclass(frozen=True)
+class LinesWritten:
+    accepted: Counter[int]
+    dead: tuple[DeadLetter, ...]
+    duplicates: Mapping[int, int] = field(default_factory=dict)  # offsets dedup these topics
+    newest: Mapping[int, datetime] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class LinesApplied:
+    accepted: int = 0
+    dead: tuple[DeadLetter, ...] = ()
+    fenced: tuple[int, ...] = ()
+
+
+class LineSink(OffsetSink, Generic[B]):
+    def prepare(self, messages: Sequence[Message]) -> B:
+        raise NotImplementedError
+
+    async def write(self, conn: Conn, batch: B) -> tuple[Counter[int], list[DeadLetter]]:
+        raise NotImplementedError
+
+    async def apply(self, messages: Sequence[Message], prepared: B | None = None) -> LinesApplied:
+        """Apply ``messages``; ``prepared`` is ``prepare(messages)`` when the
+        caller already ran it (it is used only if every message is fresh)."""
+        first: dict[int, int] = {}
+        last: dict[int, int] = {}
+        for m in messages:
+            first[m.partition] = min(m.offset, first.get(m.partition, m.offset))
+            last[m.partition] = max(m.offset, last.get(m.partition, -1))
+
+        async def write(conn: Conn, floor: Mapping[int, int]) -> LinesWritten:
+            fresh = [m for m in messages if m.offset >= floor[m.partition]]
+            batch = prepared
+            if batch is None or len(fresh) < len(messages):
+                # A redelivery or a fenced partition: only the rest counts.
+                batch = await asyncio.to_thread(self.prepare, fresh)
+            accepted, dead = await self.write(conn, batch)
+            return LinesWritten(accepted, tuple(dead))
+
+        written, fenced = await self.commit(first, last, write)
+        if written is None:
+            return LinesApplied(fenced=fenced)
+        return LinesApplied(sum(written.accepted.values()), written.dead, fenced)
