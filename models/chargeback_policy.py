@@ -1,5 +1,5 @@
 """How month close allocates shared costs, declared in YAML
-(``models/data/chargeback.yaml`` by default), parsed by models.yaml_config
+(``models/data/chargeback.yaml`` by default: no shared costs), parsed by models.yaml_config
 like the route catalog."""
 
 from __future__ import annotations

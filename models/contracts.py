@@ -6,12 +6,20 @@ these models accept; everything else is re-checked here, row by row, and
 what these models reject is dead-lettered with their error as the reason.
 
 Types are strict: an identifier is a JSON string (not a number), ``5.0`` is
-not a token count, ``"yes"`` is not a boolean, and a timestamp without a zone
-is rejected. Unknown extra fields are ignored, never stored.
+not a token count, ``"yes"`` is not a boolean, and a timestamp is an RFC 3339
+string with a zone (:data:`RFC3339`). Every field is bounded: integers by
+explicit limits (all within int64), strings by a length and an alphabet
+(:data:`FORBIDDEN_CHARS`: an identifier holding one is a ``bad_identifier``).
+A line that names a key twice is refused as ambiguous
+(:func:`duplicate_keys`). Unknown extra fields are ignored, never stored.
 """
 
 from __future__ import annotations
 
+import json
+import re
+from collections import Counter
+from datetime import datetime
 from enum import StrEnum
 from typing import Annotated, Any, Final, Literal
 
@@ -19,6 +27,7 @@ from pydantic import (
     AfterValidator,
     AwareDatetime,
     BaseModel,
+    BeforeValidator,
     ConfigDict,
     Field,
     StrictBool,
@@ -26,18 +35,65 @@ from pydantic import (
     model_validator,
 )
 
+# The one timestamp form: RFC 3339 with an upper-case T and a zone (Z or
+# +-HH:MM), seconds 00-59 (no leap second) and at most six fraction digits.
+# A JSON number (epoch seconds), a space for the T, a lower-case z or a
+# nanosecond fraction are refused, so the fast path and the contract read
+# every timestamp alike.
+RFC3339: Final = (
+    r"^\d{4}-(?:0[1-9]|1[0-2])-(?:0[1-9]|[12]\d|3[01])T(?:[01]\d|2[0-3]):[0-5]\d:[0-5]\d"
+    r"(?:\.\d{1,6})?(?:Z|[+-](?:[01]\d|2[0-3]):[0-5]\d)$"
+)
+# Characters no identifier or text field may hold: control characters
+# (PostgreSQL text cannot hold NUL; the others break logs, files and pages),
+# bidirectional overrides, isolates and marks (they make a name read as
+# another), and lone surrogates (not encodable as UTF-8).
+FORBIDDEN_CHARS: Final = (
+    "\x00-\x1f\x7f-\x9f\u061c\u200e\u200f\u202a-\u202e\u2066-\u2069\ud800-\udfff"
+)
+_FORBIDDEN = re.compile(f"[{FORBIDDEN_CHARS}]")
+BAD_IDENTIFIER: Final = "bad_identifier"
+MAX_IDENT: Final = 256
+MAX_TEXT: Final = 256
 
-def _no_nul(value: str) -> str:
-    # PostgreSQL text cannot hold NUL; such an id would fail the sink forever.
-    if "\x00" in value:
-        raise ValueError("must not contain NUL characters")
+
+def _rfc3339(value: object) -> object:
+    if isinstance(value, datetime):  # built in Python, not read from the wire
+        return value
+    if not isinstance(value, str) or not re.match(RFC3339, value):
+        raise ValueError(
+            "must be an RFC 3339 date-time string with a zone, YYYY-MM-DDTHH:MM:SS[.ffffff]Z"
+            " or +HH:MM"
+        )
     return value
 
 
+def _clean(value: str) -> str:
+    found = _FORBIDDEN.search(value)
+    if found:
+        raise ValueError(
+            f"{BAD_IDENTIFIER}: must not contain control, bidirectional-override or surrogate"
+            f" characters (U+{ord(found.group()):04X})"
+        )
+    return value
+
+
+Timestamp = Annotated[AwareDatetime, BeforeValidator(_rfc3339)]
 # A non-empty identifier: at least one non-whitespace character, bounded so a
 # hostile producer cannot make a window key of megabytes.
-Ident = Annotated[str, Field(min_length=1, max_length=256, pattern=r"\S"), AfterValidator(_no_nul)]
+Ident = Annotated[
+    str, Field(min_length=1, max_length=MAX_IDENT, pattern=r"\S"), AfterValidator(_clean)
+]
+# Free text kept beside the money path (a retry reason, a GPU's model name).
+Text = Annotated[str, Field(max_length=MAX_TEXT), AfterValidator(_clean)]
 Tokens = Annotated[StrictInt, Field(ge=0, le=10**12)]
+# Bounds of the optional integers: a day in milliseconds, a serving batch.
+MAX_MS: Final = 86_400_000
+MAX_BATCH_SIZE: Final = 1_000_000
+Millis = Annotated[StrictInt, Field(ge=0, le=MAX_MS)]
+# DCGM's energy counter counts millijoules since the driver loaded: int64.
+MAX_ENERGY_MJ: Final = 2**63 - 1
+MAX_POWER_W: Final = 1_000_000
 # Operations one cache-event line stands for (a cache node's counter).
 MAX_COUNT: Final = 10**9
 Count = Annotated[StrictInt, Field(ge=1, le=MAX_COUNT)]
@@ -59,6 +115,29 @@ TEXT_FIELDS: Final = frozenset(
         "system_prompt",
     }
 )
+
+
+DUPLICATE_KEY: Final = "duplicate_key"
+
+
+class _Pairs(tuple[tuple[str, Any], ...]):
+    """A JSON object as its key-value pairs, in order, duplicates kept."""
+
+
+def duplicate_keys(raw: bytes | str) -> list[str]:
+    """The keys a JSON object line names more than once at its top level
+    (compared after unescaping, so ``"t\\u0065nant"`` is ``"tenant"``); []
+    for a line that is not a JSON object. Such a line is ambiguous: readers
+    disagree on which value counts (the first, the last), so a billing system
+    refuses it whole (reason ``duplicate_key``)."""
+    try:
+        top = json.loads(raw, object_pairs_hook=_Pairs)
+    except (ValueError, RecursionError):
+        return []
+    if not isinstance(top, _Pairs):
+        return []
+    counts = Counter(k for k, _ in top)
+    return sorted(k for k, n in counts.items() if n > 1)
 
 
 class Status(StrEnum):
@@ -86,7 +165,7 @@ class UsageEvent(_Contract):
     """One model-call attempt. Retries of one request share ``request_id``."""
 
     event_id: Ident
-    ts: AwareDatetime
+    ts: Timestamp
     tenant: Ident
     route: Ident
     feature: Ident
@@ -101,12 +180,12 @@ class UsageEvent(_Contract):
     cache_write_tokens: Tokens
     batch: StrictBool
     status: Status
-    retry_reason: str | None = Field(default=None, max_length=256)
-    fallback_from: str | None = Field(default=None, max_length=256)
-    latency_ms: Annotated[StrictInt, Field(ge=0)] | None = None
-    ttft_ms: Annotated[StrictInt, Field(ge=0)] | None = None
+    retry_reason: Text | None = None
+    fallback_from: Text | None = None
+    latency_ms: Millis | None = None
+    ttft_ms: Millis | None = None
     local_input_tokens: Tokens | None = None
-    batch_size: Annotated[StrictInt, Field(ge=1)] | None = None
+    batch_size: Annotated[StrictInt, Field(ge=1, le=MAX_BATCH_SIZE)] | None = None
     response_cache_hit: StrictBool | None = None
 
     @model_validator(mode="after")
@@ -122,10 +201,10 @@ class GpuTelemetrySample(_Contract):
 
     node_id: Ident
     gpu: Ident
-    ts: AwareDatetime
-    power_w: Annotated[float, Field(ge=0, allow_inf_nan=False)]
-    energy_mj: Annotated[StrictInt, Field(ge=0)] | None = None
-    model: str | None = None
+    ts: Timestamp
+    power_w: Annotated[float, Field(ge=0, le=MAX_POWER_W, allow_inf_nan=False)]
+    energy_mj: Annotated[StrictInt, Field(ge=0, le=MAX_ENERGY_MJ)] | None = None
+    model: Text | None = None
 
 
 class CacheEvent(_Contract):
@@ -144,7 +223,7 @@ class CacheEvent(_Contract):
     same windows, to the token."""
 
     node_id: Ident
-    ts: AwareDatetime
+    ts: Timestamp
     tenant: Ident
     route: Ident
     layer: Literal["prefix", "embedding", "response", "semantic"]

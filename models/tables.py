@@ -1,5 +1,7 @@
-"""Everything stored, as SQLAlchemy 2 tables. The schema itself is created
-only by the Alembic migrations in ``migrations/``; a test checks they agree."""
+"""Everything stored, as SQLAlchemy 2 tables on one ``metadata``
+(``models/schema.py``; the pages' access tables are in ``web_tables.py``).
+The schema itself is created only by the Alembic migrations in
+``migrations/``; a test checks they agree."""
 
 from __future__ import annotations
 
@@ -10,12 +12,10 @@ from sqlalchemy import (
     Boolean,
     Column,
     Date,
-    DateTime,
     Identity,
     Index,
     Integer,
     LargeBinary,
-    MetaData,
     Numeric,
     SmallInteger,
     String,
@@ -28,22 +28,9 @@ from sqlalchemy import (
 )
 from sqlalchemy.dialects.postgresql import ARRAY, JSONB
 
-from models.money import COST_SCALE, DISCOUNT_DECIMALS, PRICE_DECIMALS
-
-metadata = MetaData()
-
-MONEY: Final = Numeric(38, COST_SCALE)
-PRICE: Final = Numeric(20, PRICE_DECIMALS)
-TS: Final = DateTime(timezone=True)
-
-
-def _count(name: str) -> Column[int]:
-    return Column(name, BigInteger, nullable=False, server_default="0")
-
-
-def _money(name: str) -> Column[object]:
-    return Column(name, MONEY, nullable=False, server_default="0")
-
+from models import web_tables  # noqa: F401  (registers its tables on the metadata)
+from models.money import DISCOUNT_DECIMALS
+from models.schema import MONEY, PRICE, TS, count_column, metadata, money_column
 
 price_book = Table(
     "price_book",
@@ -72,33 +59,33 @@ spend_window = Table(
     Column("feature", Text, primary_key=True),
     Column("provider", Text, primary_key=True),
     Column("model", Text, primary_key=True),
-    _count("attempts"),
-    _count("requests"),
-    _count("retry_attempts"),
-    _count("failed_attempts"),
-    _count("unpriced_attempts"),
-    _count("input_tokens"),
-    _count("output_tokens"),
-    _count("cache_read_tokens"),
-    _count("cache_write_tokens"),
-    _money("cost_usd"),
-    _money("retry_cost_usd"),
-    _money("failed_cost_usd"),
+    count_column("attempts"),
+    count_column("requests"),
+    count_column("retry_attempts"),
+    count_column("failed_attempts"),
+    count_column("unpriced_attempts"),
+    count_column("input_tokens"),
+    count_column("output_tokens"),
+    count_column("cache_read_tokens"),
+    count_column("cache_write_tokens"),
+    money_column("cost_usd"),
+    money_column("retry_cost_usd"),
+    money_column("failed_cost_usd"),
     # Inputs of the anomaly rules (pipeline/spend/windows.py says what each is).
-    _count("invalid_attempts"),
-    _money("invalid_cost_usd"),
-    _count("fallback_attempts"),
-    _count("drift_attempts"),
-    _count("drift_billed_tokens"),
-    _count("drift_abs_tokens"),
+    count_column("invalid_attempts"),
+    money_column("invalid_cost_usd"),
+    count_column("fallback_attempts"),
+    count_column("drift_attempts"),
+    count_column("drift_billed_tokens"),
+    count_column("drift_abs_tokens"),
     Column("updated_at", TS, nullable=False, server_default=func.now()),
     # For chargeback (migration 0011): the cost at list price (no batch
     # discount), of the retries at list price, and of the failed first
     # attempts at effective and list price.
-    _money("list_cost_usd"),
-    _money("retry_list_cost_usd"),
-    _money("failed_first_cost_usd"),
-    _money("failed_first_list_cost_usd"),
+    money_column("list_cost_usd"),
+    money_column("retry_list_cost_usd"),
+    money_column("failed_first_cost_usd"),
+    money_column("failed_first_list_cost_usd"),
     # Roll-ups by tenant over time ranges are the common report query.
     Index("spend_window_tenant_time", "tenant", "window_start"),
 )
@@ -149,9 +136,9 @@ sink_offset = Table(
     Column("topic", Text, primary_key=True),
     Column("partition", Integer, primary_key=True),
     Column("next_offset", BigInteger, nullable=False),
-    _count("events_accepted"),
-    _count("events_duplicate"),
-    _count("lines_dead_lettered"),
+    count_column("events_accepted"),
+    count_column("events_duplicate"),
+    count_column("lines_dead_lettered"),
     Column("updated_at", TS, nullable=False, server_default=func.now()),
     # Bumped by each worker that is assigned the partition; a batch is applied
     # only by the worker holding the current epoch (zombie fencing).
@@ -193,11 +180,11 @@ energy_usage = Table(
     Column("window_start", TS, nullable=False),
     Column("node_id", Text, nullable=False),
     *(Column(k, Text, nullable=False) for k in _ENERGY_KEY),
-    _count("attempts"),
-    _count("input_tokens"),
-    _count("output_tokens"),
-    _count("cache_read_tokens"),
-    _count("weight"),
+    count_column("attempts"),
+    count_column("input_tokens"),
+    count_column("output_tokens"),
+    count_column("cache_read_tokens"),
+    count_column("weight"),
     Index("energy_usage_node_window", "window_start", "node_id"),
 )
 
@@ -207,14 +194,14 @@ node_energy_window = Table(
     metadata,
     Column("window_start", TS, primary_key=True),
     Column("node_id", Text, primary_key=True),
-    _count("measured_mj"),
-    _count("unmeasured_ms"),
-    _count("attributed_mj"),
-    _count("idle_mj"),
+    count_column("measured_mj"),
+    count_column("unmeasured_ms"),
+    count_column("attributed_mj"),
+    count_column("idle_mj"),
     # Split into energy_window; cleared when late usage or telemetry arrives,
     # so the finalizer splits it again (each re-split counts in `splits`).
     Column("final", Boolean, nullable=False, server_default="false"),
-    _count("splits"),
+    count_column("splits"),
 )
 
 # The last sample seen per GPU: the start of the next measured interval.
@@ -237,11 +224,11 @@ energy_window = Table(
     Column("node_id", Text, primary_key=True),
     *(Column(k, Text, primary_key=True) for k in _ENERGY_KEY),
     Column("source", Text, primary_key=True),  # measured | estimated
-    _count("attempts"),
-    _count("input_tokens"),
-    _count("output_tokens"),
-    _count("cache_read_tokens"),
-    _count("energy_mj"),
+    count_column("attempts"),
+    count_column("input_tokens"),
+    count_column("output_tokens"),
+    count_column("cache_read_tokens"),
+    count_column("energy_mj"),
 )
 
 cache_window = Table(
@@ -254,12 +241,12 @@ cache_window = Table(
     # The model the cache fronts ('' when the event did not say), for pricing.
     Column("model", Text, primary_key=True, server_default=""),
     Column("provider", Text, primary_key=True, server_default=""),
-    _count("hits"),
-    _count("misses"),
-    _count("hit_tokens"),
-    _count("miss_tokens"),
-    _count("inserts"),
-    _count("hit_output_tokens"),
+    count_column("hits"),
+    count_column("misses"),
+    count_column("hit_tokens"),
+    count_column("miss_tokens"),
+    count_column("inserts"),
+    count_column("hit_output_tokens"),
 )
 
 cache_eviction_window = Table(
@@ -271,9 +258,9 @@ cache_eviction_window = Table(
     Column("layer", Text, primary_key=True),
     Column("model", Text, primary_key=True, server_default=""),
     Column("provider", Text, primary_key=True, server_default=""),
-    _count("evictions"),
-    _count("evicted_tokens"),
-    _count("evicted_output_tokens"),
+    count_column("evictions"),
+    count_column("evicted_tokens"),
+    count_column("evicted_output_tokens"),
 )
 
 # Carbon reference data, loaded like prices: a version is never rewritten.
@@ -387,7 +374,7 @@ latency_window = Table(
     Column("route", Text, primary_key=True),
     Column("model", Text, primary_key=True),
     Column("bucket", SmallInteger, primary_key=True),
-    _count("calls"),
+    count_column("calls"),
 )
 
 # Attempts over their route's token caps (pipeline/spend/budgets.py), for the
@@ -399,9 +386,9 @@ budget_window = Table(
     Column("tenant", Text, primary_key=True),
     Column("route", Text, primary_key=True),
     Column("model", Text, primary_key=True),
-    _count("over_input"),
-    _count("over_output"),
-    _count("over_tokens"),
+    count_column("over_input"),
+    count_column("over_output"),
+    count_column("over_tokens"),
 )
 
 # The running retry cost of each retried request (attempts after the first),
@@ -414,30 +401,9 @@ request_cost = Table(
     Column("route", Text, nullable=False),
     Column("first_ts", TS, nullable=False),
     Column("last_ts", TS, nullable=False),
-    _count("retries"),
-    _money("retry_cost_usd"),
+    count_column("retries"),
+    money_column("retry_cost_usd"),
     Index("request_cost_active", "last_ts"),
-)
-
-# Tenant access (migration 0009 adds the roles and row-level security): each
-# tenant's PostgreSQL role, and API tokens by their SHA-256 (tenant NULL: admin).
-tenant_role = Table(
-    "tenant_role",
-    metadata,
-    Column("role_name", Text, primary_key=True),
-    Column("tenant", Text, nullable=False, unique=True),
-)
-
-api_token = Table(
-    "api_token",
-    metadata,
-    Column("id", BigInteger, Identity(), primary_key=True),
-    Column("token_sha256", Text, nullable=False, unique=True),
-    Column("tenant", Text, nullable=True),
-    Column("label", Text, nullable=False, server_default=""),
-    Column("created_at", TS, nullable=False, server_default=func.now()),
-    Column("last_used_at", TS, nullable=True),
-    Column("revoked_at", TS, nullable=True),
 )
 
 # A closed month (migration 0011): its lines and rendered documents, which a

@@ -73,6 +73,12 @@ class Settings(BaseSettings):
     # wait forever (waiting for PostgreSQL itself does not count).
     drain_stall_s: float = Field(default=300, gt=0)
 
+    # The pages: plain-HTTP cookies for development only; the API docs
+    # without a token; how long a login lasts.
+    web_insecure_cookies: bool = False
+    web_public_docs: bool = False
+    web_session_hours: float = Field(default=12, gt=0)
+
     # A node-window's energy is split once its telemetry has covered it, or
     # this long after it ended.
     energy_finalize_after_s: float = Field(default=300, ge=0)

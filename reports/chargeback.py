@@ -17,6 +17,7 @@ from dataclasses import dataclass
 from datetime import date, datetime
 from decimal import Decimal
 from typing import Final
+from xml.sax.saxutils import escape
 
 from markupsafe import Markup
 from matplotlib.figure import Figure
@@ -31,6 +32,7 @@ from pipeline.finance.forecast import METHOD as FORECAST_METHOD
 from pipeline.finance.forecast import Forecast
 from pipeline.finance.lines import KIND_ORDER, ROUNDING_RULE, Line, total
 from reports import charts
+from reports.names import csv_cell
 from reports.render import render, usd
 
 LEDGER_COLUMNS: Final = (
@@ -107,7 +109,7 @@ def tenant_pdf(doc: TenantDoc) -> bytes:
         out,
         pagesize=A4,
         invariant=1,  # no creation date or random id: the same month, the same bytes
-        title=f"Chargeback {doc.tenant} {doc.month:%Y-%m}",
+        title=f"Chargeback {escape(doc.tenant)} {doc.month:%Y-%m}",
         author="finops",
         leftMargin=1.5 * cm,
         rightMargin=1.5 * cm,
@@ -115,7 +117,8 @@ def tenant_pdf(doc: TenantDoc) -> bytes:
         bottomMargin=1.5 * cm,
     )
     story: list[object] = [
-        Paragraph(f"Chargeback: {doc.tenant}", styles["Title"]),
+        # Paragraphs read markup: every name in one is escaped.
+        Paragraph(f"Chargeback: {escape(doc.tenant)}", styles["Title"]),
         Paragraph(
             f"Month {doc.month:%Y-%m} · closed {doc.closed_at:%Y-%m-%d %H:%M} UTC", styles["Normal"]
         ),
@@ -195,8 +198,9 @@ def ledger_csv(m: date, lines: Sequence[Line]) -> bytes:
     for n, x in enumerate(lines, 1):
         writer.writerow(
             [
-                f"{m:%Y-%m}", x.tenant, n, x.kind, x.description, x.feature, x.route, x.provider,
-                x.model, x.quantity, f"{x.list_cost:f}", f"{x.discount:f}", f"{x.effective_cost:f}",
+                f"{m:%Y-%m}", *map(csv_cell, (x.tenant,)), n, x.kind,
+                *map(csv_cell, (x.description, x.feature, x.route, x.provider, x.model)),
+                x.quantity, f"{x.list_cost:f}", f"{x.discount:f}", f"{x.effective_cost:f}",
                 f"{x.amount:f}",
                 f"{x.adjusts:%Y-%m}" if x.adjusts else "",
             ]

@@ -107,7 +107,9 @@ def bars(labels: Sequence[str], values: Sequence[float], ylabel: str, gid: str) 
     fig.set_gid(gid)
     ax = fig.subplots()
     ax.bar(range(len(values)), values, color="#4a6fa5")
-    ax.set_xticks(range(len(labels)), labels, rotation=45, ha="right", fontsize=7)
+    # A "$" in a name would start matplotlib's math text: shown as it is.
+    shown = [label.replace("$", r"\$") for label in labels]
+    ax.set_xticks(range(len(labels)), shown, rotation=45, ha="right", fontsize=7)
     ax.set_ylabel(ylabel)
     ax.spines[["top", "right"]].set_visible(False)
     return fig

@@ -7,6 +7,8 @@ from typing import Any
 
 from jinja2 import Environment, PackageLoader, StrictUndefined, select_autoescape
 
+from reports.names import file_slug, url_key
+
 CENT = Decimal("0.01")
 
 
@@ -35,7 +37,7 @@ env = Environment(
     trim_blocks=True,
     lstrip_blocks=True,
 )
-env.filters.update(usd=usd, pct=pct, number=number)
+env.filters.update(usd=usd, pct=pct, number=number, url_key=url_key, file_slug=file_slug)
 
 
 def render(template: str, **context: Any) -> str:

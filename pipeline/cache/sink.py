@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from collections import Counter
-from collections.abc import Sequence
+from collections.abc import Collection, Sequence
 from dataclasses import dataclass
 
 import polars as pl
@@ -12,7 +12,8 @@ from pipeline.cache.codec import CACHE
 from pipeline.cache.windows import EVICTION_KEY, WINDOW_KEY, window_frames
 from pipeline.stream.dead_letter import DeadLetter, PublishDead, table_only
 from pipeline.stream.line_sink import LineSink
-from pipeline.stream.message import Message, count_by_partition
+from pipeline.stream.message import Message, Position, count_by_partition
+from pipeline.stream.ndjson import POSITION
 from pipeline.stream.pg import Conn, copy_merge
 
 SINK = "cache"
@@ -29,10 +30,16 @@ CREATE TEMP TABLE IF NOT EXISTS stage_cache_eviction_window
 
 @dataclass(frozen=True)
 class CacheBatch:
+    events: pl.DataFrame  # decoded, with their positions
     windows: pl.DataFrame
     evictions: pl.DataFrame
     accepted: Counter[int]
     dead: list[DeadLetter]
+
+
+def _batch(events: pl.DataFrame, dead: list[DeadLetter]) -> CacheBatch:
+    windows, evictions = window_frames(events)
+    return CacheBatch(events, windows, evictions, count_by_partition(events), dead)
 
 
 class CacheSink(LineSink[CacheBatch]):
@@ -45,9 +52,14 @@ class CacheSink(LineSink[CacheBatch]):
 
     def prepare(self, messages: Sequence[Message]) -> CacheBatch:
         decoded = CACHE.decode(messages)
-        windows, evictions = window_frames(decoded.events)
-        accepted = count_by_partition(decoded.events)
-        return CacheBatch(windows, evictions, accepted, decoded.dead)
+        return _batch(decoded.events, decoded.dead)
+
+    def lines_of(self, batch: CacheBatch) -> list[Position]:
+        return [(int(p), int(o), int(n)) for p, o, n in batch.events.select(*POSITION).iter_rows()]
+
+    def without(self, batch: CacheBatch, lines: Collection[Position]) -> CacheBatch:
+        gone = pl.DataFrame(list(lines), schema=POSITION, orient="row")
+        return _batch(batch.events.join(gone, on=list(POSITION), how="anti"), batch.dead)
 
     async def write(self, conn: Conn, batch: CacheBatch) -> tuple[Counter[int], list[DeadLetter]]:
         async with conn.cursor() as cur:

@@ -11,6 +11,9 @@ import pipeline.worker.stop_signal  # noqa: F401
 import typer
 
 from pipeline.cli import alerts, finance, local, ops, publish, reference, run, views, web
+from pipeline.stream.redaction import redact_logs
+
+redact_logs()
 
 app = typer.Typer(
     help="LLM FinOps pipeline: usage events in, exact priced windows out.",

@@ -15,6 +15,7 @@ from models.months import MonthError, next_month, parse_month
 from pipeline.cli.common import console, database_url, titled_table
 from pipeline.finance.close import close_month, stored_month
 from pipeline.storage import db
+from reports.names import file_slug
 
 month_app = typer.Typer(help="Close a month into chargeback documents.", no_args_is_help=True)
 report_app = typer.Typer(help="Finance and sustainability exports.", no_args_is_help=True)
@@ -52,8 +53,9 @@ def _write(out: Path, name: str, content: bytes) -> Path:
 
 
 def _file_name(month: date, tenant: str, fmt: str) -> str:
+    """The document's file name: a tenant's name only as a safe slug and hash."""
     if tenant:
-        return f"chargeback-{month:%Y-%m}-{tenant}.{fmt}"
+        return f"chargeback-{month:%Y-%m}-{file_slug(tenant)}.{fmt}"
     name, _, ext = fmt.rpartition(".")
     if name:  # focus.csv, focus.parquet
         return f"{name}-{month:%Y-%m}.{ext}"

@@ -5,10 +5,12 @@ from __future__ import annotations
 
 from datetime import UTC, datetime
 from decimal import Decimal
+from functools import partial
 from pathlib import Path
 from typing import Annotated
 
 import typer
+from rich.progress import Progress, TaskID
 
 from pipeline.cli.common import console, database_url, progress, services, titled_table
 from pipeline.cli.finance import reconcile_invoice
@@ -84,43 +86,57 @@ def metrics() -> None:
 
 
 def chaos(
-    scenario: Annotated[str, typer.Option(help="kill-worker, sink-error, rebalance, ...")],
+    scenario: Annotated[
+        str, typer.Option(help="kill-worker, sink-error, rebalance, ..., or all of them: all")
+    ],
     events: Annotated[int, typer.Option(help="simulated events to send")] = 100_000,
     seed: int = 1,
     kills: Annotated[int, typer.Option(help="kill-worker: random SIGKILLs")] = 20,
     stall_s: Annotated[float, typer.Option(help="broker-stall: seconds frozen")] = 20.0,
     keep: Annotated[bool, typer.Option(help="keep the run's database even if it passes")] = False,
 ) -> None:
-    """Run a fault scenario against real workers; the last line is the verdict."""
+    """Run a fault scenario against real workers; the last line is the verdict
+    (with --scenario all: one verdict line per scenario, then the total)."""
     from pipeline.testbed.chaos.harness import Target, embedded_target
     from pipeline.testbed.chaos.run import run_scenario
     from pipeline.testbed.chaos.scenarios import SCENARIOS, Intensity
 
-    if scenario not in SCENARIOS:
-        raise typer.BadParameter(f"choose one of {', '.join(SCENARIOS)}", param_hint="--scenario")
+    if scenario != "all" and scenario not in SCENARIOS:
+        choices = ", ".join([*SCENARIOS, "all"])
+        raise typer.BadParameter(f"choose one of {choices}", param_hint="--scenario")
     settings = Settings()
     if settings.kafka_url and settings.database_url:
         target = Target(settings.kafka_url, settings.database_url)
     else:
         target = embedded_target(settings.home)
-    with progress("draining", transient=True) as bar:
-        task = bar.add_task("drain", total=None)
-        verdict = run_scenario(
-            target,
-            scenario,
-            events,
-            seed=seed,
-            intensity=Intensity(kills=kills, stall_s=stall_s),
-            keep=keep,
-            say=console.print,
-            on_progress=lambda done, total: bar.update(task, completed=done, total=total),
-        )
-    for line in verdict.details:
-        console.print(f"  {line}", markup=False, highlight=False)
-    for leak in verdict.leaks:
-        console.print(f"  canary found in {leak}", markup=False)
-    print(verdict.line())
-    raise typer.Exit(0 if verdict.ok else 1)
+    verdicts = []
+    for name in SCENARIOS if scenario == "all" else [scenario]:
+        with progress(f"{name}: draining", transient=True) as bar:
+            task = bar.add_task("drain", total=None)
+            verdict = run_scenario(
+                target,
+                name,
+                events,
+                seed=seed,
+                intensity=Intensity(kills=kills, stall_s=stall_s),
+                keep=keep,
+                say=console.print,
+                on_progress=partial(_advance, bar, task),
+            )
+        for line in verdict.details:
+            console.print(f"  {line}", markup=False, highlight=False)
+        for leak in verdict.leaks:
+            console.print(f"  canary found in {leak}", markup=False)
+        print(verdict.line(), flush=True)
+        verdicts.append(verdict)
+    if len(verdicts) > 1:
+        passed = sum(v.ok for v in verdicts)
+        print(f"total: {passed} of {len(verdicts)} scenarios passed")
+    raise typer.Exit(0 if all(v.ok for v in verdicts) else 1)
+
+
+def _advance(bar: Progress, task: TaskID, done: int, total: int) -> None:
+    bar.update(task, completed=done, total=total)
 
 
 def bench(

@@ -66,6 +66,11 @@ def publish_lines(
     console.print(
         f"published {published.events} events in {published.messages} messages to '{topic}'"
     )
+    if published.refused:
+        console.print(
+            f"[yellow]{published.refused} lines larger than the broker's request limit"
+            " were not published[/]"
+        )
 
 
 def replay(
@@ -233,27 +238,33 @@ def dead_list() -> None:
     from pipeline.stream.dead_letter_replay import summary
 
     table = titled_table(
-        "dead letters", "reason", "count", "replayed", numbers={"count", "replayed"}
+        "dead letters", "topic", "reason", "count", "replayed", numbers={"count", "replayed"}
     )
     for row in summary(database_url()):
-        table.add_row(row.reason, str(row.count), str(row.replayed))
+        table.add_row(row.topic, row.reason, str(row.count), str(row.replayed))
     console.print(table)
 
 
 @dead_app.command("replay")
 def dead_replay(
     reason: Annotated[str, typer.Option(help="reason prefix, e.g. ts_in_future or schema")],
+    topic: Annotated[
+        str | None, typer.Option(help="only the dead letters read from this topic")
+    ] = None,
 ) -> None:
-    """Re-publish reviewed dead letters to the usage topic (safe to repeat)."""
+    """Re-publish reviewed dead letters, each to the topic it came from (safe to repeat)."""
     from pipeline.stream.dead_letter_replay import replay
 
     settings, found = services()
-    n = replay(
+    counts = replay(
         found.database_url,
         found.kafka_url,
-        settings.usage_topic,
         reason,
+        topic=topic,
         max_message_bytes=settings.max_message_bytes,
         compression=settings.kafka_compression,
     )
-    console.print(f"re-published {n} dead letters with reason {reason!r}")
+    for source, n in sorted(counts.items()):
+        console.print(f"re-published {n} dead letters with reason {reason!r} to {source!r}")
+    if not counts:
+        console.print(f"re-published 0 dead letters with reason {reason!r}")

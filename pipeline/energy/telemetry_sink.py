@@ -13,7 +13,7 @@ dropped. A node-window that gains energy is re-opened for the finalizer.
 from __future__ import annotations
 
 from collections import Counter, defaultdict
-from collections.abc import Sequence
+from collections.abc import Collection, Sequence
 from datetime import timedelta
 from decimal import Decimal
 
@@ -21,7 +21,7 @@ from models.contracts import GpuTelemetrySample
 from pipeline.energy.attribution import Sample, measure
 from pipeline.stream.dead_letter import DeadLetter, PublishDead, table_only
 from pipeline.stream.line_sink import LineSink
-from pipeline.stream.message import Message
+from pipeline.stream.message import Message, Position
 from pipeline.stream.ndjson import ValidLine, decode_lines
 from pipeline.stream.pg import Conn
 
@@ -60,6 +60,13 @@ class TelemetrySink(LineSink[Decoded]):
 
     def prepare(self, messages: Sequence[Message]) -> Decoded:
         return decode_lines(GpuTelemetrySample, messages)
+
+    def lines_of(self, batch: Decoded) -> list[Position]:
+        return [(v.partition, v.offset, v.line) for v in batch[0]]
+
+    def without(self, batch: Decoded, lines: Collection[Position]) -> Decoded:
+        gone = set(lines)
+        return [v for v in batch[0] if (v.partition, v.offset, v.line) not in gone], batch[1]
 
     async def write(self, conn: Conn, batch: Decoded) -> tuple[Counter[int], list[DeadLetter]]:
         # A copy: out-of-order samples are added to it below, and a retried

@@ -19,6 +19,7 @@ from collections.abc import Callable, Collection, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from functools import partial
+from types import MappingProxyType
 from typing import TypeVar
 
 import polars as pl
@@ -34,11 +35,14 @@ from pipeline.spend.request_costs import retry_costs
 from pipeline.spend.windows import SpendWindow, aggregate, combine, with_window
 from pipeline.stream.admission import Admission
 from pipeline.stream.dead_letter import DeadLetter, dead_letter
-from pipeline.stream.message import Message, count_by_partition, raw_line
+from pipeline.stream.message import Message, Position, count_by_partition, raw_line
+from pipeline.stream.ndjson import POSITION
 
 T = TypeVar("T")
 
 CONFLICT = "conflict"
+_PLACE = ("partition", "offset", "line")
+NONE_REFUSED: Mapping[Position, str] = MappingProxyType({})
 # What identifies an event (DESIGN: the idempotency key, scoped by who sent it).
 KEY_FIELDS = ("tenant", "node_id", "event_id")
 # The contract refuses NUL in identifiers, so joining them with NUL is unambiguous.
@@ -215,11 +219,28 @@ class Settled:
     newest: dict[int, datetime]  # newest event time counted, per partition
 
 
-def unseen(batch: PreparedBatch, floor: Mapping[int, int]) -> pl.DataFrame:
-    """The events at or above their partition's floor, which the sink must
-    look up in ``seen_event``; ``idx`` is their row in ``batch.events``."""
+def unseen(
+    batch: PreparedBatch, floor: Mapping[int, int], refused: Mapping[Position, str] = NONE_REFUSED
+) -> pl.DataFrame:
+    """The events at or above their partition's floor and not refused, which
+    the sink must look up in ``seen_event``; ``idx`` is their row in
+    ``batch.events``."""
     events = batch.events.with_row_index("idx")
-    return events.filter(~already_applied(events, floor))
+    return events.filter(~already_applied(events, floor) & ~_at(events, refused))
+
+
+def positions(events: pl.DataFrame) -> list[Position]:
+    """Where each row of a decoded frame came from."""
+    return [(int(p), int(o), int(n)) for p, o, n in events.select(*_PLACE).iter_rows()]
+
+
+def _at(rows: pl.DataFrame, places: Mapping[Position, str]) -> pl.Series:
+    """Which of ``rows`` sit at one of ``places``."""
+    if not places:
+        return pl.repeat(False, rows.height, eager=True, dtype=pl.Boolean())
+    where = pl.DataFrame(list(places), schema=POSITION, orient="row").with_columns(_at=True)
+    found = rows.select(_PLACE).join(where, on=_PLACE, how="left", maintain_order="left")
+    return found["_at"].fill_null(False)
 
 
 def settle(
@@ -228,16 +249,20 @@ def settle(
     floor: Mapping[int, int],
     seen_same: Collection[int],
     seen_other: Collection[int],
+    refused: Mapping[Position, str] = NONE_REFUSED,
 ) -> Settled:
     """What is applied of ``batch``, given ``floor`` (per partition, the offset
-    below which an earlier transaction committed everything) and the rows of
-    ``unseen(batch, floor)`` whose key ``seen_event`` already held with the
-    same payload (``seen_same``: duplicates) or another one (``seen_other``:
-    conflicts, dead-lettered)."""
+    below which an earlier transaction committed everything), the rows of
+    ``unseen(batch, floor, refused)`` whose key ``seen_event`` already held
+    with the same payload (``seen_same``: duplicates) or another one
+    (``seen_other``: conflicts, dead-lettered), and the lines the database
+    ``refused`` (dead-lettered with their reason; an empty reason leaves a
+    line out of a trial write)."""
     events = batch.events.with_row_index("idx")
     is_dup = events["idx"].is_in(list(seen_same))
     is_conflict = events["idx"].is_in(list(seen_other))
-    drop = already_applied(events, floor) | is_dup | is_conflict
+    is_refused = _at(events, refused)
+    drop = already_applied(events, floor) | is_dup | is_conflict | is_refused
     whole = not drop.any()
     kept = batch.events if whole else batch.events.filter(~drop)
     windows = (
@@ -261,6 +286,21 @@ def settle(
     repeat_conflicts = repeats["event_key"].is_in(conflicting["event_key"].implode())
     dead += _conflicts(batch.raw, repeats.filter(repeat_conflicts), "an event already counted")
     repeats = repeats.filter(~repeat_conflicts)
+    # The same goes for a later copy of a line the database refused.
+    gone = events.filter(is_refused & ~already_applied(events, floor))
+    dead += [
+        dead_letter(p, o, n, refused[(p, o, n)], raw_line(batch.raw[(p, o)], n))
+        for p, o, n in positions(gone)
+        if refused[(p, o, n)]
+    ]
+    why = dict(zip(gone["event_key"].to_list(), (refused[x] for x in positions(gone)), strict=True))
+    copies = repeats.filter(pl.col("event_key").is_in(list(why)))
+    dead += [
+        dead_letter(p, o, n, why[k], raw_line(batch.raw[(p, o)], n))
+        for p, o, n, k in copies.select(*_PLACE, "event_key").iter_rows()
+        if why[k]
+    ]
+    repeats = repeats.filter(~pl.col("event_key").is_in(list(why)))
     return Settled(
         events=kept,
         windows=windows,

@@ -8,9 +8,17 @@ from typing import Final
 
 import polars as pl
 
-from models.contracts import UsageEvent
+from models.contracts import MAX_BATCH_SIZE, MAX_MS, UsageEvent
 from pipeline.stream.message import Message
-from pipeline.stream.ndjson import ColumnContract, Decoded, ident, integer, timestamp, tokens
+from pipeline.stream.ndjson import (
+    ColumnContract,
+    Decoded,
+    ident,
+    integer,
+    text,
+    timestamp,
+    tokens,
+)
 
 IDENT_FIELDS: Final = (
     "event_id",
@@ -46,12 +54,12 @@ _STATUSES: Final = ["ok", "error", "timeout", "refused", "invalid_output"]
 def _checks() -> list[pl.Expr]:
     """Column-wise twins of the contract's rules; a row failing any goes to pydantic."""
     optional = [
-        pl.col("retry_reason").is_null() | (pl.col("retry_reason").str.len_chars() <= 256),
-        pl.col("fallback_from").is_null() | (pl.col("fallback_from").str.len_chars() <= 256),
-        pl.col("latency_ms").is_null() | (pl.col("latency_ms") >= 0),
-        pl.col("ttft_ms").is_null() | (pl.col("ttft_ms") >= 0),
+        text("retry_reason"),
+        text("fallback_from"),
+        integer("latency_ms", 0, MAX_MS, required=False),
+        integer("ttft_ms", 0, MAX_MS, required=False),
         tokens("local_input_tokens", required=False),
-        pl.col("batch_size").is_null() | (pl.col("batch_size") >= 1),
+        integer("batch_size", 1, MAX_BATCH_SIZE, required=False),
     ]
     return [
         *(ident(f) for f in IDENT_FIELDS),

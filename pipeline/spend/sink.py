@@ -26,7 +26,14 @@ from psycopg import AsyncCursor
 
 from models.prices import PriceBook
 from pipeline.energy.usage import TOKEN_SUMS, USAGE_KEY, USAGE_SUMS
-from pipeline.spend.batch import UNPRICED_COLUMNS, PreparedBatch, Settled, settle, unseen
+from pipeline.spend.batch import (
+    UNPRICED_COLUMNS,
+    PreparedBatch,
+    Settled,
+    positions,
+    settle,
+    unseen,
+)
 from pipeline.spend.budgets import KEY as BUDGET_KEY
 from pipeline.spend.budgets import SUMS as BUDGET_SUMS
 from pipeline.spend.recent_keys import RecentKeys
@@ -34,6 +41,7 @@ from pipeline.spend.request_costs import COLUMNS as REQUEST_COLUMNS
 from pipeline.spend.windows import COUNTERS, KEY
 from pipeline.stream import pg_binary
 from pipeline.stream.dead_letter import PublishDead, table_only
+from pipeline.stream.message import Position
 from pipeline.stream.offsets import OffsetSink
 from pipeline.stream.pg import Conn, as_csv, copy_merge, copy_rows, merge_sql
 
@@ -176,13 +184,18 @@ class SpendSink(OffsetSink):
         self._recent = RecentKeys(recent_keys)
 
     async def apply(self, batch: PreparedBatch, book: PriceBook) -> Applied:
-        async def write(conn: Conn, floor: Mapping[int, int]) -> Settled:
-            same, other = await self._dedup(conn, unseen(batch, floor))
-            settled = settle(batch, book, floor, same, other)
+        async def write(
+            conn: Conn, floor: Mapping[int, int], refused: Mapping[Position, str]
+        ) -> Settled:
+            same, other = await self._dedup(conn, unseen(batch, floor, refused))
+            settled = settle(batch, book, floor, same, other, refused)
             await self._write(conn, settled)
             return settled
 
-        settled, fenced = await self.commit(batch.first_offsets, batch.last_offsets, write)
+        def lines(floor: Mapping[int, int]) -> list[Position]:
+            return positions(unseen(batch, floor))
+
+        settled, fenced = await self.commit(batch.first_offsets, batch.last_offsets, write, lines)
         if settled is None:
             return Applied(fenced=fenced)
         if settled.conflicts:

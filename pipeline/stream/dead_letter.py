@@ -29,6 +29,7 @@ from dataclasses import dataclass
 
 from pydantic import ValidationError
 
+from models.contracts import BAD_IDENTIFIER
 from pipeline.stream.redaction import redact
 
 
@@ -56,6 +57,8 @@ def reason_for(exc: ValidationError) -> str:
         category = "not_object"
     elif any("prompt/completion text" in str(e.get("msg", "")) for e in errors):
         category = "text_field"
+    elif any(BAD_IDENTIFIER in str(e.get("msg", "")) for e in errors):
+        category = BAD_IDENTIFIER
     else:
         category = "schema"
     detail = "; ".join(

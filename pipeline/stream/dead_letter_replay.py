@@ -1,7 +1,7 @@
 """Review and replay of dead letters.
 
 A dead letter keeps the line as sent (minus prompt text and credentials),
-so after review it can be re-published to the usage topic. Replay is safe to
+so after review it can be re-published to the topic it was read from. Replay is safe to
 repeat: an event that reaches the windows twice is a duplicate by its key,
 and the keys are kept permanently. Lines rejected for their event time are
 admitted on replay only by a worker whose bounds were widened for the
@@ -20,7 +20,8 @@ from pipeline.stream.producer import BatchingPublisher
 
 @dataclass(frozen=True)
 class DeadLetterSummary:
-    reason: str
+    topic: str
+    reason: str  # the category, before the first colon
     count: int
     replayed: int
 
@@ -28,43 +29,47 @@ class DeadLetterSummary:
 def summary(database_url: str) -> list[DeadLetterSummary]:
     with psycopg.connect(database_url) as conn:
         rows = conn.execute(
-            "SELECT split_part(reason, ':', 1), count(*),"
+            "SELECT topic, split_part(reason, ':', 1), count(*),"
             " count(*) FILTER (WHERE replayed_at IS NOT NULL)"
-            " FROM dead_letter GROUP BY 1 ORDER BY 2 DESC"
+            " FROM dead_letter GROUP BY 1, 2 ORDER BY 3 DESC, 1, 2"
         ).fetchall()
-    return [DeadLetterSummary(str(r), int(c), int(d)) for r, c, d in rows]
+    return [DeadLetterSummary(str(t), str(r), int(c), int(d)) for t, r, c, d in rows]
 
 
 def replay(
     database_url: str,
     kafka_url: str,
-    topic: str,
     reason: str,
     *,
+    topic: str | None = None,
     max_message_bytes: int,
     compression: str | None,
-) -> int:
+) -> dict[str, int]:
     """Re-publish the not yet replayed dead letters whose reason starts with
-    ``reason``; mark them replayed once the broker acknowledged them."""
+    ``reason`` (of ``topic`` only, if given), each to the topic it was read
+    from; mark them replayed once the broker acknowledged them. How many,
+    per topic."""
     with psycopg.connect(database_url) as conn:
         rows = conn.execute(
-            "SELECT id, raw FROM dead_letter WHERE replayed_at IS NULL"
-            " AND starts_with(reason, %s) ORDER BY id",
-            (reason,),
+            "SELECT id, topic, raw FROM dead_letter WHERE replayed_at IS NULL"
+            " AND starts_with(reason, %s) AND (%s::text IS NULL OR topic = %s) ORDER BY id",
+            (reason, topic, topic),
         ).fetchall()
-    if not rows:
-        return 0
-    publisher = BatchingPublisher(
-        kafka_url,
-        topic,
-        events_per_message=100,
-        max_message_bytes=max_message_bytes,
-        compression=compression,
-    )
-    asyncio.run(publisher.publish(bytes(raw) for _, raw in rows))
-    with psycopg.connect(database_url) as conn:
-        conn.execute(
-            "UPDATE dead_letter SET replayed_at = now() WHERE id = ANY(%s)",
-            ([int(i) for i, _ in rows],),
+    by_topic: dict[str, list[tuple[int, bytes]]] = {}
+    for id_, source, raw in rows:
+        by_topic.setdefault(str(source), []).append((int(id_), bytes(raw)))
+    for source, letters in by_topic.items():
+        publisher = BatchingPublisher(
+            kafka_url,
+            source,
+            events_per_message=100,
+            max_message_bytes=max_message_bytes,
+            compression=compression,
         )
-    return len(rows)
+        asyncio.run(publisher.publish(raw for _, raw in letters))
+        with psycopg.connect(database_url) as conn:
+            conn.execute(
+                "UPDATE dead_letter SET replayed_at = now() WHERE id = ANY(%s)",
+                ([i for i, _ in letters],),
+            )
+    return {source: len(letters) for source, letters in by_topic.items()}

@@ -10,13 +10,13 @@ from __future__ import annotations
 
 import asyncio
 from collections import Counter
-from collections.abc import Mapping, Sequence
+from collections.abc import Collection, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Generic, TypeVar
 
-from pipeline.stream.dead_letter import DeadLetter
-from pipeline.stream.message import Message
+from pipeline.stream.dead_letter import DeadLetter, dead_letter
+from pipeline.stream.message import Message, Position, raw_line
 from pipeline.stream.offsets import OffsetSink
 from pipeline.stream.pg import Conn
 
@@ -42,6 +42,14 @@ class LineSink(OffsetSink, Generic[B]):
     def prepare(self, messages: Sequence[Message]) -> B:
         raise NotImplementedError
 
+    def lines_of(self, batch: B) -> list[Position]:
+        """Where the lines ``batch`` applies came from."""
+        raise NotImplementedError
+
+    def without(self, batch: B, lines: Collection[Position]) -> B:
+        """``batch`` as if ``lines`` had not been in it (pure)."""
+        raise NotImplementedError
+
     async def write(self, conn: Conn, batch: B) -> tuple[Counter[int], list[DeadLetter]]:
         raise NotImplementedError
 
@@ -53,17 +61,32 @@ class LineSink(OffsetSink, Generic[B]):
         for m in messages:
             first[m.partition] = min(m.offset, first.get(m.partition, m.offset))
             last[m.partition] = max(m.offset, last.get(m.partition, -1))
+        values = {(m.partition, m.offset): m.value for m in messages}
+        fresh_batch: list[B] = []  # the last write's, before any line was refused
 
-        async def write(conn: Conn, floor: Mapping[int, int]) -> LinesWritten:
+        async def write(
+            conn: Conn, floor: Mapping[int, int], refused: Mapping[Position, str]
+        ) -> LinesWritten:
             fresh = [m for m in messages if m.offset >= floor[m.partition]]
             batch = prepared
             if batch is None or len(fresh) < len(messages):
                 # A redelivery or a fenced partition: only the rest counts.
                 batch = await asyncio.to_thread(self.prepare, fresh)
+            fresh_batch[:] = [batch]
+            if refused:
+                batch = self.without(batch, refused)
             accepted, dead = await self.write(conn, batch)
+            dead += [
+                dead_letter(p, o, n, why, raw_line(values[(p, o)], n))
+                for (p, o, n), why in sorted(refused.items())
+                if why
+            ]
             return LinesWritten(accepted, tuple(dead))
 
-        written, fenced = await self.commit(first, last, write)
+        def lines(floor: Mapping[int, int]) -> list[Position]:
+            return self.lines_of(fresh_batch[0])
+
+        written, fenced = await self.commit(first, last, write, lines)
         if written is None:
             return LinesApplied(fenced=fenced)
         return LinesApplied(sum(written.accepted.values()), written.dead, fenced)

@@ -14,6 +14,8 @@ from typing import Final
 import polars as pl
 
 JSON_WS: Final = b" \t\r\n"
+# Where a line is: (partition, offset, line within the message).
+Position = tuple[int, int, int]
 
 
 @dataclass(frozen=True)

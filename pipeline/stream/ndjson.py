@@ -13,6 +13,7 @@ slow path for that line's message.
 from __future__ import annotations
 
 import io
+import logging
 import re
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
@@ -24,15 +25,15 @@ import numpy as np
 import polars as pl
 from pydantic import BaseModel, ValidationError
 
-from models.contracts import TEXT_FIELDS
+from models.contracts import DUPLICATE_KEY, RFC3339, TEXT_FIELDS, duplicate_keys
 from pipeline.stream.dead_letter import DeadLetter, dead_letter, reason_for
 from pipeline.stream.message import JSON_WS, Message, split_lines
 
+log = logging.getLogger(__name__)
 TS_DTYPE: Final = pl.Datetime("us", "UTC")
 # Position columns: where each event came from, for offsets and dead letters.
 POSITION: Final = {"partition": pl.Int32(), "offset": pl.Int64(), "line": pl.Int32()}
-# The RFC 3339 subset the fast path parses itself; anything else goes to pydantic.
-_RFC3339: Final = r"^\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2}(\.\d{1,6})?(Z|[+-]\d{2}:\d{2})$"
+# The contract's one timestamp form, which the fast path parses itself.
 _TS_FORMAT: Final = "%Y-%m-%dT%H:%M:%S%.f%#z"
 MAX_TOKENS: Final = 10**12
 # How polars renders a JSON number, boolean, array or object read into a
@@ -52,14 +53,27 @@ def _present(name: str, valid: pl.Expr, required: bool) -> pl.Expr:
     return pl.col(name).is_not_null() & valid if required else pl.col(name).is_null() | valid
 
 
-def ident(name: str, *, required: bool = True) -> pl.Expr:
-    """The contract's ``Ident``: 1..256 characters, not blank, no NUL."""
+# The contract's FORBIDDEN_CHARS in the regex dialect polars speaks (its
+# strings are UTF-8, so they cannot hold the surrogates the contract names).
+_FORBIDDEN: Final = (
+    r"[\x00-\x1f\x7f-\x9f\x{061c}\x{200e}\x{200f}\x{202a}-\x{202e}\x{2066}-\x{2069}]"
+)
+
+
+def ident(name: str, *, required: bool = True, length: int = 256) -> pl.Expr:
+    """The contract's ``Ident``: 1..256 characters, not blank, none forbidden."""
     valid = (
-        pl.col(name).str.len_chars().is_between(1, 256)
+        pl.col(name).str.len_chars().is_between(1, length)
         & pl.col(name).str.contains(r"\S")
-        & ~pl.col(name).str.contains("\x00", literal=True)
+        & ~pl.col(name).str.contains(_FORBIDDEN)
     )
     return _present(name, valid, required)
+
+
+def text(name: str, *, length: int = 256) -> pl.Expr:
+    """The contract's optional ``Text``: at most 256 characters, none forbidden."""
+    valid = (pl.col(name).str.len_chars() <= length) & ~pl.col(name).str.contains(_FORBIDDEN)
+    return _present(name, valid, required=False)
 
 
 def integer(name: str, low: int, high: int, *, required: bool = True) -> pl.Expr:
@@ -85,7 +99,7 @@ def timestamp() -> pl.Expr:
     """``ts`` is an RFC 3339 string with an offset that parsed."""
     return (
         pl.col("ts").is_not_null()
-        & pl.col("ts").str.contains(_RFC3339)
+        & pl.col("ts").str.contains(RFC3339)
         & pl.col("_ts").is_not_null()
     )
 
@@ -113,15 +127,28 @@ class ColumnContract:
     _per_row: list[pl.Expr] = field(init=False, repr=False)
 
     def __post_init__(self) -> None:
-        # An identifier key whose value is not a JSON string, or a key that
-        # carries prompt or completion text: such lines must be judged by the
-        # contract. Inside a JSON string a quote is escaped, so these cannot
-        # match string contents.
-        suspect = _keys(self.strings) + r'\s*[^"\s]|' + _keys(sorted(TEXT_FIELDS))
-        # Every known key, up to its colon: a line that names one twice has a
-        # duplicate key (polars keeps the first value, pydantic the last,
-        # even when the last is null), so the contract must judge it.
-        known = _keys(self.schema)
+        # Lines the contract must judge alone: any backslash (an escape can
+        # spell a key or a value another way: "t\u0065nant" is "tenant"), an
+        # identifier key whose value is not a JSON string, a key that carries
+        # prompt or completion text, an integer spelled as a fraction, with
+        # an exponent or a leading zero (the contract takes JSON integers
+        # only). Without a backslash every quote opens or closes a key or a
+        # string, so these cannot match string contents.
+        integers = [c for c, t in self.schema.items() if t == pl.Int64()]
+        suspect = (
+            r"\\|"
+            + _keys(self.strings)
+            + r'\s*[^"\s]|'
+            + _keys(sorted(TEXT_FIELDS))
+            + "|"
+            + _keys(integers)
+            + r"\s*-?(?:0\d|\d*[.eE])"
+        )
+        # Any key, up to its colon: in a flat line with no backslash every
+        # match is a top-level key, so a line that names one twice has a
+        # duplicate key (polars keeps the first value, pydantic the last),
+        # and the contract refuses it.
+        known = r'"[^"]*"\s*:'
         # An explicit null where the contract has a default but no None: the
         # reader cannot tell it from an absent key.
         if self.defaults:
@@ -156,15 +183,30 @@ class ColumnContract:
     def decode(self, messages: Sequence[Message]) -> Decoded:
         """Every line of ``messages``: valid ones as rows, the rest as dead
         letters. One read proves most batches whole (:meth:`proved`); a batch
-        it cannot prove is checked line by line (:meth:`checked`)."""
-        proved = self.proved(messages)
-        return Decoded(proved, []) if proved is not None else self.checked(messages)
+        it cannot prove is checked line by line (:meth:`checked`). Should
+        either raise, on any input, the contract alone judges every line
+        (:meth:`judged`): no bytes can stop the stage."""
+        try:
+            proved = self.proved(messages)
+            return Decoded(proved, []) if proved is not None else self.checked(messages)
+        except Exception:
+            log.warning("fault decode_fallback: judging %d messages line by line", len(messages))
+            return self.judged(messages)
+
+    def judged(self, messages: Sequence[Message]) -> Decoded:
+        """Every line judged by the contract alone, one by one."""
+        lines = [
+            (raw, m.partition, m.offset, i)
+            for m in messages
+            for i, raw in enumerate(split_lines(m.value))
+        ]
+        return self._by_contract(lines, [])
 
     def checked(self, messages: Sequence[Message]) -> Decoded:
         """Line by line: the lines the column checks pass, and every other
         line judged by the contract itself."""
         lines, positions, slow = _lines(messages)
-        suspect = lines.str.contains(self._suspect).fill_null(True)
+        suspect = (lines.str.contains(self._suspect) | _nested(lines)).fill_null(True)
         if suspect.any():
             slow.extend(
                 (text.encode(), *_position(positions, i))
@@ -178,14 +220,16 @@ class ColumnContract:
         frame, rejected = self._read_fast(lines, positions, raw)
         slow.extend(rejected)
 
-        frames = [frame] if frame is not None else []
+        return self._by_contract(slow, [frame] if frame is not None else [])
+
+    def _by_contract(self, slow: list[Rejected], frames: list[pl.DataFrame]) -> Decoded:
+        """``slow`` lines judged by the contract, added to ``frames``."""
         dead: list[DeadLetter] = []
         rows: list[dict[str, object]] = []
         for line, partition, offset, line_no in slow:
-            try:
-                event = self.model.model_validate_json(line)
-            except ValidationError as exc:
-                dead.append(dead_letter(partition, offset, line_no, reason_for(exc), line))
+            event, reason = judge(self.model, line)
+            if event is None:
+                dead.append(dead_letter(partition, offset, line_no, reason, line))
                 continue
             row: dict[str, object] = {
                 k: v.value if isinstance(v, Enum) else v
@@ -375,6 +419,12 @@ def _lines_per_message(joined: np.ndarray[Any, Any], sizes: list[int]) -> list[i
     return [int(n) + 1 for n in inside]
 
 
+def _nested(lines: pl.Series) -> pl.Series:
+    """Per line (with no backslash): does a value hold an object or an array?
+    Such a line's keys are not all top-level, so the contract judges it."""
+    return lines.str.replace_all(r'"[^"]*"', "").str.slice(1).str.contains(r"[\[{]")
+
+
 def _unique_keys(lines: pl.Series, key: str) -> pl.Series:
     """Per line: does no key matching ``key`` occur twice?"""
     keys = lines.str.extract_all(key).list.eval(pl.element().str.strip_chars_end(": \t\r"))
@@ -421,13 +471,25 @@ def decode_lines(
     dead: list[DeadLetter] = []
     for m in messages:
         for i, raw in enumerate(split_lines(m.value)):
-            try:
-                values.append(
-                    ValidLine(m.partition, m.offset, i, raw, model.model_validate_json(raw))
-                )
-            except ValidationError as exc:
-                dead.append(dead_letter(m.partition, m.offset, i, reason_for(exc), raw))
+            value, reason = judge(model, raw)
+            if value is None:
+                dead.append(dead_letter(m.partition, m.offset, i, reason, raw))
+            else:
+                values.append(ValidLine(m.partition, m.offset, i, raw, value))
     return values, dead
+
+
+def judge(model: type[M], raw: bytes) -> tuple[M | None, str]:
+    """The contract's verdict on one line: the event, or None and the
+    dead-letter reason. A line naming a key twice is refused as ambiguous
+    before the contract reads it (the contract would keep the last value)."""
+    twice = duplicate_keys(raw)
+    if twice:
+        return None, f"{DUPLICATE_KEY}: {', '.join(k[:64] for k in twice[:5])} given twice"
+    try:
+        return model.model_validate_json(raw), ""
+    except ValidationError as exc:
+        return None, reason_for(exc)
 
 
 def _position(positions: pl.DataFrame, i: int) -> tuple[int, int, int]:

@@ -14,7 +14,11 @@ apply, ingest counters, and an owner epoch. A batch is applied by
    committed offset, which never passes the sink's;
 4. write: the sink's own rows, given the offsets below which nothing counts;
    then its dead letters, published to their topic first (the contract in
-   :mod:`pipeline.stream.dead_letter`);
+   :mod:`pipeline.stream.dead_letter`). A write the database refuses for a
+   reason no retry fixes (a value out of range, a check violation) is
+   isolated, not retried: the lines it refuses are found by bisection, each
+   trial in a savepoint, and dead-lettered as ``db_rejected``; the rest
+   applies (:meth:`OffsetSink._isolating`);
 5. advance the offsets past the batch and add to the counters
    (accepted + duplicates + dead-lettered = lines consumed).
 
@@ -30,12 +34,14 @@ import logging
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from contextlib import suppress
 from datetime import datetime
-from typing import Protocol, TypeVar
+from functools import partial
+from typing import Any, Protocol, TypeVar
 
 import psycopg
 
 from pipeline.stream.dead_letter import DeadLetter, PublishDead, table_only
-from pipeline.stream.pg import Conn, PgSession
+from pipeline.stream.message import Position
+from pipeline.stream.pg import Conn, PgSession, transient
 
 log = logging.getLogger(__name__)
 
@@ -63,6 +69,11 @@ class OffsetGap(Exception):
     from the group's committed offset, which never passes the sink's."""
 
 
+DB_REJECTED = "db_rejected"
+# Trial writes one isolation may make: about 2 log2(n) per refused line.
+MAX_TRIALS = 64
+
+
 class Written(Protocol):
     """What a sink's write did, per partition, for the offset rows."""
 
@@ -77,9 +88,12 @@ class Written(Protocol):
 
 
 W = TypeVar("W", bound=Written)
-# The sink's writes inside the transaction, given each partition's floor:
-# the offset below which nothing may count (FENCED for a fenced partition).
-Write = Callable[[Conn, Mapping[int, int]], Awaitable[W]]
+# The sink's writes inside the transaction, given each partition's floor
+# (the offset below which nothing may count; FENCED for a fenced partition)
+# and the lines refused: not applied, dead-lettered with the reason given.
+Write = Callable[[Conn, Mapping[int, int], Mapping[Position, str]], Awaitable[W]]
+# The lines a write would apply, given the floors (pure).
+Positions = Callable[[Mapping[int, int]], Sequence[Position]]
 
 
 class OffsetSink(PgSession):
@@ -158,16 +172,23 @@ class OffsetSink(PgSession):
         return epochs
 
     async def commit(
-        self, first: Mapping[int, int], last: Mapping[int, int], write: Write[W]
+        self,
+        first: Mapping[int, int],
+        last: Mapping[int, int],
+        write: Write[W],
+        positions: Positions,
     ) -> tuple[W | None, tuple[int, ...]]:
         """Apply the batch whose partitions span ``first``..``last`` offsets
         through ``write``, in the offset transaction (module docstring);
-        retried until it commits. Returns what ``write`` returned (None when
-        every message was applied before or is fenced) and the partitions
-        found fenced, which the caller must not ack."""
+        retried until it commits. ``positions`` names the lines ``write``
+        would apply, for isolating those the database refuses. Returns what
+        ``write`` returned (None when every message was applied before or is
+        fenced) and the partitions found fenced, which the caller must not ack."""
         partitions = sorted(last)
         await self.until_claimed(partitions)
-        return await self._retrying(lambda: self._commit_once(partitions, first, last, write))
+        return await self._retrying(
+            lambda: self._commit_once(partitions, first, last, write, positions)
+        )
 
     async def _commit_once(
         self,
@@ -175,6 +196,7 @@ class OffsetSink(PgSession):
         first: Mapping[int, int],
         last: Mapping[int, int],
         write: Write[W],
+        positions: Positions,
     ) -> tuple[W | None, tuple[int, ...]]:
         conn = await self._connection()
         async with conn.transaction():
@@ -188,12 +210,38 @@ class OffsetSink(PgSession):
             if gaps:
                 self.faults["offset_gap"] += 1
                 raise OffsetGap(f"batch starts past the applied offsets {gaps}: {dict(first)}")
-            written = await write(conn, floor)
+            written = await self._isolating(conn, floor, write, positions)
             if written.dead:
                 await self._write_dead(conn, written.dead)
                 await self._publish_dead(written.dead)
             await self._advance(conn, fresh, last, written)
         return written, fenced
+
+    async def _isolating(
+        self, conn: Conn, floor: Mapping[int, int], write: Write[W], positions: Positions
+    ) -> W:
+        """``write``, in a savepoint; if the database refuses it for a
+        reason that is not transient, the refused lines are found by
+        bisection (each trial rolled back) and the write is made without
+        them, dead-lettering them as ``db_rejected``. A refusal no single
+        line explains refuses the lines it could not clear: loud, and each
+        can be replayed once the cause is mended. A refusal with no line
+        left to refuse is the database's or ours: raised, and retried."""
+        refused: dict[Position, str] = {}
+        trials = _Trials(conn, floor, write)
+        while True:
+            try:
+                async with conn.transaction():
+                    return await write(conn, floor, refused)
+            except Exception as exc:
+                left = [p for p in positions(floor) if p not in refused]
+                if transient(exc) or isinstance(exc, OffsetGap) or not left:
+                    raise
+                why = f"{DB_REJECTED}: {_described(exc)}"
+            self.faults[DB_REJECTED] += 1
+            log.error("fault db_rejected (%s); isolating the lines it refuses", why)
+            bad = await _bisect(left, partial(trials.applies, refused, left))
+            refused.update((p, why) for p in bad)
 
     async def _lock_offsets(
         self, conn: Conn, partitions: Sequence[int]
@@ -256,6 +304,59 @@ class OffsetSink(PgSession):
                     for p in partitions
                 ],
             )
+
+
+class _Trials:
+    """Trial writes of a part of a batch, rolled back, at most MAX_TRIALS."""
+
+    def __init__(self, conn: Conn, floor: Mapping[int, int], write: Write[Any]) -> None:
+        self._conn, self._floor, self._write = conn, floor, write
+        self.left = MAX_TRIALS
+
+    async def applies(
+        self, refused: Mapping[Position, str], lines: Sequence[Position], part: Sequence[Position]
+    ) -> bool:
+        """Does the write succeed with only ``part`` of ``lines``? Past the
+        trial budget, every part counts as failing (and is refused)."""
+        if self.left <= 0:
+            return False
+        self.left -= 1
+        keep = set(part)
+        without = {**refused, **{p: "" for p in lines if p not in keep}}
+        try:
+            async with self._conn.transaction():
+                await self._write(self._conn, self._floor, without)
+                raise psycopg.Rollback()
+        except Exception as exc:
+            if transient(exc):
+                raise
+            return False
+        return True
+
+
+async def _bisect(
+    lines: Sequence[Position], applies: Callable[[Sequence[Position]], Awaitable[bool]]
+) -> list[Position]:
+    """The lines that make a write fail, given that writing all of ``lines``
+    fails: halves that write alone are cleared, the rest split again. Lines
+    that fail only together are all returned."""
+    if len(lines) <= 1:
+        return list(lines)
+    half = len(lines) // 2
+    bad: list[Position] = []
+    for part in (lines[:half], lines[half:]):
+        if not await applies(part):
+            bad += await _bisect(part, applies)
+    return bad or list(lines)
+
+
+def _described(exc: BaseException) -> str:
+    """An error in one line, for a dead letter's reason: its SQLSTATE and
+    the server's first line, no statement text (which could hold input)."""
+    if isinstance(exc, psycopg.Error):
+        first = (exc.diag.message_primary or type(exc).__name__).splitlines()[0]
+        return f"{exc.sqlstate or ''} {first}"[:300]
+    return type(exc).__name__
 
 
 def applied_offsets(

@@ -10,10 +10,11 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import time
 from collections import Counter
 from collections.abc import Awaitable, Callable
 from contextlib import suppress
-from typing import TypeVar
+from typing import Final, TypeVar
 
 import polars as pl
 import psycopg
@@ -28,11 +29,37 @@ Conn = AsyncConnection[tuple[object, ...]]
 _SESSION_SETUP = "SET idle_in_transaction_session_timeout = '20s'"
 
 
+class Stalled(Exception):
+    """The database kept refusing a statement no retry can fix."""
+
+
+# SQLSTATE classes of failures that pass: connection exceptions, transaction
+# rollbacks (serialization failures, deadlocks), insufficient resources,
+# object-not-in-state (lock timeouts), operator intervention (a restart),
+# system errors. Everything else (data exceptions, integrity violations,
+# syntax or undefined objects) fails the same way every time.
+_TRANSIENT: Final = frozenset({"08", "40", "53", "55", "57", "58"})
+
+
+def transient(exc: BaseException) -> bool:
+    """Would the same statement succeed if tried again later?"""
+    if isinstance(exc, psycopg.InterfaceError):
+        return True
+    if not isinstance(exc, psycopg.Error):
+        return False
+    state = exc.sqlstate
+    if state is None:  # no answer from the server: the connection
+        return isinstance(exc, psycopg.OperationalError)
+    return state[:2] in _TRANSIENT
+
+
 class PgSession:
     """One connection, one transaction at a time, every failure retried."""
 
     # Temp tables staged into, created once per connection.
     stage_ddl = ""
+    # How long a deterministic database error is retried before Stalled.
+    stall_s = 300.0
 
     def __init__(self, database_url: str) -> None:
         self._url = database_url
@@ -60,18 +87,30 @@ class PgSession:
             self._conn = None
 
     async def _retrying(self, op: Callable[[], Awaitable[T]]) -> T:
+        """``op`` until it succeeds. A transient failure (the connection, a
+        serialization failure, a deadlock, a restart) is waited out for as
+        long as it lasts; any other database error is retried too (never ack
+        what was not written), but not for longer than ``stall_s``: then
+        :class:`Stalled` is raised, and the stage stops the process rather
+        than wedge its partitions in silence."""
         delay = 0.1
+        refused_since: float | None = None
         while True:
             try:
                 async with self._lock:
                     return await op()
-            except (psycopg.OperationalError, psycopg.InterfaceError) as exc:
-                self.faults["postgres_unavailable"] += 1
-                log.warning("fault postgres_unavailable (%s); retrying in %.1fs", exc, delay)
             except psycopg.Error as exc:
-                # Not a connection problem: still never ack what was not written.
-                self.faults["sink_error"] += 1
-                log.error("fault sink_error (%r); retrying in %.1fs", exc, delay)
+                if transient(exc):
+                    refused_since = None
+                    self.faults["postgres_unavailable"] += 1
+                    log.warning("fault postgres_unavailable (%s); retrying in %.1fs", exc, delay)
+                else:
+                    now = time.monotonic()
+                    refused_since = refused_since or now
+                    self.faults["sink_error"] += 1
+                    log.error("fault sink_error (%r); retrying in %.1fs", exc, delay)
+                    if now - refused_since > self.stall_s:
+                        raise Stalled(f"the database refused for {self.stall_s:.0f} s") from exc
             async with self._lock:
                 await self._discard_connection()
             await asyncio.sleep(delay)

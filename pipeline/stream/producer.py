@@ -20,12 +20,14 @@ from dataclasses import dataclass
 from typing import Final
 
 from aiokafka import AIOKafkaProducer
+from aiokafka.errors import MessageSizeTooLargeError, RecordTooLargeError
 
 from pipeline.stream.kafka import bootstrap
 
 log = logging.getLogger(__name__)
 _NODE_ID: Final = re.compile(rb'"node_id"\s*:\s*"((?:[^"\\]|\\.)*)"')
 UNKEYED: Final = b"unkeyed"
+_TOO_LARGE: Final = (MessageSizeTooLargeError, RecordTooLargeError)
 
 
 def key_of(line: bytes) -> bytes:
@@ -37,8 +39,9 @@ def key_of(line: bytes) -> bytes:
 
 @dataclass(frozen=True)
 class PublishResult:
-    events: int
+    events: int  # lines published
     messages: int
+    refused: int = 0  # lines larger than any request the broker takes: not published
 
 
 class BatchingPublisher:
@@ -64,19 +67,23 @@ class BatchingPublisher:
         self._retry_for_s = retry_for_s
 
     async def publish(self, lines: Iterable[bytes]) -> PublishResult:
+        # A line larger than the pipeline's message limit still goes out,
+        # alone, so the worker dead-letters it (too_large) with its place;
+        # one beyond any request the client sends is counted, not published.
+        request_limit = max(self._max_bytes * 2, 1024**2)
         producer = AIOKafkaProducer(
             bootstrap_servers=bootstrap(self._url),
             acks="all",
             enable_idempotence=False,
             linger_ms=5,
             compression_type=self._compression,
-            max_request_size=max(self._max_bytes * 2, 1024**2),
+            max_request_size=request_limit,
             max_batch_size=max(self._max_bytes + 1024, 16384),
         )
         await producer.start()
         pending: list[tuple[asyncio.Future[object], bytes, bytes]] = []
         buffers: dict[bytes, tuple[list[bytes], int]] = {}
-        events = messages = 0
+        events = messages = refused = 0
 
         async def settle() -> None:
             """Wait for every send in flight; re-send the failed ones with
@@ -86,11 +93,14 @@ class BatchingPublisher:
             delay, deadline = 0.5, time.monotonic() + self._retry_for_s
             while pending:
                 results = await asyncio.gather(*(f for f, _, _ in pending), return_exceptions=True)
-                failed = [
-                    (key, value)
-                    for (_, key, value), r in zip(pending, results, strict=True)
-                    if isinstance(r, Exception)
-                ]
+                failed = []
+                for (_, key, value), r in zip(pending, results, strict=True):
+                    if isinstance(r, _TOO_LARGE):
+                        # Refused by size: the same every time, so counted
+                        # and left out, never retried.
+                        count_refused(value)
+                    elif isinstance(r, Exception):
+                        failed.append((key, value))
                 pending.clear()
                 if not failed:
                     return
@@ -102,9 +112,23 @@ class BatchingPublisher:
                 for key, value in failed:
                     pending.append((await producer.send(self._topic, value, key=key), key, value))
 
+        def count_refused(value: bytes) -> None:
+            nonlocal refused, events
+            lines = value.count(b"\n") + 1
+            refused, events = refused + lines, events - lines
+            log.warning(
+                "fault publish_too_large: %d lines in %d bytes not published (the broker's"
+                " request limit)",
+                lines,
+                len(value),
+            )
+
         async def send(key: bytes, chunk: list[bytes]) -> None:
             nonlocal messages
             value = b"\n".join(chunk)
+            if len(value) > request_limit:
+                count_refused(value)
+                return
             pending.append((await producer.send(self._topic, value, key=key), key, value))
             messages += 1
             if len(pending) >= self._in_flight:
@@ -117,6 +141,11 @@ class BatchingPublisher:
                 if chunk and size + len(line) + 1 > self._max_bytes:
                     await send(key, chunk)
                     chunk, size = [], 0
+                if len(line) >= self._max_bytes:  # alone, never beside others
+                    buffers[key] = (chunk, size)
+                    events += 1
+                    await send(key, [line])
+                    continue
                 chunk.append(line)
                 size += len(line) + 1
                 events += 1
@@ -132,4 +161,4 @@ class BatchingPublisher:
             self._on_progress(events)
         finally:
             await producer.stop()
-        return PublishResult(events, messages)
+        return PublishResult(events, messages, refused)

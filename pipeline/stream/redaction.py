@@ -1,36 +1,54 @@
-"""What a dead letter may keep of a rejected line: the line as sent, except
-that values of prompt/completion keys (at any depth) and of credential keys
-are replaced, strings shaped like API keys or bearer tokens are masked, and
-a line that cannot be parsed but names a text key is not kept at all, only
-its size. Nothing a dead letter holds can leak a prompt or a key.
+"""What a dead letter, a dead-letter topic or a log line may keep of input:
+the line as sent, except that
+
+- the value of any key that names prompt or completion text, or whose name
+  contains key, token, secret, password, authorization or credential (any
+  case, any depth), is replaced; the contracts' own fields (``input_tokens``
+  and the other counts) are not credentials and stay;
+- strings shaped like credentials are masked wherever they stand: provider
+  keys (``sk-...``), AWS access keys (``AKIA...``, ``ASIA...``), bearer
+  tokens, JSON Web Tokens and Slack tokens (``xoxb-...``);
+- a line that cannot be parsed but names such a key is not kept at all,
+  only its size, and so is a line beyond the size a dead letter keeps.
+
+Nothing a dead letter holds can leak a prompt or a key.
 """
 
 from __future__ import annotations
 
 import hashlib
 import json
+import logging
 import re
 from typing import Any, Final
 
-from models.contracts import TEXT_FIELDS
+from models.contracts import TEXT_FIELDS, CacheEvent, GpuTelemetrySample, UsageEvent
 
 REDACTED: Final = "<redacted>"
-SECRET_FIELDS: Final = frozenset(
-    {"api_key", "apikey", "authorization", "x-api-key", "password", "secret", "access_token"}
+SECRET_WORDS: Final = ("key", "token", "secret", "password", "authorization", "credential")
+# Fields of our own contracts: counts and names, never credentials.
+CONTRACT_FIELDS: Final = frozenset(
+    {*UsageEvent.model_fields, *GpuTelemetrySample.model_fields, *CacheEvent.model_fields}
 )
-# Shapes of credentials that travel in request logs: provider keys (sk-...,
-# sk-ant-..., AKIA...) and bearer tokens.
 _SECRET_VALUE: Final = re.compile(
-    rb"(?:sk-[A-Za-z0-9_\-]{8,}|AKIA[A-Z0-9]{12,}|Bearer\s+[A-Za-z0-9._~+/=\-]{8,})"
+    r"(?:sk-[A-Za-z0-9_\-]{8,}"
+    r"|(?:AKIA|ASIA)[A-Z0-9]{12,}"
+    r"|Bearer\s+[A-Za-z0-9._~+/=\-]{8,}"
+    r"|eyJ[A-Za-z0-9_\-]{4,}\.eyJ[A-Za-z0-9_\-]{4,}\.[A-Za-z0-9_\-]*"
+    r"|xox[abposr]-[A-Za-z0-9\-]{8,})"
 )
-_TEXT_KEY: Final = re.compile(
-    rb'"(?:'
-    + b"|".join(re.escape(k.encode()) for k in sorted(TEXT_FIELDS | SECRET_FIELDS))
-    + rb')"',
-    re.IGNORECASE,
-)
+_SECRET_BYTES: Final = re.compile(_SECRET_VALUE.pattern.encode())
+_QUOTED: Final = re.compile(rb'"((?:[^"\\]|\\.){0,200})"')
 # How much of an oversized message a dead letter keeps.
 MAX_RAW_BYTES: Final = 65536
+
+
+def is_sensitive(key: str) -> bool:
+    """Does a key name prompt text or a credential?"""
+    name = key.lower()
+    if name in CONTRACT_FIELDS:
+        return False
+    return name in TEXT_FIELDS or any(word in name for word in SECRET_WORDS)
 
 
 def redact(raw: bytes) -> bytes:
@@ -41,13 +59,44 @@ def redact(raw: bytes) -> bytes:
     try:
         doc = json.loads(raw)
     except (ValueError, UnicodeDecodeError, RecursionError):
-        if _TEXT_KEY.search(raw):
+        if any(is_sensitive(_unquoted(m)) for m in _QUOTED.findall(raw)):
             return f"<unparseable line naming a text or secret key, {len(raw)} bytes>".encode()
-        return _SECRET_VALUE.sub(REDACTED.encode(), raw)
+        return _SECRET_BYTES.sub(REDACTED.encode(), raw)
     cleaned, changed = _scrub(doc)
     if changed:
         raw = json.dumps(cleaned, separators=(",", ":"), ensure_ascii=False).encode()
-    return _SECRET_VALUE.sub(REDACTED.encode(), raw)
+    return _SECRET_BYTES.sub(REDACTED.encode(), raw)
+
+
+def mask(text: str) -> str:
+    """``text`` with every credential-shaped string masked (log lines)."""
+    return _SECRET_VALUE.sub(REDACTED, text)
+
+
+def redact_logs() -> None:
+    """Mask credential-shaped strings in every log record this process
+    makes, whoever logs it (a driver error can quote a statement)."""
+    make = logging.getLogRecordFactory()
+    if getattr(make, "redacting", False):
+        return
+
+    def factory(*args: Any, **kwargs: Any) -> logging.LogRecord:
+        record = make(*args, **kwargs)
+        message = record.getMessage()
+        masked = mask(message)
+        if masked != message:
+            record.msg, record.args = masked, None
+        return record
+
+    factory.redacting = True  # type: ignore[attr-defined]
+    logging.setLogRecordFactory(factory)
+
+
+def _unquoted(inner: bytes) -> str:
+    try:
+        return str(json.loads(b'"' + inner + b'"'))
+    except (ValueError, UnicodeDecodeError):
+        return inner.decode("utf-8", "replace")
 
 
 def _scrub(doc: Any, depth: int = 0) -> tuple[Any, bool]:
@@ -57,7 +106,7 @@ def _scrub(doc: Any, depth: int = 0) -> tuple[Any, bool]:
         changed = False
         out: dict[str, Any] = {}
         for key, value in doc.items():
-            if key.lower() in TEXT_FIELDS or key.lower() in SECRET_FIELDS:
+            if is_sensitive(key):
                 out[key], changed = REDACTED, True
             else:
                 out[key], sub = _scrub(value, depth + 1)

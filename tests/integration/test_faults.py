@@ -9,9 +9,10 @@ from pathlib import Path
 
 import pytest
 
-from pipeline.testbed.chaos.harness import Target, Verdict
+from pipeline.testbed.chaos.harness import Target
 from pipeline.testbed.chaos.run import run_scenario
-from pipeline.testbed.chaos.scenarios import Intensity
+from pipeline.testbed.chaos.scenarios import JOINED, Intensity
+from pipeline.testbed.chaos.verdict import Verdict
 from tests.integration.conftest import Stack
 
 pytestmark = [pytest.mark.integration, pytest.mark.faults]
@@ -27,6 +28,8 @@ def _run(stack: Stack, tmp_path: Path, name: str, events: int = EVENTS) -> Verdi
     assert (verdict.lost, verdict.double_counted) == (0, 0), verdict.details
     assert verdict.tables_equal and verdict.balanced, verdict.details
     assert verdict.leaks == []
+    if name in JOINED:  # its telemetry and cache windows, held to the reference
+        assert (verdict.energy_ok, verdict.cache_ok) == (True, True), verdict.details
     assert verdict.ok
     return verdict
 

@@ -19,6 +19,7 @@ import psycopg
 import pytest
 
 from reports import focus
+from reports.names import file_slug
 from tests.factories import event, line
 from tests.integration.browser import chromium
 from tests.integration.conftest import Env
@@ -26,6 +27,9 @@ from tests.integration.conftest import Env
 pytestmark = pytest.mark.integration
 
 NO_SHARED = "allocation: proportional\nshared_costs: []\n"
+# The packaged default charges no shared cost; the example policy does.
+EXAMPLE_POLICY = "models/data/examples/chargeback.yaml"
+ACME_PDF = f"chargeback-2026-09-{file_slug('acme')}.pdf"
 
 
 def _publish(env: Env, path: Path, events: list[dict[str, object]]) -> None:
@@ -85,9 +89,9 @@ def test_close_adjust_export_and_reconcile(env: Env, tmp_path: Path) -> None:
     start = datetime(2026, 9, 14, 9, 0, tzinfo=UTC)
     _simulated_month(env, start)
     out = tmp_path / "out"
-    env.finops("month", "close", "2026-09", "--out", str(out))
+    env.finops("month", "close", "2026-09", "--policy", EXAMPLE_POLICY, "--out", str(out))
     first = {p.name: p.read_bytes() for p in (out / "2026-09").iterdir()}
-    assert "chargeback-2026-09-acme.pdf" in first and "ledger-2026-09.csv" in first
+    assert ACME_PDF in first and "ledger-2026-09.csv" in first
 
     # The lines add up to each document's total, shared costs included.
     ledger = list(csv.DictReader(io.StringIO(first["ledger-2026-09.csv"].decode())))
@@ -103,7 +107,9 @@ def test_close_adjust_export_and_reconcile(env: Env, tmp_path: Path) -> None:
         pytest.raises(psycopg.errors.IntegrityConstraintViolation),
     ):
         conn.execute("UPDATE invoice_line SET amount = 0")
-    again = env.finops("month", "close", "2026-09", "--out", str(tmp_path / "again"))
+    again = env.finops(
+        "month", "close", "2026-09", "--policy", EXAMPLE_POLICY, "--out", str(tmp_path / "again")
+    )
     assert "was already closed" in again.stdout
     assert {p.name: p.read_bytes() for p in (tmp_path / "again" / "2026-09").iterdir()} == first
 
@@ -122,10 +128,10 @@ def test_close_adjust_export_and_reconcile(env: Env, tmp_path: Path) -> None:
     assert Decimal(adjustment["amount_usd"]) == Decimal("0.02")  # 4000 x $3 + 500 x $15 per Mtok
     env.finops("report", "chargeback", "--month", "2026-09", "--format", "pdf",
                "--out", str(tmp_path / "after"))  # fmt: skip
-    after = (tmp_path / "after" / "2026-09" / "chargeback-2026-09-acme.pdf").read_bytes()
-    assert after == first["chargeback-2026-09-acme.pdf"]
+    after = (tmp_path / "after" / "2026-09" / ACME_PDF).read_bytes()
+    assert after == first[ACME_PDF]
 
-    _check_pdf(tmp_path, first["chargeback-2026-09-acme.pdf"], ledger)
+    _check_pdf(tmp_path, first[ACME_PDF], ledger)
     _check_html_in_browser(out / "2026-09", ledger)
     _check_focus(env, tmp_path)
     _check_sustainability(env, tmp_path)
@@ -153,7 +159,7 @@ def _check_html_in_browser(folder: Path, ledger: list[dict[str, str]]) -> None:
     grand = sum(Decimal(r["amount_usd"]) for r in ledger)
     with chromium() as browser:
         page = browser.new_page(viewport={"width": 1100, "height": 900})
-        page.goto((folder / "chargeback-2026-09-acme.html").as_uri())
+        page.goto((folder / f"chargeback-2026-09-{file_slug('acme')}.html").as_uri())
         assert page.locator("#total").inner_text() == f"${acme:,}"
         for chart in ("#chart-by-feature svg", "#chart-by-day svg"):
             box = page.locator(chart).bounding_box()

@@ -59,11 +59,21 @@ def test_dead_letters_are_reviewed_then_replayed_once(env: Env, tmp_path: Path) 
     recent = [event(event_id=f"r{i}", ts=_ts(-timedelta(hours=1))) for i in range(3)]
     old = event(event_id="old", ts=_ts(-timedelta(days=100)), input_tokens=1234)
     _setup(env, tmp_path, [line(e) for e in [*recent, old]])
+    telemetry = f"{env.topic}-telemetry"
+    (tmp_path / "gpu.jsonl").write_bytes(b'{"node_id": "n1", "gpu": "0"}\n')
+    env.finops("replay", str(tmp_path / "gpu.jsonl"), "--topic", telemetry)
     strict = {"FINOPS_MAX_EVENT_AGE_DAYS": "35"}
     env.finops("worker", "--drain", extra=strict)
     assert env.query("SELECT sum(attempts) FROM spend_window") == [(3,)]
     listing = env.finops("dead-letters", "list").stdout
-    assert "ts_too_old" in listing
+    assert "ts_too_old" in listing and telemetry in listing
+
+    # A dead letter goes back to the topic it came from, and only that one
+    # when a topic is named.
+    replayed = env.finops("dead-letters", "replay", "--reason", "schema", "--topic", env.topic)
+    assert "re-published 0" in replayed.stdout
+    replayed = env.finops("dead-letters", "replay", "--reason", "schema")
+    assert f"re-published 1 dead letters with reason 'schema' to '{telemetry}'" in replayed.stdout
 
     # After review: replay under bounds widened for this backfill. Twice: the
     # second replay finds nothing left to send.
@@ -147,15 +157,18 @@ def test_bench_measures_its_shapes_and_leaves_no_topics_behind(env: Env) -> None
     assert env.query(bench_dbs, ("finops_bench_",)) == []
 
 
-def _refuse_spend_windows(env: Env) -> None:
+def _refuse_spend_commits(env: Env) -> None:
+    """Every spend commit refused where no line explains it (advancing the
+    offsets), so the sink retries it rather than isolate lines."""
     with psycopg.connect(env.database_url, autocommit=True) as conn:
         conn.execute(
             "CREATE FUNCTION refuse() RETURNS trigger LANGUAGE plpgsql AS"
             " $$BEGIN RAISE EXCEPTION 'refused by the test'; END$$"
         )
         conn.execute(
-            "CREATE TRIGGER refuse BEFORE INSERT ON spend_window"
-            " FOR EACH ROW EXECUTE FUNCTION refuse()"
+            "CREATE TRIGGER refuse BEFORE UPDATE ON sink_offset FOR EACH ROW"
+            " WHEN (NEW.sink = 'spend' AND NEW.next_offset > OLD.next_offset)"
+            " EXECUTE FUNCTION refuse()"
         )
 
 
@@ -172,7 +185,7 @@ def test_a_drain_told_to_stop_before_it_caught_up_exits_75(env: Env, tmp_path: P
         tmp_path,
         [line(event(event_id=f"e{i}", ts=_ts(-timedelta(minutes=2)))) for i in range(5)],
     )
-    _refuse_spend_windows(env)
+    _refuse_spend_commits(env)
     proc = env.spawn("worker", "--drain")
     timer = threading.Timer(180, proc.kill)
     timer.start()
@@ -207,7 +220,7 @@ def test_a_drain_that_cannot_advance_gives_up_instead_of_waiting_forever(
         tmp_path,
         [line(event(event_id=f"e{i}", ts=_ts(-timedelta(minutes=3)))) for i in range(5)],
     )
-    _refuse_spend_windows(env)
+    _refuse_spend_commits(env)
     done = env.finops(
         "worker", "--drain", check=False, timeout=120, extra={"FINOPS_DRAIN_STALL_S": "5"}
     )

@@ -73,3 +73,27 @@ def test_every_codec_round_trips_every_line_under_its_key(env: Env, codec: str) 
     # Batched, not one event per message: neither 100 lines nor 4 KiB exceeded.
     assert len(lines) / 100 <= len(messages) < len(lines) / 10
     assert all(len(value) <= 4096 for _, value in messages)
+
+
+def test_an_oversized_line_goes_alone_and_one_beyond_any_request_is_counted(env: Env) -> None:
+    """A line over the message limit is sent alone (the worker dead-letters
+    it as too_large, with its place); one beyond the largest request the
+    client sends is counted as refused, not published; the rest of the
+    stream goes on either way."""
+    small = [json.dumps({"node_id": "n", "i": i}).encode() for i in range(10)]
+    big = json.dumps({"node_id": "n", "pad": "x" * 6000}).encode()
+    huge = json.dumps({"node_id": "n", "pad": "x" * (3 * 1024**2)}).encode()
+    topic = f"{env.topic}-sizes"
+
+    async def run() -> tuple[object, list[tuple[bytes, bytes]]]:
+        await ensure_topics(env.kafka_url, [topic], 1)
+        publisher = BatchingPublisher(
+            env.kafka_url, topic, events_per_message=100, max_message_bytes=4096, compression=None
+        )
+        published = await publisher.publish([*small[:5], big, huge, *small[5:]])
+        return published, await _read_all(env.kafka_url, topic)
+
+    published, messages = asyncio.run(run())
+    assert (published.events, published.refused) == (11, 1)  # type: ignore[attr-defined]
+    assert [v for _, v in messages if b"pad" in v] == [big]  # alone in its message
+    assert sum(v.count(b'"i"') for _, v in messages) == 10

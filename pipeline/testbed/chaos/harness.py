@@ -18,11 +18,9 @@ import sys
 import threading
 import time
 import uuid
-from collections import Counter
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import suppress
-from dataclasses import dataclass, field
-from datetime import UTC, datetime
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -30,14 +28,11 @@ import psycopg
 
 from pipeline.embedded import runtime as embedded
 from pipeline.settings import Settings
-from pipeline.spend.ledger import category
 from pipeline.spend.price_store import load_entries
-from pipeline.spend.reconcile import reconcile_ledger
 from pipeline.spend.sink import SINK
 from pipeline.storage import db
-from pipeline.stream.kafka import committed_offsets, end_offsets, ensure_topics, read_topic
+from pipeline.stream.kafka import committed_offsets, end_offsets, ensure_topics
 from pipeline.stream.producer import BatchingPublisher
-from pipeline.testbed.chaos.poison import CANARIES
 
 log = logging.getLogger(__name__)
 
@@ -61,45 +56,6 @@ class Target:
 
 
 @dataclass
-class Verdict:
-    scenario: str
-    produced: int
-    counted: int
-    dead_lettered: int
-    duplicates: int
-    lost: int
-    double_counted: int
-    tables_equal: bool
-    balanced: bool  # accepted + duplicates + dead-lettered = produced, per the sink
-    leaks: list[str] = field(default_factory=list)
-    details: list[str] = field(default_factory=list)
-    faults: dict[str, int] = field(default_factory=dict)  # logged by the workers
-    restarts: int = 0  # workers that died on their own and were restarted
-    unclean_stops: list[str] = field(default_factory=list)  # SIGTERM that did not exit 0
-
-    @property
-    def ok(self) -> bool:
-        return (
-            self.lost == 0
-            and self.double_counted == 0
-            and self.tables_equal
-            and self.balanced
-            and not self.leaks
-        )
-
-    def line(self) -> str:
-        return (
-            f"verdict: {'PASS' if self.ok else 'FAIL'} scenario={self.scenario}"
-            f" produced={self.produced} counted={self.counted}"
-            f" dead_lettered={self.dead_lettered} duplicates={self.duplicates}"
-            f" lost={self.lost} double_counted={self.double_counted}"
-            f" tables_equal={'yes' if self.tables_equal else 'no'}"
-            f" balanced={'yes' if self.balanced else 'no'}"
-            f" leaks={len(self.leaks)}"
-        )
-
-
-@dataclass
 class Worker:
     name: str
     proc: subprocess.Popen[bytes]
@@ -116,10 +72,13 @@ class ChaosRun:
         *,
         partitions: int = 6,
         events_per_message: int = 100,
+        joined: bool = False,
         say: Callable[[str], None] = print,
     ) -> None:
         self.target = target
         self.scenario = scenario
+        self.joined = joined  # telemetry and cache traffic beside the usage
+        self.side_lines: dict[str, list[bytes]] = {}
         self.workdir = workdir
         self.say = say
         run_id = uuid.uuid4().hex[:8]
@@ -161,7 +120,7 @@ class ChaosRun:
         asyncio.run(
             ensure_topics(
                 self.target.kafka_url,
-                [self.topic, self.settings.usage_dlq_topic],
+                [self.topic, self.settings.usage_dlq_topic, *self.settings.side_topics],
                 self.settings.partitions,
             )
         )
@@ -276,17 +235,30 @@ class ChaosRun:
 
     # --- traffic -------------------------------------------------------------
 
-    def produce(self, lines: Sequence[bytes], events_per_message: int | None = None) -> None:
+    def produce_side(self, telemetry: Sequence[bytes], cache: Sequence[bytes]) -> None:
+        """The telemetry and cache traffic of the run, on their topics."""
+        for topic, lines in ((self.settings.telemetry_topic, telemetry),
+                             (self.settings.cache_topic, cache)):  # fmt: skip
+            self.produce(lines, topic=topic)
+            self.side_lines.setdefault(topic, []).extend(lines)
+
+    def produce(
+        self,
+        lines: Sequence[bytes],
+        events_per_message: int | None = None,
+        topic: str | None = None,
+    ) -> None:
         publisher = BatchingPublisher(
             self.target.kafka_url,
-            self.topic,
+            topic or self.topic,
             events_per_message=events_per_message or self.settings.events_per_message,
             max_message_bytes=self.settings.max_message_bytes * 2,
             compression=self.settings.kafka_compression,
         )
         asyncio.run(publisher.publish(lines))
-        with self._lock:
-            self.produced_lines += len(lines)
+        if topic is None:
+            with self._lock:
+                self.produced_lines += len(lines)
 
     @staticmethod
     def spread(lines: Sequence[bytes], chunks: int) -> Iterator[Sequence[bytes]]:
@@ -310,30 +282,38 @@ class ChaosRun:
 
     # --- progress ------------------------------------------------------------
 
-    def applied(self) -> dict[int, int]:
+    def applied(self, sink: str = SINK, topic: str | None = None) -> dict[int, int]:
         rows = self.query(
             "SELECT partition, next_offset FROM sink_offset WHERE sink = %s AND topic = %s",
-            (SINK, self.topic),
+            (sink, topic or self.topic),
         )
         return {int(p): int(o) for p, o in rows}
+
+    def _watched(self) -> list[tuple[str, str]]:
+        """(sink, topic) of every topic the run sends to."""
+        s = self.settings
+        side = [("telemetry", s.telemetry_topic), ("cache", s.cache_topic)]
+        return [(SINK, self.topic), *(side if self.joined else [])]
 
     def wait_drained(
         self, timeout_s: float = 900, on_progress: Callable[[int, int], None] | None = None
     ) -> None:
-        """Until the sink has applied every message of the topic."""
-        ends = asyncio.run(end_offsets(self.target.kafka_url, self.topic))
+        """Until the sinks have applied every message of the run's topics."""
+        ends = {t: asyncio.run(end_offsets(self.target.kafka_url, t)) for _, t in self._watched()}
+        total = sum(sum(e.values()) for e in ends.values())
         deadline = time.monotonic() + timeout_s
         while True:
             with suppress(psycopg.Error):
-                done = self.applied()
+                done = {t: self.applied(sink, t) for sink, t in self._watched()}
                 if on_progress:
                     on_progress(
-                        sum(min(done.get(p, 0), e) for p, e in ends.items()), sum(ends.values())
+                        sum(min(done[t].get(p, 0), e) for t in ends for p, e in ends[t].items()),
+                        total,
                     )
-                if all(done.get(p, 0) >= end for p, end in ends.items()):
+                if all(done[t].get(p, 0) >= e for t in ends for p, e in ends[t].items()):
                     return
             if time.monotonic() > deadline:
-                raise TimeoutError(f"not drained within {timeout_s}s: {ends} vs {self.applied()}")
+                raise TimeoutError(f"not drained within {timeout_s}s: {ends}")
             if not self.alive():
                 if not self._supervising:
                     raise RuntimeError(
@@ -391,102 +371,6 @@ class ChaosRun:
             )
             out[table] = digest
         return out
-
-    def verdict(self) -> Verdict:
-        rec = reconcile_ledger(
-            self.target.kafka_url,
-            self.database_url,
-            self.topic,
-            self.settings.admission(datetime.now(UTC)),
-        )
-        want, diffs = rec.ledger, rec.diffs
-        accepted = rec.counters.accepted
-        duplicates = rec.counters.duplicates
-        dead = rec.counters.dead_lettered
-        dead_rows = self.query('SELECT partition, "offset", line, reason FROM dead_letter')
-        dead_positions = {(int(p), int(o), int(n)) for p, o, n, _ in dead_rows}
-        dead_reasons = Counter(category(r) for *_, r in dead_rows)
-        keys = {r[0].hex for r in self.query("SELECT event_key FROM seen_event")}
-        details = [f"{d.key} {d.column}: ledger {d.expected}, table {d.stored}" for d in diffs[:5]]
-        if dead_positions != want.dead_positions:
-            details.append(
-                f"dead letters differ: {len(dead_positions - want.dead_positions)} extra,"
-                f" {len(want.dead_positions - dead_positions)} missing"
-            )
-        if dead_reasons != want.dead:
-            details.append(f"dead-letter reasons {dict(dead_reasons)} != ledger {dict(want.dead)}")
-        if keys != want.event_keys:
-            details.append(f"seen_event holds {len(keys)} keys, ledger {len(want.event_keys)}")
-        tables_equal = (
-            not diffs
-            and dead_positions == want.dead_positions
-            and dead_reasons == want.dead
-            and keys == want.event_keys
-        )
-        balanced = rec.balanced and accepted + duplicates + dead == want.produced
-        if not balanced:
-            details.append(
-                f"sink counters accepted={accepted} duplicates={duplicates} dead={dead};"
-                f" ledger {want.counted}/{want.duplicates}/{want.dead_lettered}"
-                f" of {want.produced}"
-            )
-        if want.produced != self.produced_lines:
-            details.append(f"the log holds {want.produced} lines, {self.produced_lines} sent")
-        return Verdict(
-            scenario=self.scenario,
-            produced=want.produced,
-            counted=accepted,
-            dead_lettered=dead,
-            duplicates=duplicates,
-            lost=rec.lost,
-            double_counted=rec.double_counted,
-            tables_equal=tables_equal,
-            balanced=balanced,
-            leaks=self.leaks(),
-            details=details,
-        )
-
-    def leaks(self) -> list[str]:
-        """Where a canary (prompt text, API key) turned up: tables, logs, DLQ."""
-        found = []
-        tables = [
-            r[0]
-            for r in self.query(
-                "SELECT table_name FROM information_schema.tables WHERE table_schema = 'public'"
-            )
-        ]
-        for canary in CANARIES:
-            for table in tables:
-                ((n,),) = self.query(
-                    f'SELECT count(*) FROM "{table}" t WHERE t::text LIKE %s',
-                    (f"%{canary}%",),
-                )
-                if n:
-                    found.append(f"table {table}")
-            ((n,),) = self.query(
-                "SELECT count(*) FROM dead_letter WHERE position(%s::bytea in raw) > 0",
-                (canary.encode(),),
-            )
-            if n:
-                found.append("dead_letter.raw")
-            for w in self.workers:
-                if canary.encode() in w.log_path.read_bytes():
-                    found.append(f"log {w.log_path.name}")
-        dlq = asyncio.run(read_topic(self.target.kafka_url, self.settings.usage_dlq_topic))
-        for m in dlq:
-            if any(c.encode() in m.value for c in CANARIES):
-                found.append(f"dlq topic offset {m.partition}/{m.offset}")
-        return found
-
-    def fault_lines(self) -> Counter[str]:
-        """Faults the workers logged, by kind ("fault <kind>: ...")."""
-        kinds: Counter[str] = Counter()
-        for w in self.workers:
-            for line in w.log_path.read_text(errors="replace").splitlines():
-                _, sep, rest = line.partition("fault ")
-                if sep:
-                    kinds[rest.split(" ", 1)[0].rstrip(":")] += 1
-        return kinds
 
 
 def embedded_target(home: Path) -> Target:

@@ -7,8 +7,9 @@ import tempfile
 from collections.abc import Callable
 from pathlib import Path
 
-from pipeline.testbed.chaos.harness import ChaosRun, Target, Verdict
-from pipeline.testbed.chaos.scenarios import SCENARIOS, Intensity, simulated
+from pipeline.testbed.chaos.harness import ChaosRun, Target
+from pipeline.testbed.chaos.scenarios import JOINED, SCENARIOS, Intensity, simulated, simulated_side
+from pipeline.testbed.chaos.verdict import Verdict, fault_lines, judge, judge_side
 
 
 def run_scenario(
@@ -27,13 +28,22 @@ def run_scenario(
     rng = random.Random(seed)
     lines = simulated(events, seed)
     workdir = workdir or Path(tempfile.mkdtemp(prefix=f"finops-chaos-{name}-"))
-    with ChaosRun(target, name, workdir, say=say) as run:
+    joined = name in JOINED
+    with ChaosRun(target, name, workdir, joined=joined, say=say) as run:
         say(f"chaos {name}: {len(lines)} events, database {run.db_name}, topic {run.topic}")
+        if joined:
+            # The telemetry and cache traffic of the same calls, all of it
+            # waiting on its topics while the scenario's fault hits the drain.
+            telemetry, cache = simulated_side(events, seed)
+            run.produce_side(telemetry, cache)
+            say(f"  with {len(telemetry)} GPU samples and {len(cache)} cache lines")
         scenario(run, lines, rng, intensity or Intensity())
         run.wait_drained(on_progress=on_progress)
         run.stop_all()
-        verdict = run.verdict()
-        verdict.faults = dict(run.fault_lines())
+        verdict = judge(run)
+        if joined:
+            judge_side(run, verdict)
+        verdict.faults = dict(fault_lines(run))
         verdict.restarts = run.restarts
         verdict.unclean_stops = list(run.unclean_stops)
         verdict.details.extend(run.unclean_stops)

@@ -17,7 +17,7 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
-from typing import TypeVar
+from typing import Final, TypeVar
 
 import psycopg
 
@@ -25,7 +25,8 @@ from pipeline.embedded import runtime as embedded
 from pipeline.spend.sink import SINK
 from pipeline.testbed.chaos.harness import ChaosRun, Worker
 from pipeline.testbed.chaos.poison import conflicting, hostile_lines, oversized
-from pipeline.testbed.simulate.usage import SimConfig, lines
+from pipeline.testbed.simulate import side
+from pipeline.testbed.simulate.usage import SimConfig, generate, lines
 from pipeline.worker.assembly import CRASH_ENV
 
 
@@ -42,12 +43,30 @@ T = TypeVar("T")
 Scenario = Callable[[ChaosRun, list[bytes], random.Random, Intensity], None]
 
 
+# Scenarios whose run also carries the GPU telemetry and cache events of its
+# usage, and whose verdict also holds energy and cache windows to a
+# fault-free reference (ChaosRun.side_verdict).
+JOINED: Final = frozenset({"kill-worker", "sink-error", "replay"})
+
+
+def _config(events: int, seed: int) -> SimConfig:
+    rate = max(1.0, events / 3000)  # requests per second of event time
+    start = datetime.now(UTC).replace(microsecond=0) - timedelta(hours=1)
+    return SimConfig(start=start, duration_s=3600, rate=rate, seed=seed, max_events=events)
+
+
 def simulated(events: int, seed: int) -> list[bytes]:
     """``events`` attempts of the simulator's traffic, ending now."""
-    rate = max(1.0, events / 3000)  # requests per second of event time
-    start = datetime.now(UTC) - timedelta(hours=1)
-    cfg = SimConfig(start=start, duration_s=3600, rate=rate, seed=seed, max_events=events)
-    return list(lines(cfg))
+    return list(lines(_config(events, seed)))
+
+
+def simulated_side(events: int, seed: int) -> tuple[list[bytes], list[bytes]]:
+    """The GPU telemetry and cache counters of ``simulated(events, seed)``."""
+    cfg = _config(events, seed)
+    usage = list(generate(cfg))
+    telemetry = list(side.lines(side.telemetry(usage, cfg)))
+    cache = list(side.lines(side.counters(side.cache_events(usage, cfg))))
+    return telemetry, cache
 
 
 def _halves(lines_: list[bytes]) -> tuple[list[bytes], list[bytes]]:
@@ -197,7 +216,7 @@ def producer_resend(run: ChaosRun, lines_: list[bytes], rng: random.Random, k: I
 
 def replay(run: ChaosRun, lines_: list[bytes], rng: random.Random, k: Intensity) -> None:
     """Drain; reset the group to the earliest offsets and drain again; then
-    forget the sink's offsets too (a full replay) and drain a third time.
+    forget the spend sink's offsets too (a full replay) and drain a third time.
     Every table's checksum is unchanged by the group reset, and every table
     but the offsets' own by the full replay."""
     w = run.start_worker()
@@ -217,9 +236,13 @@ def replay(run: ChaosRun, lines_: list[bytes], rng: random.Random, k: Intensity)
     run.say("  group reset: checksums unchanged; now a full replay (sink offsets forgotten)")
     counters = run.query(
         "SELECT sink, topic, partition, next_offset, events_accepted, events_duplicate,"
-        " lines_dead_lettered FROM sink_offset ORDER BY 1, 2, 3"
+        " lines_dead_lettered FROM sink_offset WHERE sink = %s ORDER BY 1, 2, 3",
+        (SINK,),
     )
-    run.query("DELETE FROM sink_offset RETURNING 1")
+    # The spend sink's offsets only: its events carry ids, so a full replay
+    # recounts nothing. Telemetry and cache lines have none; their sinks count
+    # by offset alone (docs/design/guarantees.md), and keep theirs.
+    run.query("DELETE FROM sink_offset WHERE sink = %s RETURNING 1", (SINK,))
     run.settings = run.settings.model_copy(update={"group_id": run.settings.group_id + "-r2"})
     w = run.start_worker()
     run.wait_drained()
@@ -229,8 +252,7 @@ def replay(run: ChaosRun, lines_: list[bytes], rng: random.Random, k: Intensity)
         " FROM sink_offset WHERE sink = %s",
         (SINK,),
     )
-    spend = [r for r in counters if r[0] == SINK]
-    first_acc, first_dup, first_dead = (sum(int(r[i]) for r in spend) for i in (4, 5, 6))
+    first_acc, first_dup, first_dead = (sum(int(r[i]) for r in counters) for i in (4, 5, 6))
     if (acc, dup, dead) != (0, first_acc + first_dup, first_dead):
         raise AssertionError(f"full replay counted {acc}/{dup}/{dead}, expected all duplicates")
     full = run.checksum()

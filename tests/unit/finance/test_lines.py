@@ -122,3 +122,17 @@ def test_a_month_renders_to_the_same_bytes_every_time() -> None:
     assert once == again
     assert set(once) == {("acme", "html"), ("acme", "pdf"), ("", "html"), ("", "csv")}
     assert once[("acme", "pdf")].startswith(b"%PDF") and b"$10.20" in once[("acme", "html")]
+
+
+def test_the_default_policy_charges_nothing_unconfigured() -> None:
+    """The packaged policy bills no shared cost nobody configured; the
+    example beside it does, and parses."""
+    from importlib import resources
+
+    from models.chargeback_policy import parse_policy
+
+    data = resources.files("models").joinpath("data")
+    default = parse_policy(data.joinpath("chargeback.yaml").read_text())
+    assert default.shared_costs == []
+    example = parse_policy(data.joinpath("examples/chargeback.yaml").read_text())
+    assert {c.name for c in example.shared_costs} >= {"Idle GPU energy"}

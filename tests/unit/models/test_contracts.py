@@ -26,11 +26,20 @@ def test_valid_event_parses_and_normalises_nothing() -> None:
         ({"route": 5}, "valid string"),
         ({"batch": "yes"}, "valid boolean"),
         ({"status": "great"}, "'ok'"),
-        ({"ts": "2025-11-01T10:00:00"}, "timezone"),
-        ({"ts": "yesterday"}, "datetime"),
+        ({"ts": "2025-11-01T10:00:00"}, "with a zone"),
+        ({"ts": "yesterday"}, "RFC 3339"),
+        ({"ts": "2025-11-01T10:00:60Z"}, "RFC 3339"),  # no leap second
+        ({"ts": 1761991200}, "RFC 3339"),  # no epoch number
+        ({"ts": "2025-11-01 10:00:00Z"}, "RFC 3339"),
+        ({"latency_ms": 2**63}, "less than or equal"),
+        ({"batch_size": 10**7}, "less than or equal"),
+        ({"retry_reason": "x" * 257}, "at most 256"),
         ({"cache_read_tokens": 3000, "cache_write_tokens": 1001}, "must not exceed input_tokens"),
         ({"prompt": "tell me a secret"}, "prompt/completion text"),
-        ({"node_id": "a\x00b"}, "NUL"),
+        ({"node_id": "a\x00b"}, "bad_identifier.*U\\+0000"),
+        ({"tenant": "acme\u202e"}, "bad_identifier.*U\\+202E"),
+        ({"route": "/v1/\x1b[31m"}, "bad_identifier.*U\\+001B"),
+        ({"retry_reason": "x\u2066"}, "bad_identifier"),
     ],
 )
 def test_each_rule_rejects(change: dict[str, object], fragment: str) -> None:

@@ -92,11 +92,16 @@ def test_the_key_is_scoped_by_tenant_and_node() -> None:
     assert batch.events.height == 3 and batch.dead == []
 
 
-def test_a_duplicated_json_key_is_judged_by_the_contract() -> None:
-    # polars keeps the first value, pydantic the last: the contract decides.
-    doubled = line(event())[:-1] + b',"tenant":"second"}'
-    decoded = decode([Message(0, 0, doubled)])
-    assert decoded.events["tenant"].to_list() == ["second"]
+def test_a_duplicated_json_key_is_refused_as_ambiguous() -> None:
+    # polars keeps the first value, pydantic the last: which tenant pays is
+    # ambiguous, so the line is refused, however the key is spelled.
+    for doubled in (
+        line(event())[:-1] + b',"tenant":"second"}',
+        line(event())[:-1] + b',"t\\u0065nant":"second"}',
+    ):
+        decoded = decode([Message(0, 0, doubled), Message(0, 1, line(event(event_id="x")))])
+        assert decoded.events["event_id"].to_list() == ["x"]
+        assert [d.reason.split(":")[0] for d in decoded.dead] == ["duplicate_key"]
 
 
 def test_redaction_removes_prompts_and_keys_at_any_depth_and_in_broken_lines() -> None:
@@ -206,3 +211,19 @@ def test_shuffle_split_and_repeat_give_the_same_totals(
     chunks = [evs[a:b] for a, b in zip([0, *cuts], [*cuts, len(evs)], strict=True)]
     partial = [prepare(messages(c), BOOK, FRAME, ADMISSION).windows for c in chunks]
     assert {w.key(): w for w in combine(*partial)} == whole.windows
+
+
+def test_two_spellings_of_one_event_are_one_event() -> None:
+    """The fingerprint is computed from the decoded, canonical event: escaped
+    keys and values, another key order, -0 for 0 and +00:00 for Z spell the
+    same event, which counts once (a duplicate, never a conflict)."""
+    plain = line(event())
+    spelled = (
+        b'{"status":"ok","t\\u0065nant":"\\u0061cme","batch":false,"cache_write_tokens":-0,'
+        b'"ts":"2025-11-01T10:00:30+00:00","event_id":"e-1","route":"\\/v1\\/chat",'
+        b'"feature":"support-bot","model":"claude-4.5-sonnet","provider":"anthropic",'
+        b'"node_id":"gw-1","request_id":"r-1","attempt":1,"input_tokens":4000,'
+        b'"output_tokens":500,"cache_read_tokens":0}'
+    )
+    batch = prepare([Message(0, 0, plain), Message(0, 1, spelled)], BOOK, FRAME, ADMISSION)
+    assert batch.events.height == 1 and batch.dead == [] and batch.duplicates[0] == 1

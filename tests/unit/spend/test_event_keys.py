@@ -16,10 +16,13 @@ from pipeline.spend.batch import KEY_FIELDS, with_keys
 from pipeline.spend.codec import SCHEMA, decode
 from tests.factories import event, messages
 
-# The contract's identifiers: 1..256 characters, not blank, no NUL; any
-# script (CJK, emoji, combining marks), which is where byte encodings differ.
+_FORBIDDEN = "\u061c\u200e\u200f\u202a\u202b\u202c\u202d\u202e\u2066\u2067\u2068\u2069"
+
+# The contract's identifiers: 1..256 characters, not blank, none of its
+# forbidden characters; any script (CJK, emoji, combining marks), which is
+# where byte encodings differ.
 _IDENT = st.text(
-    st.characters(exclude_categories=("Cs",), exclude_characters="\x00"),
+    st.characters(exclude_categories=("Cs", "Cc"), exclude_characters=_FORBIDDEN),
     min_size=1,
     max_size=40,
 ).filter(lambda s: not s.isspace())
@@ -61,7 +64,8 @@ def test_event_keys_and_fingerprints_are_the_ones_earlier_versions_stored(
 ) -> None:
     decoded = decode(messages([event(**f) for f in fields]))
     assert not decoded.dead
-    events = decoded.events
+    # In the order of the lines (a line with an escape is decoded apart).
+    events = decoded.events.sort("partition", "offset", "line")
     keyed = with_keys(events)
     assert list(keyed.select("event_key", "fingerprint").iter_rows()) == _as_stored_before(events)
     # And the key is the md5 of the identity itself, as the README documents it.

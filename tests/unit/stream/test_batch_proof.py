@@ -14,13 +14,13 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from polars.testing import assert_frame_equal
-from pydantic import BaseModel, ValidationError
+from pydantic import BaseModel
 
 from models.contracts import CacheEvent, UsageEvent
 from pipeline.cache.codec import CACHE
 from pipeline.spend.codec import USAGE
 from pipeline.stream.message import Message
-from pipeline.stream.ndjson import ColumnContract
+from pipeline.stream.ndjson import ColumnContract, judge
 from tests.factories import cache_event, event
 
 CACHE_EVENT = cache_event(ts="2025-11-01T10:00:00.25Z")
@@ -53,13 +53,7 @@ def variants(base: dict[str, Any], n: int) -> list[dict[str, Any]]:
 
 
 def contract_verdicts(model: type[BaseModel], lines: list[str]) -> list[BaseModel | None]:
-    verdicts: list[BaseModel | None] = []
-    for text in lines:
-        try:
-            verdicts.append(model.model_validate_json(text))
-        except ValidationError:
-            verdicts.append(None)
-    return verdicts
+    return [judge(model, text.encode())[0] for text in lines]
 
 
 @pytest.mark.parametrize("name", CONTRACTS)
