@@ -39,17 +39,18 @@ from pydantic import (
 # +-HH:MM), seconds 00-59 (no leap second) and at most six fraction digits.
 # A JSON number (epoch seconds), a space for the T, a lower-case z or a
 # nanosecond fraction are refused, so the fast path and the contract read
-# every timestamp alike.
+# every timestamp alike. (No look-around: polars' regex engine reads it too.)
 RFC3339: Final = (
-    r"^\d{4}-(?:0[1-9]|1[0-2])-(?:0[1-9]|[12]\d|3[01])T(?:[01]\d|2[0-3]):[0-5]\d:[0-5]\d"
+    r"^(?:[1-9]\d{3}|0[1-9]\d\d|00[1-9]\d|000[1-9])-(?:0[1-9]|1[0-2])-(?:0[1-9]|[12]\d|3[01])T(?:[01]\d|2[0-3]):[0-5]\d:[0-5]\d"
     r"(?:\.\d{1,6})?(?:Z|[+-](?:[01]\d|2[0-3]):[0-5]\d)$"
 )
 # Characters no identifier or text field may hold: control characters
 # (PostgreSQL text cannot hold NUL; the others break logs, files and pages),
 # bidirectional overrides, isolates and marks (they make a name read as
-# another), and lone surrogates (not encodable as UTF-8).
+# another), zero-width characters and line separators (they hide in a name),
+# and lone surrogates (not encodable as UTF-8).
 FORBIDDEN_CHARS: Final = (
-    "\x00-\x1f\x7f-\x9f\u061c\u200e\u200f\u202a-\u202e\u2066-\u2069\ud800-\udfff"
+    "\x00-\x1f\x7f-\x9f\u061c\u200b-\u200f\u2028-\u202e\u2060\u2066-\u2069\ufeff\ud800-\udfff"
 )
 _FORBIDDEN = re.compile(f"[{FORBIDDEN_CHARS}]")
 BAD_IDENTIFIER: Final = "bad_identifier"
@@ -60,7 +61,7 @@ MAX_TEXT: Final = 256
 def _rfc3339(value: object) -> object:
     if isinstance(value, datetime):  # built in Python, not read from the wire
         return value
-    if not isinstance(value, str) or not re.match(RFC3339, value):
+    if not isinstance(value, str) or not re.fullmatch(RFC3339, value):
         raise ValueError(
             "must be an RFC 3339 date-time string with a zone, YYYY-MM-DDTHH:MM:SS[.ffffff]Z"
             " or +HH:MM"

@@ -67,4 +67,4 @@ class CacheSink(LineSink[CacheBatch]):
             await copy_merge(
                 cur, batch.evictions, "cache_eviction_window", EVICTION_KEY, _EVICTION_SUMS
             )
-        return batch.accepted, batch.dead
+        return batch.accepted, list(batch.dead)

@@ -24,8 +24,10 @@ commit redelivers the batch, which publishes its dead letters again.
 
 from __future__ import annotations
 
+import re
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
+from typing import Final
 
 from pydantic import ValidationError
 
@@ -42,9 +44,15 @@ class DeadLetter:
     raw: bytes
 
 
+_CONTROL: Final = re.compile(r"[\x00-\x1f\x7f]")
+
+
 def dead_letter(partition: int, offset: int, line: int, reason: str, raw: bytes) -> DeadLetter:
-    """The one way to build a dead letter: its raw bytes always pass ``redact``."""
-    return DeadLetter(partition, offset, line, reason[:1000], redact(raw))
+    """The one way to build a dead letter: its raw bytes always pass
+    ``redact``, and its reason holds no control character (a key named with
+    a NUL would otherwise make the reason one PostgreSQL text cannot hold)."""
+    printable = _CONTROL.sub(lambda m: f"\\x{ord(m.group()):02x}", reason)
+    return DeadLetter(partition, offset, line, printable[:1000], redact(raw))
 
 
 def reason_for(exc: ValidationError) -> str:

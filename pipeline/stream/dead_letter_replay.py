@@ -1,7 +1,8 @@
 """Review and replay of dead letters.
 
 A dead letter keeps the line as sent (minus prompt text and credentials),
-so after review it can be re-published to the topic it was read from. Replay is safe to
+so after review it can be re-published to the topic it was read from (not a
+line kept only as its size: that one stays for review). Replay is safe to
 repeat: an event that reaches the windows twice is a duplicate by its key,
 and the keys are kept permanently. Lines rejected for their event time are
 admitted on replay only by a worker whose bounds were widened for the
@@ -16,6 +17,7 @@ from dataclasses import dataclass
 import psycopg
 
 from pipeline.stream.producer import BatchingPublisher
+from pipeline.stream.redaction import kept_whole
 
 
 @dataclass(frozen=True)
@@ -57,7 +59,10 @@ def replay(
         ).fetchall()
     by_topic: dict[str, list[tuple[int, bytes]]] = {}
     for id_, source, raw in rows:
-        by_topic.setdefault(str(source), []).append((int(id_), bytes(raw)))
+        # A stand-in for a line that was not kept (too large, or unparseable
+        # and naming a secret) cannot be replayed: it stays for review.
+        if kept_whole(bytes(raw)):
+            by_topic.setdefault(str(source), []).append((int(id_), bytes(raw)))
     for source, letters in by_topic.items():
         publisher = BatchingPublisher(
             kafka_url,

@@ -76,12 +76,13 @@ class LineSink(OffsetSink, Generic[B]):
             if refused:
                 batch = self.without(batch, refused)
             accepted, dead = await self.write(conn, batch)
-            dead += [
+            # A new list: the prepared batch's own is written again on a retry.
+            refusals = [
                 dead_letter(p, o, n, why, raw_line(values[(p, o)], n))
                 for (p, o, n), why in sorted(refused.items())
                 if why
             ]
-            return LinesWritten(accepted, tuple(dead))
+            return LinesWritten(accepted, (*dead, *refusals))
 
         def lines(floor: Mapping[int, int]) -> list[Position]:
             return self.lines_of(fresh_batch[0])

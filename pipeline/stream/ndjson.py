@@ -56,7 +56,8 @@ def _present(name: str, valid: pl.Expr, required: bool) -> pl.Expr:
 # The contract's FORBIDDEN_CHARS in the regex dialect polars speaks (its
 # strings are UTF-8, so they cannot hold the surrogates the contract names).
 _FORBIDDEN: Final = (
-    r"[\x00-\x1f\x7f-\x9f\x{061c}\x{200e}\x{200f}\x{202a}-\x{202e}\x{2066}-\x{2069}]"
+    r"[\x00-\x1f\x7f-\x9f\x{061c}\x{200b}-\x{200f}\x{2028}-\x{202e}\x{2060}"
+    r"\x{2066}-\x{2069}\x{feff}]"
 )
 
 

@@ -41,7 +41,8 @@ import psycopg
 
 from pipeline.stream.dead_letter import DeadLetter, PublishDead, table_only
 from pipeline.stream.message import Position
-from pipeline.stream.pg import Conn, PgSession, transient
+from pipeline.stream.pg import Conn, PgSession, refused_by_data
+from pipeline.stream.redaction import mask
 
 log = logging.getLogger(__name__)
 
@@ -70,8 +71,9 @@ class OffsetGap(Exception):
 
 
 DB_REJECTED = "db_rejected"
-# Trial writes one isolation may make: about 2 log2(n) per refused line.
-MAX_TRIALS = 64
+# Trial writes one isolation may make: about 2 log2(n) per refused line, so
+# a few refused lines in a batch of 40,000. Past it the refusal is raised.
+MAX_TRIALS = 256
 
 
 class Written(Protocol):
@@ -220,27 +222,28 @@ class OffsetSink(PgSession):
     async def _isolating(
         self, conn: Conn, floor: Mapping[int, int], write: Write[W], positions: Positions
     ) -> W:
-        """``write``, in a savepoint; if the database refuses it for a
-        reason that is not transient, the refused lines are found by
-        bisection (each trial rolled back) and the write is made without
-        them, dead-lettering them as ``db_rejected``. A refusal no single
-        line explains refuses the lines it could not clear: loud, and each
-        can be replayed once the cause is mended. A refusal with no line
-        left to refuse is the database's or ours: raised, and retried."""
+        """``write``, in a savepoint; if the database refuses it for a value
+        (a data exception or an integrity violation: :func:`refused_by_data`),
+        the refused lines are found by bisection (each trial rolled back) and
+        the write is made without them, dead-lettering them as
+        ``db_rejected``. A refusal no line explains (every line fails, or
+        none does, or the trials run out) is raised: retried, then stalled."""
         refused: dict[Position, str] = {}
         trials = _Trials(conn, floor, write)
         while True:
             try:
                 async with conn.transaction():
                     return await write(conn, floor, refused)
-            except Exception as exc:
+            except psycopg.Error as exc:
                 left = [p for p in positions(floor) if p not in refused]
-                if transient(exc) or isinstance(exc, OffsetGap) or not left:
+                if not refused_by_data(exc) or not left:
                     raise
                 why = f"{DB_REJECTED}: {_described(exc)}"
-            self.faults[DB_REJECTED] += 1
-            log.error("fault db_rejected (%s); isolating the lines it refuses", why)
-            bad = await _bisect(left, partial(trials.applies, refused, left))
+                self.faults[DB_REJECTED] += 1
+                log.error("fault db_rejected (%s); isolating the lines it refuses", why)
+                bad = await _bisect(left, partial(trials.applies, refused, left))
+                if trials.left <= 0 or (len(bad) == len(left) > 1) or not bad:
+                    raise
             refused.update((p, why) for p in bad)
 
     async def _lock_offsets(
@@ -317,7 +320,7 @@ class _Trials:
         self, refused: Mapping[Position, str], lines: Sequence[Position], part: Sequence[Position]
     ) -> bool:
         """Does the write succeed with only ``part`` of ``lines``? Past the
-        trial budget, every part counts as failing (and is refused)."""
+        trial budget every part counts as failing, and the caller raises."""
         if self.left <= 0:
             return False
         self.left -= 1
@@ -327,8 +330,8 @@ class _Trials:
             async with self._conn.transaction():
                 await self._write(self._conn, self._floor, without)
                 raise psycopg.Rollback()
-        except Exception as exc:
-            if transient(exc):
+        except psycopg.Error as exc:
+            if not refused_by_data(exc):
                 raise
             return False
         return True
@@ -338,8 +341,8 @@ async def _bisect(
     lines: Sequence[Position], applies: Callable[[Sequence[Position]], Awaitable[bool]]
 ) -> list[Position]:
     """The lines that make a write fail, given that writing all of ``lines``
-    fails: halves that write alone are cleared, the rest split again. Lines
-    that fail only together are all returned."""
+    fails: halves that write alone are cleared, the rest split again. Empty
+    when no single line explains the failure (both halves pass alone)."""
     if len(lines) <= 1:
         return list(lines)
     half = len(lines) // 2
@@ -347,16 +350,15 @@ async def _bisect(
     for part in (lines[:half], lines[half:]):
         if not await applies(part):
             bad += await _bisect(part, applies)
-    return bad or list(lines)
+    return bad
 
 
-def _described(exc: BaseException) -> str:
+def _described(exc: psycopg.Error) -> str:
     """An error in one line, for a dead letter's reason: its SQLSTATE and
-    the server's first line, no statement text (which could hold input)."""
-    if isinstance(exc, psycopg.Error):
-        first = (exc.diag.message_primary or type(exc).__name__).splitlines()[0]
-        return f"{exc.sqlstate or ''} {first}"[:300]
-    return type(exc).__name__
+    the server's first line (credential-shaped values masked), never the
+    statement text."""
+    first = (exc.diag.message_primary or str(exc) or type(exc).__name__).splitlines()[0]
+    return mask(f"{exc.sqlstate or type(exc).__name__} {first}")[:300]
 
 
 def applied_offsets(

@@ -41,6 +41,12 @@ class Stalled(Exception):
 _TRANSIENT: Final = frozenset({"08", "40", "53", "55", "57", "58"})
 
 
+# Single states that pass though their class does not: a key another worker
+# committed meanwhile (the retry then sees it, see the spend sink's dedup),
+# and a transaction the server ended for idling (a slow broker ack).
+_TRANSIENT_STATES: Final = frozenset({"23505", "25P03"})
+
+
 def transient(exc: BaseException) -> bool:
     """Would the same statement succeed if tried again later?"""
     if isinstance(exc, psycopg.InterfaceError):
@@ -50,7 +56,18 @@ def transient(exc: BaseException) -> bool:
     state = exc.sqlstate
     if state is None:  # no answer from the server: the connection
         return isinstance(exc, psycopg.OperationalError)
-    return state[:2] in _TRANSIENT
+    return state in _TRANSIENT_STATES or state[:2] in _TRANSIENT
+
+
+def refused_by_data(exc: psycopg.Error) -> bool:
+    """Did the database refuse a value (a data exception, an integrity
+    violation, or a value the driver cannot send), so that leaving the line
+    that holds it out would let the rest through?"""
+    if transient(exc):
+        return False
+    if exc.sqlstate is None:
+        return isinstance(exc, psycopg.DataError)
+    return exc.sqlstate[:2] in ("22", "23")
 
 
 class PgSession:

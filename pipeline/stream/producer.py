@@ -98,7 +98,7 @@ class BatchingPublisher:
                     if isinstance(r, _TOO_LARGE):
                         # Refused by size: the same every time, so counted
                         # and left out, never retried.
-                        count_refused(value)
+                        count_refused(value, sent=True)
                     elif isinstance(r, Exception):
                         failed.append((key, value))
                 pending.clear()
@@ -112,10 +112,11 @@ class BatchingPublisher:
                 for key, value in failed:
                     pending.append((await producer.send(self._topic, value, key=key), key, value))
 
-        def count_refused(value: bytes) -> None:
-            nonlocal refused, events
+        def count_refused(value: bytes, sent: bool = False) -> None:
+            nonlocal refused, events, messages
             lines = value.count(b"\n") + 1
             refused, events = refused + lines, events - lines
+            messages -= sent
             log.warning(
                 "fault publish_too_large: %d lines in %d bytes not published (the broker's"
                 " request limit)",

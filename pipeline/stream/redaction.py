@@ -9,7 +9,8 @@ the line as sent, except that
   keys (``sk-...``), AWS access keys (``AKIA...``, ``ASIA...``), bearer
   tokens, JSON Web Tokens and Slack tokens (``xoxb-...``);
 - a line that cannot be parsed but names such a key is not kept at all,
-  only its size, and so is a line beyond the size a dead letter keeps.
+  only its size, and so is a line beyond the size a dead letter keeps
+  (:func:`kept_whole` tells a dead letter kept as sent from such a stand-in).
 
 Nothing a dead letter holds can leak a prompt or a key.
 """
@@ -30,8 +31,9 @@ SECRET_WORDS: Final = ("key", "token", "secret", "password", "authorization", "c
 CONTRACT_FIELDS: Final = frozenset(
     {*UsageEvent.model_fields, *GpuTelemetrySample.model_fields, *CacheEvent.model_fields}
 )
+# Each shape starts a word: "task-12345678" holds no key.
 _SECRET_VALUE: Final = re.compile(
-    r"(?:sk-[A-Za-z0-9_\-]{8,}"
+    r"(?<![A-Za-z0-9])(?:sk-[A-Za-z0-9_\-]{8,}"
     r"|(?:AKIA|ASIA)[A-Z0-9]{12,}"
     r"|Bearer\s+[A-Za-z0-9._~+/=\-]{8,}"
     r"|eyJ[A-Za-z0-9_\-]{4,}\.eyJ[A-Za-z0-9_\-]{4,}\.[A-Za-z0-9_\-]*"
@@ -68,6 +70,18 @@ def redact(raw: bytes) -> bytes:
     return _SECRET_BYTES.sub(REDACTED.encode(), raw)
 
 
+_STAND_IN: Final = re.compile(
+    rb"^<(?:\d+ bytes, sha256 [0-9a-f]{64}, not kept"
+    rb"|unparseable line naming a text or secret key, \d+ bytes)>$"
+)
+
+
+def kept_whole(raw: bytes) -> bool:
+    """Is ``raw`` the line (perhaps redacted), not a stand-in for one that
+    was not kept? Only such a line can be replayed."""
+    return not _STAND_IN.match(raw)
+
+
 def mask(text: str) -> str:
     """``text`` with every credential-shaped string masked (log lines)."""
     return _SECRET_VALUE.sub(REDACTED, text)
@@ -82,7 +96,10 @@ def redact_logs() -> None:
 
     def factory(*args: Any, **kwargs: Any) -> logging.LogRecord:
         record = make(*args, **kwargs)
-        message = record.getMessage()
+        try:
+            message = record.getMessage()
+        except Exception:  # a malformed call: logging's own handler reports it
+            return record
         masked = mask(message)
         if masked != message:
             record.msg, record.args = masked, None

@@ -17,6 +17,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from datetime import UTC, datetime, timedelta
 from typing import Annotated, Literal
+from urllib.parse import quote
 
 from fastapi import Depends, FastAPI, Form, HTTPException, Path, Query, Request
 from fastapi.openapi.docs import get_swagger_ui_html
@@ -58,7 +59,7 @@ TenantKey = Annotated[
     str,
     Path(
         min_length=1,
-        max_length=400,
+        max_length=1400,  # a 256-character name, 4 bytes each, in base64url
         pattern=r"^(?:~[A-Za-z0-9_-]+|[A-Za-z0-9_.-]{1,64})$",
         description="the tenant's URL key: the name itself when it is plain (letters,"
         " digits, _ . -), else ~ and its UTF-8 in unpadded base64url",
@@ -117,7 +118,8 @@ def create_app(database_url: str, config: WebConfig | None = None) -> FastAPI:
                 media_type="application/json",
                 headers={"WWW-Authenticate": "Bearer"},
             )
-        return RedirectResponse(f"/login?next={request.url.path}", status_code=303)
+        here = request.url.path + (f"?{request.url.query}" if request.url.query else "")
+        return RedirectResponse(f"/login?next={quote(here, safe='/')}", status_code=303)
 
     @contextmanager
     def reading(who: access.Principal) -> Iterator[Connection]:

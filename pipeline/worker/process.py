@@ -79,7 +79,7 @@ def run_worker(
     try:
         worker.execute_from_commandline()
     except SystemExit as exc:
-        code = exc.code if isinstance(exc.code, int) else 0
+        code = exc.code if isinstance(exc.code, int) else (0 if exc.code is None else 1)
     else:  # pragma: no cover - execute_from_commandline always exits
         code = 0
     drained = parts.stats.drained_at is not None

@@ -122,3 +122,15 @@ def test_a_refusal_no_line_explains_stops_the_sink_after_its_stall_limit(env: En
         asyncio.run(_claimed(sink, lambda: sink.apply(batch, BOOK)))
     assert sink.faults["sink_error"] >= 2
     assert env.query("SELECT count(*) FROM spend_window") == [(0,)]
+
+
+def test_a_refusal_every_line_shares_is_not_blamed_on_the_lines(env: Env) -> None:
+    """The database refuses every line alike (here every window): that says
+    nothing about the lines, so none is dead-lettered; the sink stalls."""
+    _alter(env, "ALTER TABLE spend_window ADD CONSTRAINT refuse_all CHECK (attempts < 0)")
+    sink = SpendSink(env.database_url, "u")
+    sink.stall_s = 1.0
+    evs = [Message(0, 0, b"\n".join(line(event(event_id=f"e{i}")) for i in range(4)))]
+    with pytest.raises(Stalled):
+        asyncio.run(_claimed(sink, lambda: sink.apply(prepare(evs, BOOK, FRAME, ADMISSION), BOOK)))
+    assert env.query("SELECT count(*) FROM dead_letter") == [(0,)]

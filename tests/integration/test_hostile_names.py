@@ -35,6 +35,7 @@ HOSTILE = [
     "ünïcødé ☃ 東京",
     "..",
     "$x$ and $y",
+    "ü" * 256,  # the longest name, its URL key 684 characters
 ]
 
 
@@ -43,7 +44,7 @@ def test_a_month_of_hostile_names_closes_renders_and_serves(env: Env, tmp_path: 
         event(
             event_id=f"h{i}",
             tenant=name,
-            route=f"/v1/{name}",
+            route=f"/v1/{name}"[:256],
             feature=name,
             ts=f"2026-09-{1 + i:02d}T10:00:00Z",
         )

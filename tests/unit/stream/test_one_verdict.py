@@ -177,6 +177,8 @@ def test_the_rules_written_down() -> None:
         ): "duplicate_key",
         base.replace('"2025-11-01T10:00:30Z"', '"2025-11-01T10:00:60Z"'): "schema",
         base.replace('"2025-11-01T10:00:30Z"', "1761991230"): "schema",
+        base.replace('"2025-11-01T10:00:30Z"', '"0000-01-01T00:00:00Z"'): "schema",
+        base.replace('"tenant": "acme"', '"tenant": "ac\\u200bme"'): "bad_identifier",
         base.replace('"tenant": "acme"', '"tenant": "ac\\u202eme"'): "bad_identifier",
         base.replace('"tenant": "acme"', '"tenant": "ac\\u0000me"'): "bad_identifier",
         base.replace('"attempt": 1', '"attempt": 1.0'): "schema",

@@ -9,7 +9,8 @@ import logging
 
 import pytest
 
-from pipeline.stream.redaction import REDACTED, redact, redact_logs
+from pipeline.stream.dead_letter import dead_letter
+from pipeline.stream.redaction import REDACTED, kept_whole, redact, redact_logs
 from tests.factories import event, line
 
 KEYS = [
@@ -65,3 +66,19 @@ def test_log_lines_never_carry_a_credential(caplog: pytest.LogCaptureFixture) ->
     with caplog.at_level(logging.INFO):
         logging.getLogger("finops.test").info("refused %s for %s", VALUES[0], "acme")
     assert VALUES[0] not in caplog.text and "acme" in caplog.text
+
+
+def test_only_a_word_that_starts_like_a_key_is_masked() -> None:
+    raw = line(event(tenant="task-12345678", event_id="risk-analytics-0001"))
+    assert redact(raw) == raw
+
+
+def test_a_stand_in_for_a_line_not_kept_is_never_replayed() -> None:
+    assert not kept_whole(redact(b"x" * 70_000))
+    assert not kept_whole(redact(b'{"openai_api_key": "s3cret", '))
+    assert kept_whole(redact(line(event())))
+
+
+def test_a_reason_holds_no_control_character() -> None:
+    letter = dead_letter(0, 0, 0, "duplicate_key: \x00 given twice", b"{}")
+    assert "\x00" not in letter.reason and "\\x00" in letter.reason
