@@ -162,8 +162,36 @@ class _Contract(BaseModel):
         return data
 
 
+SERVICE_TIERS: Final = ("standard", "priority", "flex", "batch")
+
+
 class UsageEvent(_Contract):
-    """One model-call attempt. Retries of one request share ``request_id``."""
+    """One model-call attempt. Retries of one request share ``request_id``.
+
+    What each count includes (every count is billed tokens, as the provider
+    reports them, after :mod:`models.usage` normalised its shape):
+
+    - ``input_tokens``: every prompt token, cache reads and cache writes
+      included (OpenAI's and Gemini's prompt count; Anthropic's
+      ``input_tokens`` plus its two cache counts).
+    - ``cache_read_tokens``: the part of ``input_tokens`` read from a prompt
+      cache; ``cache_write_tokens``: the part written to one, every TTL;
+      ``cache_write_1h_tokens``: the part of ``cache_write_tokens`` written
+      with a one-hour TTL (the rest was written for five minutes).
+    - ``output_tokens``: every completion token, thinking included;
+      ``reasoning_tokens``: the part of ``output_tokens`` spent thinking,
+      billed at the price's reasoning rate if it has one (else as output)
+      and always reported apart.
+
+    Checked: cache reads + cache writes <= input; 1h writes <= writes;
+    reasoning <= output.
+
+    ``service_tier`` is the tier the provider served the call at; absent, it
+    is ``batch`` when ``batch`` is true and ``standard`` otherwise, so events
+    written before it existed keep their meaning. When both are given they
+    must agree (``batch`` is true exactly for the batch tier). ``region`` is
+    where the call ran, for providers that price by region.
+    """
 
     event_id: Ident
     ts: Timestamp
@@ -188,12 +216,27 @@ class UsageEvent(_Contract):
     local_input_tokens: Tokens | None = None
     batch_size: Annotated[StrictInt, Field(ge=1, le=MAX_BATCH_SIZE)] | None = None
     response_cache_hit: StrictBool | None = None
+    cache_write_1h_tokens: Tokens = 0
+    reasoning_tokens: Tokens = 0
+    service_tier: Literal["standard", "priority", "flex", "batch"] | None = None
+    region: Ident | None = None
 
     @model_validator(mode="after")
-    def _cache_within_input(self) -> UsageEvent:
+    def _parts_within_wholes(self) -> UsageEvent:
         if self.cache_read_tokens + self.cache_write_tokens > self.input_tokens:
             raise ValueError("cache_read_tokens + cache_write_tokens must not exceed input_tokens")
+        if self.cache_write_1h_tokens > self.cache_write_tokens:
+            raise ValueError("cache_write_1h_tokens must not exceed cache_write_tokens")
+        if self.reasoning_tokens > self.output_tokens:
+            raise ValueError("reasoning_tokens must not exceed output_tokens")
+        if self.service_tier is not None and self.batch != (self.service_tier == "batch"):
+            raise ValueError("batch must be true exactly when service_tier is batch")
         return self
+
+    @property
+    def tier(self) -> str:
+        """The service tier the call is priced at."""
+        return self.service_tier or ("batch" if self.batch else "standard")
 
 
 class GpuTelemetrySample(_Contract):

@@ -9,6 +9,7 @@ with :data:`ROUNDING` (banker's rounding, half-even, to the cent).
 from __future__ import annotations
 
 from contextlib import AbstractContextManager
+from dataclasses import dataclass
 from decimal import ROUND_HALF_EVEN, Context, Decimal, Inexact, localcontext
 from typing import Final
 
@@ -32,40 +33,78 @@ def exact() -> AbstractContextManager[Context]:
     return localcontext(EXACT)
 
 
-def token_cost(
+@dataclass(frozen=True)
+class TokenCounts:
+    """A call's billed tokens, as the usage contract counts them: cache reads
+    and writes are parts of ``input``, 1-hour writes part of the writes, and
+    reasoning part of ``output``."""
+
+    input: int
+    output: int
+    cache_read: int = 0
+    cache_write: int = 0
+    cache_write_1h: int = 0
+    reasoning: int = 0
+
+
+# The token kinds a cost is split into: each token is in exactly one.
+KINDS: Final = ("input", "cache_read", "cache_write_5m", "cache_write_1h", "output", "reasoning")
+
+
+@dataclass(frozen=True)
+class KindCosts:
+    """The exact cost of each token kind (:data:`KINDS`)."""
+
+    input: Decimal
+    cache_read: Decimal
+    cache_write_5m: Decimal
+    cache_write_1h: Decimal
+    output: Decimal
+    reasoning: Decimal
+
+    @property
+    def total(self) -> Decimal:
+        with exact():
+            return +sum((getattr(self, k) for k in KINDS), Decimal(0))
+
+
+def kind_costs(
+    tokens: TokenCounts,
     *,
-    input_tokens: int,
-    output_tokens: int,
-    cache_read_tokens: int,
-    cache_write_tokens: int,
     input_per_mtok: Decimal,
     output_per_mtok: Decimal,
     cache_read_per_mtok: Decimal,
     cache_write_per_mtok: Decimal,
-    batch_discount: Decimal,
-    batch: bool,
-) -> Decimal:
-    """The cost rule. ``input_tokens`` counts every prompt token; the cache
-    read and write tokens are parts of it, priced at their own rates.
+    cache_write_1h_per_mtok: Decimal | None,
+    reasoning_per_mtok: Decimal | None,
+    discount: Decimal,
+) -> KindCosts:
+    """The cost rule. Each kind pays its own rate per million tokens:
 
-    cost = ((input - cache_read - cache_write) * input_price
-            + cache_read * cache_read_price + cache_write * cache_write_price
-            + output * output_price) / 10^6, times (1 - batch_discount) if batch.
+    - uncached input (input - cache reads - cache writes): the input rate;
+    - cache reads: the cache read rate;
+    - 5-minute cache writes (writes - 1h writes): the cache write rate;
+    - 1-hour cache writes: the 1h rate, or the cache write rate if none;
+    - output other than reasoning: the output rate;
+    - reasoning: the reasoning rate, or the output rate if none;
 
-    The rule is linear in the token counts for a fixed price and batch flag,
-    so it may be applied to summed counts and give the sum of the costs.
+    every kind times (1 - discount). The rule is linear in the token counts
+    for fixed rates, so it may be applied to summed counts and give the sum
+    of the costs.
     """
+    one_hour = cache_write_per_mtok if cache_write_1h_per_mtok is None else cache_write_1h_per_mtok
+    thinking = output_per_mtok if reasoning_per_mtok is None else reasoning_per_mtok
     with exact():
-        uncached = input_tokens - cache_read_tokens - cache_write_tokens
-        cost = (
-            uncached * input_per_mtok
-            + cache_read_tokens * cache_read_per_mtok
-            + cache_write_tokens * cache_write_per_mtok
-            + output_tokens * output_per_mtok
-        ) / MTOK
-        if batch:
-            cost = cost * (1 - batch_discount)
-        return +cost
+        factor = 1 - discount
+        parts = (
+            (tokens.input - tokens.cache_read - tokens.cache_write, input_per_mtok),
+            (tokens.cache_read, cache_read_per_mtok),
+            (tokens.cache_write - tokens.cache_write_1h, cache_write_per_mtok),
+            (tokens.cache_write_1h, one_hour),
+            (tokens.output - tokens.reasoning, output_per_mtok),
+            (tokens.reasoning, thinking),
+        )
+        return KindCosts(*(+(n * rate / MTOK * factor) for n, rate in parts))
 
 
 def to_cents(amount: Decimal) -> Decimal:
@@ -88,12 +127,15 @@ __all__ = [
     "COST_SCALE",
     "DISCOUNT_DECIMALS",
     "EXACT",
+    "KINDS",
     "MTOK",
     "PRICE_DECIMALS",
     "ROUNDING",
     "Inexact",
+    "KindCosts",
+    "TokenCounts",
     "check_scale",
     "exact",
+    "kind_costs",
     "to_cents",
-    "token_cost",
 ]

@@ -1,32 +1,61 @@
 """The versioned price book: entries with effective dates, and their parsers.
 
-A price applies from its ``effective_from`` until the next entry for the same
-(model, provider) takes over, so loading a new price never rewrites the cost
-of events that happened before it. Parsers take text, not paths: reading
-files is the caller's job.
+A price is effective-dated per (model, provider, region, service tier): a
+version applies from its ``effective_from`` until the next version of the
+same key takes over, so loading a new price never rewrites the cost of
+events that happened before it.
+
+A version is one entry per prompt-size tier: the entry whose
+``from_input_tokens`` is the largest not above the request's prompt
+(``input_tokens``, cache reads and writes included) prices the whole
+request, every token kind at that entry's rates (how providers bill their
+long-context tiers). ``from_input_tokens`` is inclusive, so a provider that
+switches when the prompt is *above* 200,000 tokens has an entry from
+200,001, and one that switches *at* 200,000 an entry from 200,000.
+
+Which version prices an event (:meth:`PriceBook.rate`): its region's, else
+the book's regionless one (``region`` empty); its service tier's, else the
+standard tier's, and for the batch tier the standard rates less
+``batch_discount`` (so v1 books, with no tiers, keep their batch rule).
+
+Parsers take text, not paths: reading files is the caller's job.
 """
 
 from __future__ import annotations
 
 import csv
 import io
-import json
 from bisect import bisect_right
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from datetime import datetime
-from decimal import Decimal, InvalidOperation
-from typing import Annotated, Any
+from decimal import Decimal
+from typing import Annotated, Final, Literal
 
 import yaml
 from pydantic import AfterValidator, AwareDatetime, BaseModel, ConfigDict, Field
 
-from models.money import DISCOUNT_DECIMALS, PRICE_DECIMALS, check_scale, token_cost
+from models.money import (
+    DISCOUNT_DECIMALS,
+    PRICE_DECIMALS,
+    KindCosts,
+    TokenCounts,
+    check_scale,
+    kind_costs,
+)
 
-CSV_HEADER = (
+CSV_HEADER_V1: Final = (
     "model,provider,effective_from,input_per_mtok,output_per_mtok,"
     "cache_read_per_mtok,cache_write_per_mtok,batch_discount"
 )
+CSV_HEADER: Final = (
+    "model,provider,region,service_tier,from_input_tokens,effective_from,"
+    "input_per_mtok,output_per_mtok,cache_read_per_mtok,cache_write_per_mtok,"
+    "cache_write_1h_per_mtok,reasoning_per_mtok,batch_discount"
+)
+ServiceTier = Literal["standard", "priority", "flex", "batch"]
+STANDARD: Final = "standard"
+BATCH: Final = "batch"
 
 
 def _price(v: Decimal) -> Decimal:
@@ -43,22 +72,52 @@ def _discount(v: Decimal) -> Decimal:
 
 Price = Annotated[Decimal, Field(allow_inf_nan=False), AfterValidator(_price)]
 Discount = Annotated[Decimal, Field(allow_inf_nan=False), AfterValidator(_discount)]
+Name = Annotated[str, Field(min_length=1, pattern=r"\S")]
 
 
 class PriceEntry(BaseModel):
-    """USD per million tokens for one (model, provider) from ``effective_from``."""
+    """USD per million tokens for one (model, provider, region, service tier)
+    and prompt-size tier, from ``effective_from``.
+
+    ``cache_write_per_mtok`` is the rate of 5-minute cache writes, and of
+    every write when ``cache_write_1h_per_mtok`` is empty; an empty
+    ``reasoning_per_mtok`` bills thinking tokens as output."""
 
     model_config = ConfigDict(frozen=True, extra="forbid")
 
-    model: Annotated[str, Field(min_length=1, pattern=r"\S")]
-    provider: Annotated[str, Field(min_length=1, pattern=r"\S")]
+    model: Name
+    provider: Name
+    region: str = ""
+    service_tier: ServiceTier = STANDARD
+    from_input_tokens: Annotated[int, Field(ge=0, le=10**12)] = 0
     effective_from: AwareDatetime
     input_per_mtok: Price
     output_per_mtok: Price
     cache_read_per_mtok: Price
     cache_write_per_mtok: Price
+    cache_write_1h_per_mtok: Price | None = None
+    reasoning_per_mtok: Price | None = None
     batch_discount: Discount = Decimal(0)
     currency: Annotated[str, Field(pattern=r"^USD$")] = "USD"
+
+    @property
+    def key(self) -> tuple[str, str, str, str]:
+        """What a version is dated by."""
+        return (self.model, self.provider, self.region, self.service_tier)
+
+    def costs(self, tokens: TokenCounts, *, discounted: bool) -> KindCosts:
+        """The cost of ``tokens`` at this entry, by token kind; ``discounted``
+        takes ``batch_discount`` off (a batch call priced at standard rates)."""
+        return kind_costs(
+            tokens,
+            input_per_mtok=self.input_per_mtok,
+            output_per_mtok=self.output_per_mtok,
+            cache_read_per_mtok=self.cache_read_per_mtok,
+            cache_write_per_mtok=self.cache_write_per_mtok,
+            cache_write_1h_per_mtok=self.cache_write_1h_per_mtok,
+            reasoning_per_mtok=self.reasoning_per_mtok,
+            discount=self.batch_discount if discounted else Decimal(0),
+        )
 
     def cost(
         self,
@@ -67,20 +126,30 @@ class PriceEntry(BaseModel):
         output_tokens: int,
         cache_read_tokens: int,
         cache_write_tokens: int,
+        cache_write_1h_tokens: int = 0,
+        reasoning_tokens: int = 0,
         batch: bool,
     ) -> Decimal:
-        return token_cost(
-            input_tokens=input_tokens,
-            output_tokens=output_tokens,
-            cache_read_tokens=cache_read_tokens,
-            cache_write_tokens=cache_write_tokens,
-            input_per_mtok=self.input_per_mtok,
-            output_per_mtok=self.output_per_mtok,
-            cache_read_per_mtok=self.cache_read_per_mtok,
-            cache_write_per_mtok=self.cache_write_per_mtok,
-            batch_discount=self.batch_discount,
-            batch=batch,
+        """The total of :meth:`costs`, ``batch`` taking the discount off."""
+        tokens = TokenCounts(
+            input_tokens,
+            output_tokens,
+            cache_read_tokens,
+            cache_write_tokens,
+            cache_write_1h_tokens,
+            reasoning_tokens,
         )
+        return self.costs(tokens, discounted=batch).total
+
+
+@dataclass(frozen=True)
+class Rate:
+    """What prices one event: ``entries[price_id]``, less its batch discount
+    when ``discounted``; and the standard tier's rate it lists at."""
+
+    price_id: int
+    discounted: bool
+    list_price_id: int
 
 
 @dataclass(frozen=True)
@@ -88,42 +157,105 @@ class PriceBook:
     """An immutable snapshot of all price versions, with as-of lookup."""
 
     entries: tuple[PriceEntry, ...] = ()
-    _index: dict[tuple[str, str], tuple[list[datetime], list[PriceEntry]]] = field(
-        init=False, repr=False, compare=False
+    _index: dict[tuple[str, str, str, str], tuple[list[datetime], list[list[tuple[int, int]]]]] = (
+        field(init=False, repr=False, compare=False)
     )
 
     def __post_init__(self) -> None:
-        index: dict[tuple[str, str], tuple[list[datetime], list[PriceEntry]]] = {}
-        for e in sorted(self.entries, key=lambda e: (e.model, e.provider, e.effective_from)):
-            starts, versions = index.setdefault((e.model, e.provider), ([], []))
-            starts.append(e.effective_from)
-            versions.append(e)
+        grouped: dict[tuple[str, str, str, str], dict[datetime, list[tuple[int, int]]]] = {}
+        for i, e in enumerate(self.entries):
+            tiers = grouped.setdefault(e.key, {}).setdefault(e.effective_from, [])
+            tiers.append((e.from_input_tokens, i))
+        index = {}
+        for key, versions in grouped.items():
+            starts = sorted(versions)
+            index[key] = (starts, [sorted(versions[s]) for s in starts])
         object.__setattr__(self, "_index", index)
 
-    def price_at(self, model: str, provider: str, ts: datetime) -> PriceEntry | None:
-        """The entry in force at ``ts``, or None when the model has no price yet."""
-        found = self._index.get((model, provider))
+    @property
+    def keys(self) -> frozenset[tuple[str, str, str, str]]:
+        return frozenset(self._index)
+
+    def version_at(
+        self, key: tuple[str, str, str, str], ts: datetime
+    ) -> list[tuple[int, int]] | None:
+        """The version of ``key`` in force at ``ts``: its (from_input_tokens,
+        entry id) pairs, smallest prompts first; None before the first."""
+        found = self._index.get(key)
         if found is None:
             return None
         starts, versions = found
         i = bisect_right(starts, ts)
         return versions[i - 1] if i else None
 
+    def resolve(
+        self, model: str, provider: str, region: str | None, tier: str, ts: datetime
+    ) -> tuple[list[tuple[int, int]], bool] | None:
+        """The version in force for an event, and whether the batch discount
+        applies to it (a batch call with no batch-tier price)."""
+        for r in (region, "") if region else ("",):
+            for t in (tier, STANDARD) if tier != STANDARD else (STANDARD,):
+                version = self.version_at((model, provider, r, t), ts)
+                if version is not None:
+                    return version, tier == BATCH and t == STANDARD
+        return None
+
+    def rate(
+        self,
+        model: str,
+        provider: str,
+        ts: datetime,
+        *,
+        region: str | None = None,
+        tier: str = STANDARD,
+        input_tokens: int = 0,
+    ) -> Rate | None:
+        """The rate of one event, or None when its model has no price yet."""
+        found = self.resolve(model, provider, region, tier, ts)
+        if found is None:
+            return None
+        version, discounted = found
+        price_id = tier_of(version, input_tokens)
+        listed = price_id
+        if tier != STANDARD:
+            standard = self.resolve(model, provider, region, STANDARD, ts)
+            if standard is not None:
+                listed = tier_of(standard[0], input_tokens)
+        return Rate(price_id, discounted, listed)
+
+    def price_at(self, model: str, provider: str, ts: datetime) -> PriceEntry | None:
+        """The standard, regionless entry for the smallest prompts in force at
+        ``ts`` (what a cache hit is valued at), or None."""
+        version = self.version_at((model, provider, "", STANDARD), ts)
+        return self.entries[version[0][1]] if version else None
+
     def __len__(self) -> int:
         return len(self.entries)
 
 
+def tier_of(version: list[tuple[int, int]], input_tokens: int) -> int:
+    """The entry of ``version`` (sorted ``(from_input_tokens, id)``) that prices
+    a prompt of ``input_tokens``; the first one below every threshold."""
+    i = bisect_right(version, (input_tokens, 2**63)) - 1
+    return version[max(i, 0)][1]
+
+
+def _row(raw: Mapping[str, str]) -> dict[str, str]:
+    """A CSV row with empty optional cells left out (so they take defaults)."""
+    return {k.strip(): v.strip() for k, v in raw.items() if v is not None and v.strip() != ""}
+
+
 def parse_csv(text: str) -> list[PriceEntry]:
+    """Entries of a price CSV: the v2 header (:data:`CSV_HEADER`) or the v1
+    one (:data:`CSV_HEADER_V1`: no region, tiers or thresholds)."""
     reader = csv.DictReader(io.StringIO(text))
-    expected = CSV_HEADER.split(",")
-    if reader.fieldnames is None or [f.strip() for f in reader.fieldnames] != expected:
-        raise ValueError(f"price CSV header must be exactly: {CSV_HEADER}")
+    names = [f.strip() for f in reader.fieldnames or []]
+    if names not in (CSV_HEADER.split(","), CSV_HEADER_V1.split(",")):
+        raise ValueError(f"price CSV header must be exactly: {CSV_HEADER} (or v1: {CSV_HEADER_V1})")
     entries = []
     for line, row in enumerate(reader, start=2):
         try:
-            entries.append(
-                PriceEntry.model_validate({k.strip(): v.strip() for k, v in row.items()})
-            )
+            entries.append(PriceEntry.model_validate(_row(row)))
         except ValueError as exc:
             raise ValueError(f"price CSV line {line}: {exc}") from exc
     return entries
@@ -148,54 +280,18 @@ def parse_yaml(text: str) -> list[PriceEntry]:
     return entries
 
 
-@dataclass(frozen=True)
-class LiteLLMImport:
-    entries: list[PriceEntry]
-    skipped: dict[str, str]
-
-
-def parse_litellm(text: str, effective_from: datetime) -> LiteLLMImport:
-    """Read LiteLLM's ``model_prices_and_context_window.json``.
-
-    Its prices are USD per token written as JSON numbers; they are parsed as
-    ``Decimal`` straight from the text (never as floats) and scaled to per-Mtok.
-    The batch discount is derived from ``input_cost_per_token_batches``.
-    Entries without token prices (image, audio, embedding-only) are skipped
-    and reported.
-    """
-    doc: Mapping[str, Any] = json.loads(text, parse_float=Decimal, parse_int=Decimal)
-    entries: list[PriceEntry] = []
-    skipped: dict[str, str] = {}
-    for name, spec in doc.items():
-        if name == "sample_spec" or not isinstance(spec, Mapping):
-            continue
-        inp, out = spec.get("input_cost_per_token"), spec.get("output_cost_per_token")
-        if not isinstance(inp, Decimal) or not isinstance(out, Decimal):
-            skipped[name] = "no per-token input and output price"
-            continue
-        try:
-            read = spec.get("cache_read_input_token_cost", inp)
-            write = spec.get("cache_creation_input_token_cost", inp)
-            batch_in = spec.get("input_cost_per_token_batches")
-            discount = Decimal(0)
-            if isinstance(batch_in, Decimal) and inp > 0:
-                discount = (1 - batch_in / inp).quantize(Decimal("0.0001"))
-            entries.append(
-                PriceEntry(
-                    model=name,
-                    provider=str(spec.get("litellm_provider") or "unknown"),
-                    effective_from=effective_from,
-                    input_per_mtok=_per_mtok(inp),
-                    output_per_mtok=_per_mtok(out),
-                    cache_read_per_mtok=_per_mtok(read),
-                    cache_write_per_mtok=_per_mtok(write),
-                    batch_discount=discount,
-                )
-            )
-        except (ValueError, InvalidOperation, TypeError) as exc:
-            skipped[name] = str(exc).splitlines()[0]
-    return LiteLLMImport(entries, skipped)
-
-
-def _per_mtok(per_token: Any) -> Decimal:
-    return (Decimal(per_token) * 1_000_000).normalize()
+def to_csv(entries: list[PriceEntry]) -> str:
+    """Entries as a v2 price CSV (what ``parse_csv`` reads back)."""
+    out = io.StringIO()
+    writer = csv.writer(out, lineterminator="\n")
+    columns = CSV_HEADER.split(",")
+    writer.writerow(columns)
+    for e in entries:
+        row = e.model_dump()
+        writer.writerow(
+            [
+                row[c].isoformat() if c == "effective_from" else "" if row[c] is None else row[c]
+                for c in columns
+            ]
+        )
+    return out.getvalue()

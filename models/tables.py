@@ -29,8 +29,12 @@ from sqlalchemy import (
 from sqlalchemy.dialects.postgresql import ARRAY, JSONB
 
 from models import web_tables  # noqa: F401  (registers its tables on the metadata)
-from models.money import DISCOUNT_DECIMALS
+from models.money import DISCOUNT_DECIMALS, KINDS
 from models.schema import MONEY, PRICE, TS, count_column, metadata, money_column
+
+# The effective cost of each token kind (models.money.KINDS) in a window; they
+# add up to cost_usd. output_cost_usd is of the output other than reasoning.
+KIND_COSTS: Final = tuple(f"{kind}_cost_usd" for kind in KINDS)
 
 price_book = Table(
     "price_book",
@@ -47,7 +51,21 @@ price_book = Table(
     Column("currency", String(3), nullable=False, server_default="USD"),
     Column("source", Text, nullable=False),
     Column("loaded_at", TS, nullable=False, server_default=func.now()),
-    UniqueConstraint("model", "provider", "effective_from", name="price_book_version"),
+    # Price book v2 (migration 0015; models/prices.py says what each means).
+    Column("region", Text, nullable=False, server_default=""),
+    Column("service_tier", Text, nullable=False, server_default="standard"),
+    Column("from_input_tokens", BigInteger, nullable=False, server_default="0"),
+    Column("cache_write_1h_per_mtok", PRICE, nullable=True),
+    Column("reasoning_per_mtok", PRICE, nullable=True),
+    UniqueConstraint(
+        "model",
+        "provider",
+        "region",
+        "service_tier",
+        "from_input_tokens",
+        "effective_from",
+        name="price_book_version",
+    ),
 )
 
 spend_window = Table(
@@ -86,6 +104,11 @@ spend_window = Table(
     money_column("retry_list_cost_usd"),
     money_column("failed_first_cost_usd"),
     money_column("failed_first_list_cost_usd"),
+    # Price book v2 (migration 0015): 1h cache writes and reasoning tokens,
+    # parts of cache_write_tokens and output_tokens, and cost_usd by kind.
+    count_column("cache_write_1h_tokens"),
+    count_column("reasoning_tokens"),
+    *(money_column(c) for c in KIND_COSTS),
     # Roll-ups by tenant over time ranges are the common report query.
     Index("spend_window_tenant_time", "tenant", "window_start"),
 )
@@ -111,6 +134,10 @@ unpriced_event = Table(
     Column("output_tokens", BigInteger, nullable=False),
     Column("cache_read_tokens", BigInteger, nullable=False),
     Column("cache_write_tokens", BigInteger, nullable=False),
+    Column("cache_write_1h_tokens", BigInteger, nullable=False, server_default="0"),
+    Column("reasoning_tokens", BigInteger, nullable=False, server_default="0"),
+    Column("region", Text, nullable=False, server_default=""),
+    Column("service_tier", Text, nullable=False, server_default="standard"),
     Index("unpriced_event_model", "model", "provider"),
 )
 

@@ -9,9 +9,9 @@ from pathlib import Path
 from typing import Annotated
 
 import typer
-from rich.table import Table
 from sqlalchemy import Engine
 
+from models import litellm_prices as price_litellm
 from models import prices as price_parsers
 from models.carbon import GpuEmbodied, GridIntensity, Site, parse_csv
 from pipeline.cli.common import console, database_url, parse_time, titled_table
@@ -60,17 +60,98 @@ def prices_load(file: Path) -> None:
     _load(entries, f"file:{file.name}")
 
 
+def _skipped_table(skipped: dict[str, str], notes: dict[str, str], *, show: bool) -> None:
+    """Every map entry with no price, grouped by reason (each one with
+    ``--show-skipped``), and what was left out of the entries imported."""
+    reasons: dict[str, list[str]] = {}
+    for name, why in skipped.items():
+        if "decimal places" in why:
+            why = "more than 6 decimal places per Mtok (binary float noise in the map)"
+        reasons.setdefault(why, []).append(name)
+    table = titled_table("Not priced", "reason", "entries", "examples", numbers=("entries",))
+    for why, names in sorted(reasons.items(), key=lambda x: -len(x[1])):
+        table.add_row(why, str(len(names)), ", ".join(sorted(names)[:3]))
+    console.print(table)
+    if show:
+        for name, why in sorted(skipped.items()):
+            console.print(f"skipped {name}: {why}")
+        for name, note in sorted(notes.items()):
+            console.print(f"partly {name}: {note}")
+    elif notes:
+        console.print(
+            f"{len(notes)} entries priced without a part LiteLLM applies only on request"
+            " (off-peak windows, location multipliers); --show-skipped lists them"
+        )
+
+
+def _read_litellm(file: Path, when: datetime) -> price_litellm.LiteLLMImport:
+    try:
+        return price_litellm.parse_litellm(file.read_text(encoding="utf-8"), when)
+    except ValueError as exc:
+        console.print(f"[red]{file}: {exc}[/]")
+        raise typer.Exit(1) from exc
+
+
+def _version_key(e: price_parsers.PriceEntry) -> tuple[object, ...]:
+    return (*e.key, e.from_input_tokens, e.effective_from)
+
+
 @prices_app.command("import-litellm")
 def prices_import_litellm(
     file: Path,
     effective_from: Annotated[str | None, typer.Option(help="RFC 3339; default now")] = None,
+    show_skipped: Annotated[bool, typer.Option(help="list every entry not priced")] = False,
 ) -> None:
-    """Import LiteLLM's model_prices_and_context_window.json."""
+    """Import LiteLLM's model_prices_and_context_window.json: every chat
+    model's token kinds, service tiers, prompt-size thresholds and regions."""
+    from pipeline.spend.price_store import describe, load_book
+
     when = parse_time(effective_from) if effective_from else datetime.now(UTC)
-    imported = price_parsers.parse_litellm(file.read_text(encoding="utf-8"), when)
-    if imported.skipped:
-        console.print(f"skipped {len(imported.skipped)} entries without token prices")
+    imported = _read_litellm(file, when)
+    _skipped_table(imported.skipped, imported.notes, show=show_skipped)
+    known = {_version_key(e) for e in load_book(db.engine(database_url())).entries}
+    new = [e for e in imported.entries if _version_key(e) not in known]
+    for e in new[:20]:
+        console.print(f"new {describe(e)}")
+    if len(new) > 20:
+        console.print(f"... and {len(new) - 20} more new entries")
     _load(imported.entries, f"litellm:{file.name}")
+
+
+@prices_app.command("sync")
+def prices_sync(
+    file: Path,
+    dry_run: Annotated[bool, typer.Option(help="show the changes, load nothing")] = False,
+) -> None:
+    """Compare a newer LiteLLM map with the book and add versions, effective
+    now, only for the prices that changed: history is never re-priced."""
+    from models.price_sync import sync
+    from pipeline.spend.price_store import load_book
+
+    now = datetime.now(UTC)
+    imported = _read_litellm(file, now)
+    plan = sync(load_book(db.engine(database_url())), imported.entries, now)
+    table = titled_table(
+        "Price changes (USD per million tokens)",
+        "model", "provider", "region", "tier", "from tokens", "rate", "book", "map",
+        numbers=("from tokens", "book", "map"),
+    )  # fmt: skip
+    for c in plan.changes:
+        model, provider, region, tier = c.key
+        table.add_row(
+            model, provider, region, tier, f"{c.from_input_tokens:,}", c.rate,
+            "" if c.old is None else str(c.old), "" if c.new is None else str(c.new),
+        )  # fmt: skip
+    console.print(table)
+    console.print(
+        f"{len(plan.new_keys)} new keys, {len(plan.changes)} changed rates,"
+        f" {plan.unchanged} keys unchanged; {len(plan.gone)} in the book but not in the map"
+        f" (kept); {len(imported.skipped)} map entries not priced"
+    )
+    if dry_run or not plan.added:
+        console.print("dry run: nothing loaded" if dry_run else "nothing to load")
+        return
+    _load(plan.added, f"litellm-sync:{file.name}")
 
 
 @prices_app.command("list")
@@ -79,30 +160,24 @@ def prices_list(model: Annotated[str | None, typer.Option(help="only this model"
     from pipeline.spend.price_store import load_book
 
     book = load_book(db.engine(database_url()))
-    table = Table(
-        "model",
-        "provider",
-        "effective from",
-        "input",
-        "output",
-        "cache read",
-        "cache write",
-        "batch disc.",
-        title="USD per million tokens",
-    )
-    for e in sorted(book.entries, key=lambda e: (e.model, e.provider, e.effective_from)):
+    table = titled_table(
+        "USD per million tokens",
+        "model", "provider", "region", "tier", "from tokens", "effective from", "input", "output",
+        "cache read", "cache write", "1h write", "reasoning", "batch disc.",
+        numbers=("from tokens", "input", "output", "cache read", "cache write", "1h write",
+                 "reasoning", "batch disc."),
+    )  # fmt: skip
+    for e in sorted(book.entries, key=lambda e: (*e.key, e.effective_from, e.from_input_tokens)):
         if model and e.model != model:
             continue
         table.add_row(
-            e.model,
-            e.provider,
-            e.effective_from.isoformat(),
-            str(e.input_per_mtok),
-            str(e.output_per_mtok),
-            str(e.cache_read_per_mtok),
-            str(e.cache_write_per_mtok),
+            e.model, e.provider, e.region, e.service_tier, f"{e.from_input_tokens:,}",
+            e.effective_from.isoformat(), str(e.input_per_mtok), str(e.output_per_mtok),
+            str(e.cache_read_per_mtok), str(e.cache_write_per_mtok),
+            "" if e.cache_write_1h_per_mtok is None else str(e.cache_write_1h_per_mtok),
+            "" if e.reasoning_per_mtok is None else str(e.reasoning_per_mtok),
             str(e.batch_discount),
-        )
+        )  # fmt: skip
     console.print(table)
 
 

@@ -28,9 +28,9 @@ import polars_hash as plh
 from models.prices import PriceBook
 from pipeline.energy.usage import energy_parts
 from pipeline.spend.budgets import NO_CAPS, budget_parts
-from pipeline.spend.codec import SCHEMA, decode
+from pipeline.spend.codec import ADDED, SCHEMA, decode
 from pipeline.spend.latency import latency_parts
-from pipeline.spend.pricing import attach_prices
+from pipeline.spend.pricing import BookFrames, attach_prices
 from pipeline.spend.request_costs import retry_costs
 from pipeline.spend.windows import SpendWindow, aggregate, combine, with_window
 from pipeline.stream.admission import Admission
@@ -86,7 +86,7 @@ class PreparedBatch:
 def prepare(
     messages: Sequence[Message],
     book: PriceBook,
-    book_frame: pl.DataFrame,
+    book_frame: BookFrames,
     admission: Admission,
     *,
     energy: bool = True,
@@ -152,6 +152,15 @@ def with_keys(events: pl.DataFrame) -> pl.DataFrame:
     canonical = [
         pl.col(c).dt.strftime("%Y-%m-%dT%H:%M:%S%.6fZ") if c == "ts" else pl.col(c).cast(pl.String)
         for c in SCHEMA
+        if c not in ADDED
+    ]
+    # A field added to the contract later counts only where it differs from
+    # the value its absence means, named, so older fingerprints still match.
+    added = [
+        pl.when(pl.col(c).is_null() if v is None else pl.col(c) == v)
+        .then(pl.lit(""))
+        .otherwise(pl.lit(f"{_SEP}{c}=") + pl.col(c).cast(pl.String))
+        for c, v in ADDED.items()
     ]
     # md5 in polars (polars-hash), not hashlib per event: the same digests,
     # without holding the GIL for every event of the batch.
@@ -159,7 +168,9 @@ def with_keys(events: pl.DataFrame) -> pl.DataFrame:
         plh.concat_str([pl.col(c) for c in KEY_FIELDS], separator=_SEP)
         .nchash.md5()
         .alias("event_key"),
-        plh.concat_str([c.fill_null("\x00null") for c in canonical], separator=_SEP)
+        plh.concat_str(
+            [pl.concat_str([c.fill_null("\x00null") for c in canonical], separator=_SEP), *added]
+        )
         .nchash.md5()
         .alias("fingerprint"),
     )
@@ -198,6 +209,10 @@ UNPRICED_COLUMNS = (
     "output_tokens",
     "cache_read_tokens",
     "cache_write_tokens",
+    "cache_write_1h_tokens",
+    "reasoning_tokens",
+    "region",
+    "service_tier",
 )
 
 
@@ -321,6 +336,11 @@ def unpriced_rows(unpriced: pl.DataFrame) -> pl.DataFrame:
     derived = {
         "failed": pl.col("status") != "ok",
         "invalid": pl.col("status") == "invalid_output",
+        "region": pl.col("region").fill_null(""),
+        "service_tier": pl.coalesce(
+            pl.col("service_tier"),
+            pl.when(pl.col("batch")).then(pl.lit("batch")).otherwise(pl.lit("standard")),
+        ),
     }
     return with_window(unpriced).select(
         derived.get(c, pl.col(c)).alias(c) for c in UNPRICED_COLUMNS

@@ -8,7 +8,7 @@ from typing import Final
 
 import polars as pl
 
-from models.contracts import MAX_BATCH_SIZE, MAX_MS, UsageEvent
+from models.contracts import MAX_BATCH_SIZE, MAX_MS, SERVICE_TIERS, UsageEvent
 from pipeline.stream.message import Message
 from pipeline.stream.ndjson import (
     ColumnContract,
@@ -32,6 +32,15 @@ IDENT_FIELDS: Final = (
 )
 TOKEN_FIELDS: Final = ("input_tokens", "output_tokens", "cache_read_tokens", "cache_write_tokens")
 OPTIONAL_TEXT: Final = ("retry_reason", "fallback_from")
+# Fields added after the first contract, with the value an event that does
+# not name them has: its fingerprint leaves them out at that value, so an
+# event sent before they existed is still a duplicate of its re-send.
+ADDED: Final[dict[str, object]] = {
+    "cache_write_1h_tokens": 0,
+    "reasoning_tokens": 0,
+    "service_tier": None,
+    "region": None,
+}
 
 SCHEMA: Final[dict[str, pl.DataType]] = {
     **{f: pl.String() for f in IDENT_FIELDS},
@@ -47,6 +56,10 @@ SCHEMA: Final[dict[str, pl.DataType]] = {
     "local_input_tokens": pl.Int64(),
     "batch_size": pl.Int64(),
     "response_cache_hit": pl.Boolean(),
+    "cache_write_1h_tokens": pl.Int64(),
+    "reasoning_tokens": pl.Int64(),
+    "service_tier": pl.String(),
+    "region": pl.String(),
 }
 _STATUSES: Final = ["ok", "error", "timeout", "refused", "invalid_output"]
 
@@ -60,7 +73,15 @@ def _checks() -> list[pl.Expr]:
         integer("ttft_ms", 0, MAX_MS, required=False),
         tokens("local_input_tokens", required=False),
         integer("batch_size", 1, MAX_BATCH_SIZE, required=False),
+        tokens("cache_write_1h_tokens", required=False),
+        tokens("reasoning_tokens", required=False),
+        ident("region", required=False),
+        pl.col("service_tier").is_null() | pl.col("service_tier").is_in(SERVICE_TIERS),
     ]
+    # Absent counts are 0 (the defaults fill them after the checks).
+    write_1h = pl.col("cache_write_1h_tokens").fill_null(0)
+    reasoning = pl.col("reasoning_tokens").fill_null(0)
+    tier = pl.col("service_tier")
     return [
         *(ident(f) for f in IDENT_FIELDS),
         *(tokens(f) for f in TOKEN_FIELDS),
@@ -70,11 +91,18 @@ def _checks() -> list[pl.Expr]:
         pl.col("batch").is_not_null(),
         pl.col("status").is_not_null() & pl.col("status").is_in(_STATUSES),
         (pl.col("cache_read_tokens") + pl.col("cache_write_tokens")) <= pl.col("input_tokens"),
+        write_1h <= pl.col("cache_write_tokens"),
+        reasoning <= pl.col("output_tokens"),
+        tier.is_null() | (pl.col("batch") == (tier == "batch")),
     ]
 
 
 USAGE: Final = ColumnContract(
-    UsageEvent, SCHEMA, (*IDENT_FIELDS, "ts", "status", *OPTIONAL_TEXT), _checks
+    UsageEvent,
+    SCHEMA,
+    (*IDENT_FIELDS, "ts", "status", *OPTIONAL_TEXT, "service_tier", "region"),
+    _checks,
+    defaults={"cache_write_1h_tokens": 0, "reasoning_tokens": 0},
 )
 FRAME_SCHEMA: Final = USAGE.frame_schema
 

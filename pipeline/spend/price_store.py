@@ -16,10 +16,10 @@ from importlib import resources
 
 from sqlalchemy import Engine, and_, delete, select, update
 
-from models.money import exact
+from models.money import KINDS, exact
 from models.prices import PriceBook, PriceEntry, parse_csv
-from models.tables import price_book, spend_window, unpriced_event
-from pipeline.spend.windows import COSTED, SUBSETS, TOKENS
+from models.tables import KIND_COSTS, price_book, spend_window, unpriced_event
+from pipeline.spend.windows import COSTED, COSTED_COLUMNS, KEY, SUBSETS, counts
 from pipeline.storage.revisions import LoadResult, Version, load_versions
 
 _PRICE_COLS = (
@@ -27,8 +27,11 @@ _PRICE_COLS = (
     "output_per_mtok",
     "cache_read_per_mtok",
     "cache_write_per_mtok",
+    "cache_write_1h_per_mtok",
+    "reasoning_per_mtok",
     "batch_discount",
 )
+_KEY = ("model", "provider", "region", "service_tier", "from_input_tokens", "effective_from")
 
 
 def default_prices() -> list[PriceEntry]:
@@ -42,30 +45,33 @@ def load_entries(engine: Engine, entries: Iterable[PriceEntry], source: str) -> 
         (
             Version(
                 price_book,
-                ("model", "provider", "effective_from"),
+                _KEY,
                 _PRICE_COLS,
                 {**e.model_dump(exclude={"currency"}), "currency": e.currency, "source": source},
-                f"{e.model}/{e.provider} from {e.effective_from.isoformat()}: "
-                "already loaded with different prices",
+                f"{describe(e)}: already loaded with different prices",
             )
             for e in entries
         ),
     )
 
 
+def describe(e: PriceEntry) -> str:
+    """One entry's key, as a person reads it."""
+    where = "".join(
+        [
+            f" in {e.region}" if e.region else "",
+            f" ({e.service_tier})" if e.service_tier != "standard" else "",
+            f" from {e.from_input_tokens:,} prompt tokens" if e.from_input_tokens else "",
+        ]
+    )
+    return f"{e.model}/{e.provider}{where} from {e.effective_from.isoformat()}"
+
+
 def load_book(engine: Engine) -> PriceBook:
     with engine.connect() as conn:
         rows = conn.execute(select(price_book).order_by(price_book.c.id)).mappings().all()
     return PriceBook(
-        tuple(
-            PriceEntry(
-                model=r["model"],
-                provider=r["provider"],
-                effective_from=r["effective_from"],
-                **{c: r[c] for c in _PRICE_COLS},
-            )
-            for r in rows
-        )
+        tuple(PriceEntry.model_validate({c: r[c] for c in (*_KEY, *_PRICE_COLS)}) for r in rows)
     )
 
 
@@ -83,7 +89,10 @@ def reprice(engine: Engine) -> Repriced:
     book = load_book(engine)
     result = Repriced()
     deltas: dict[tuple[object, ...], dict[str, Decimal | int]] = defaultdict(
-        lambda: {**{column: Decimal(0) for column, _, _ in COSTED}, "unpriced_attempts": 0}
+        lambda: {
+            **{column: Decimal(0) for column in (*COSTED_COLUMNS, *KIND_COSTS)},
+            "unpriced_attempts": 0,
+        }
     )
     done = []
     with engine.begin() as conn:
@@ -91,30 +100,30 @@ def reprice(engine: Engine) -> Repriced:
             conn.execute(select(unpriced_event).with_for_update(skip_locked=True)).mappings().all()
         )
         for r in rows:
-            price = book.price_at(r["model"], r["provider"], r["ts"])
-            if price is None:
+            rate = book.rate(
+                r["model"],
+                r["provider"],
+                r["ts"],
+                region=r["region"] or None,
+                tier=r["service_tier"],
+                input_tokens=r["input_tokens"],
+            )
+            if rate is None:
                 result.still_unpriced += 1
                 continue
-            tokens = {k: r[k] for k in TOKENS}
-            cost = price.cost(**tokens, batch=r["batch"])
-            listed = price.cost(**tokens, batch=False)
-            d = deltas[
-                (
-                    r["window_start"],
-                    r["tenant"],
-                    r["route"],
-                    r["feature"],
-                    r["provider"],
-                    r["model"],
-                )
-            ]
+            tokens = counts(dict(r))
+            costs = book.entries[rate.price_id].costs(tokens, discounted=rate.discounted)
+            listed = book.entries[rate.list_price_id].costs(tokens, discounted=False).total
+            d = deltas[tuple(r[k] for k in KEY)]
             with exact():
                 # The same subsets of attempts as the stream's windows.
                 for column, prefix, at_list in COSTED:
                     if SUBSETS[prefix].test(r["attempt"], r["failed"], r["invalid"]):
-                        d[column] += listed if at_list else cost
+                        d[column] += listed if at_list else costs.total
+                for kind in KINDS:
+                    d[f"{kind}_cost_usd"] += getattr(costs, kind)
                 d["unpriced_attempts"] -= 1
-                result.cost_usd += cost
+                result.cost_usd += costs.total
             done.append(r["event_key"])
         c = spend_window.c
         for (ws, tenant, route, feature, provider, model), d in deltas.items():

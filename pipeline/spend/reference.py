@@ -20,10 +20,22 @@ _REVISIONS = (
     "SELECT (SELECT coalesce(max(id), 0) FROM price_book),"
     " (SELECT coalesce(max(loaded_at)::text, '') || '/' || count(*) FROM route_catalog)"
 )
-_PRICES = (
-    "SELECT model, provider, effective_from, input_per_mtok, output_per_mtok,"
-    " cache_read_per_mtok, cache_write_per_mtok, batch_discount, id FROM price_book ORDER BY id"
+_PRICE_FIELDS = (
+    "model",
+    "provider",
+    "region",
+    "service_tier",
+    "from_input_tokens",
+    "effective_from",
+    "input_per_mtok",
+    "output_per_mtok",
+    "cache_read_per_mtok",
+    "cache_write_per_mtok",
+    "cache_write_1h_per_mtok",
+    "reasoning_per_mtok",
+    "batch_discount",
 )
+_PRICES = f"SELECT {', '.join(_PRICE_FIELDS)}, id FROM price_book ORDER BY id"
 
 
 class ReferenceReader(PgSession):
@@ -40,19 +52,9 @@ class ReferenceReader(PgSession):
         """The whole price book and its revision."""
         rows = await self.query(_PRICES)
         entries = tuple(
-            PriceEntry(
-                model=r[0],
-                provider=r[1],
-                effective_from=r[2],
-                input_per_mtok=r[3],
-                output_per_mtok=r[4],
-                cache_read_per_mtok=r[5],
-                cache_write_per_mtok=r[6],
-                batch_discount=r[7],
-            )
-            for r in rows
+            PriceEntry.model_validate(dict(zip(_PRICE_FIELDS, r, strict=False))) for r in rows
         )
-        return PriceBook(entries), max((int(r[8]) for r in rows), default=0)  # type: ignore[call-overload]
+        return PriceBook(entries), max((int(r[-1]) for r in rows), default=0)  # type: ignore[call-overload]
 
     async def budget_caps(self) -> pl.DataFrame:
         """The route catalog's token caps, for :mod:`pipeline.spend.budgets`."""

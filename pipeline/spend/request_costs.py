@@ -18,7 +18,7 @@ import polars as pl
 
 from models.money import exact
 from models.prices import PriceBook
-from pipeline.spend.windows import TOKENS
+from pipeline.spend.windows import TOKENS, counts
 
 SCHEMA: Final[dict[str, pl.DataType]] = {
     "tenant": pl.String(),
@@ -37,7 +37,7 @@ def retry_costs(events: pl.DataFrame, book: PriceBook) -> pl.DataFrame:
     retried = events.filter((pl.col("attempt") > 1) & pl.col("price_id").is_not_null())
     if retried.is_empty():
         return pl.DataFrame(schema=SCHEMA)
-    groups = retried.group_by("tenant", "request_id", "price_id", "batch").agg(
+    groups = retried.group_by("tenant", "request_id", "price_id", "discounted").agg(
         pl.col("route").first(),
         pl.col("ts").min().alias("first_ts"),
         pl.col("ts").max().alias("last_ts"),
@@ -53,7 +53,7 @@ def retry_costs(events: pl.DataFrame, book: PriceBook) -> pl.DataFrame:
         key = (g["tenant"], g["request_id"])
         price = book.entries[g["price_id"]]
         with exact():
-            cost[key] += price.cost(**{t: g[t] for t in TOKENS}, batch=g["batch"])
+            cost[key] += price.costs(counts(g), discounted=g["discounted"]).total
         route.setdefault(key, g["route"])
         first[key] = min(first.get(key, g["first_ts"]), g["first_ts"])
         last[key] = max(last.get(key, g["last_ts"]), g["last_ts"])

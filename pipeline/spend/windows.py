@@ -7,7 +7,7 @@ upsert is the final group-by.
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, fields
 from datetime import datetime
 from decimal import Decimal
@@ -15,12 +15,26 @@ from typing import Any, Final
 
 import polars as pl
 
-from models.money import exact
+from models.money import KINDS, TokenCounts, exact
 from models.prices import PriceBook
+from models.tables import KIND_COSTS
 
 WINDOW: Final = "1m"
 KEY: Final = ("window_start", "tenant", "route", "feature", "provider", "model")
-TOKENS: Final = ("input_tokens", "output_tokens", "cache_read_tokens", "cache_write_tokens")
+# In the order of models.money.TokenCounts.
+TOKENS: Final = (
+    "input_tokens",
+    "output_tokens",
+    "cache_read_tokens",
+    "cache_write_tokens",
+    "cache_write_1h_tokens",
+    "reasoning_tokens",
+)
+
+
+def counts(row: Mapping[str, Any], prefix: str = "") -> TokenCounts:
+    """The token counts of a row with :data:`TOKENS` (each behind ``prefix``)."""
+    return TokenCounts(*(int(row[f"{prefix}{t}"]) for t in TOKENS))
 
 
 @dataclass(frozen=True)
@@ -60,6 +74,16 @@ class SpendWindow:
     retry_list_cost_usd: Decimal = Decimal(0)
     failed_first_cost_usd: Decimal = Decimal(0)
     failed_first_list_cost_usd: Decimal = Decimal(0)
+    # Price book v2 (migration 0015): the parts of cache_write_tokens written
+    # for an hour and of output_tokens spent thinking, and cost_usd by kind.
+    cache_write_1h_tokens: int = 0
+    reasoning_tokens: int = 0
+    input_cost_usd: Decimal = Decimal(0)
+    cache_read_cost_usd: Decimal = Decimal(0)
+    cache_write_5m_cost_usd: Decimal = Decimal(0)
+    cache_write_1h_cost_usd: Decimal = Decimal(0)
+    output_cost_usd: Decimal = Decimal(0)
+    reasoning_cost_usd: Decimal = Decimal(0)
 
     def key(self) -> tuple[object, ...]:
         return tuple(getattr(self, k) for k in KEY)
@@ -127,6 +151,7 @@ COSTED: Final = (
     ("failed_first_cost_usd", "failed_first_", False),
     ("failed_first_list_cost_usd", "failed_first_", True),
 )
+COSTED_COLUMNS: Final = tuple(column for column, _, _ in COSTED)
 _RULE_COUNTS: Final = (
     "invalid_attempts",
     "fallback_attempts",
@@ -137,10 +162,11 @@ _RULE_COUNTS: Final = (
 
 
 def aggregate(priced: pl.DataFrame, book: PriceBook) -> list[SpendWindow]:
-    """Sum priced events (with ``price_id``) into window partial sums.
+    """Sum priced events (with :data:`pipeline.spend.pricing.PRICED`) into
+    window partial sums.
 
-    polars sums the tokens per (window key, price version, batch flag), once
-    for all attempts and once for each of :data:`SUBSETS`; each of those
+    polars sums the tokens per (window key, entry, discount, list entry),
+    once for all attempts and once for each of :data:`SUBSETS`; each of those
     sums is then costed by one exact Decimal evaluation of the cost rule,
     which is linear in the tokens. No float ever holds money.
     """
@@ -155,7 +181,7 @@ def aggregate(priced: pl.DataFrame, book: PriceBook) -> list[SpendWindow]:
     ]
     groups = (
         with_window(priced)
-        .group_by([*KEY, "price_id", "batch"])
+        .group_by([*KEY, "price_id", "discounted", "list_price_id"])
         .agg(
             pl.len().alias("attempts"),
             (pl.col("attempt") == 1).sum().alias("requests"),
@@ -173,17 +199,18 @@ def aggregate(priced: pl.DataFrame, book: PriceBook) -> list[SpendWindow]:
     parts = []
     for g in groups.iter_rows(named=True):
         price_id, attempts = g["price_id"], g["attempts"]
-        costs: dict[str, Any] = {column: Decimal(0) for column, _, _ in COSTED}
+        costs: dict[str, Any] = {column: Decimal(0) for column in (*COSTED_COLUMNS, *KIND_COSTS)}
         if price_id is not None:
-            price = book.entries[price_id]
+            price, listed = book.entries[price_id], book.entries[g["list_price_id"]]
             for column, prefix, at_list in COSTED:
-                costs[column] = price.cost(
-                    input_tokens=g[f"{prefix}input_tokens"],
-                    output_tokens=g[f"{prefix}output_tokens"],
-                    cache_read_tokens=g[f"{prefix}cache_read_tokens"],
-                    cache_write_tokens=g[f"{prefix}cache_write_tokens"],
-                    batch=g["batch"] and not at_list,
-                )
+                tokens = counts(g, prefix)
+                costs[column] = (
+                    listed.costs(tokens, discounted=False)
+                    if at_list
+                    else price.costs(tokens, discounted=g["discounted"])
+                ).total
+            by_kind = price.costs(counts(g), discounted=g["discounted"])
+            costs.update({f"{k}_cost_usd": getattr(by_kind, k) for k in KINDS})
         parts.append(
             SpendWindow(
                 **{k: g[k] for k in KEY},

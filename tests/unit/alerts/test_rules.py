@@ -311,11 +311,13 @@ def test_retry_costs_sum_the_retries_of_each_request_exactly() -> None:
             "ts": [T + timedelta(seconds=r[3]) for r in rows],
             "attempt": [r[1] for r in rows],
             "price_id": [r[2] for r in rows],
-            "batch": [False] * len(rows),
+            "discounted": [False] * len(rows),
             "input_tokens": [200_000] * len(rows),
             "output_tokens": [1_500] * len(rows),
             "cache_read_tokens": [0] * len(rows),
             "cache_write_tokens": [0] * len(rows),
+            "cache_write_1h_tokens": [0] * len(rows),
+            "reasoning_tokens": [0] * len(rows),
         }
     )
     (row,) = retry_costs(events, PriceBook((sonnet,))).iter_rows(named=True)

@@ -15,7 +15,7 @@ from hypothesis import strategies as st
 
 from models.contracts import FORBIDDEN_CHARS
 from pipeline.spend.batch import KEY_FIELDS, with_keys
-from pipeline.spend.codec import SCHEMA, decode
+from pipeline.spend.codec import ADDED, SCHEMA, decode
 from tests.factories import event, messages
 
 _FORBIDDEN = [c for c in map(chr, range(0xD800)) if re.match(f"[{FORBIDDEN_CHARS}]", c)]
@@ -35,6 +35,7 @@ def _as_stored_before(events: pl.DataFrame) -> list[tuple[str, str]]:
     canonical = [
         pl.col(c).dt.strftime("%Y-%m-%dT%H:%M:%S%.6fZ") if c == "ts" else pl.col(c).cast(pl.String)
         for c in SCHEMA
+        if c not in ADDED  # the fields of the first contract
     ]
     texts = events.select(
         pl.concat_str([pl.col(c) for c in KEY_FIELDS], separator="\x00").alias("k"),
@@ -74,3 +75,22 @@ def test_event_keys_and_fingerprints_are_the_ones_earlier_versions_stored(
     assert keyed["event_key"].to_list() == [
         hashlib.md5("\x00".join(str(f[k]) for k in KEY_FIELDS).encode()).hexdigest() for f in fields
     ]
+
+
+def test_a_field_added_later_changes_the_fingerprint_only_when_it_is_set() -> None:
+    plain = event(event_id="e")
+    decoded = decode(
+        messages(
+            [
+                plain,
+                {**plain, "reasoning_tokens": 0, "cache_write_1h_tokens": 0},
+                {**plain, "reasoning_tokens": 1},
+                {**plain, "region": "eu-west-1"},
+                {**plain, "service_tier": "standard"},
+            ]
+        )
+    )
+    assert not decoded.dead
+    prints = with_keys(decoded.events.sort("offset"))["fingerprint"].to_list()
+    assert prints[0] == prints[1] == _as_stored_before(decoded.events.sort("offset"))[0][1]
+    assert len({prints[0], prints[2], prints[3], prints[4]}) == 4

@@ -7,8 +7,10 @@ from typing import Any
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from models.money import exact
-from models.prices import PriceBook, parse_csv
+from models.contracts import SERVICE_TIERS
+from models.money import TokenCounts, exact
+from models.prices import CSV_HEADER, PriceBook, parse_csv
+from models.tables import KIND_COSTS
 from pipeline.spend.batch import prepare
 from pipeline.spend.pricing import book_frame
 from pipeline.spend.windows import TOKENS, combine
@@ -26,6 +28,23 @@ BOOK = PriceBook(
     )
 )
 FRAME = book_frame(BOOK)
+# A v2 book beside it: m1 gains a priority tier, a batch tier of its own in
+# one region, and a long-context tier above 1,000 prompt tokens (with 1h
+# write and reasoning rates); m2 keeps its v1 entry.
+V2 = PriceBook(
+    (
+        *BOOK.entries,
+        *parse_csv(
+            f"{CSV_HEADER}\n"
+            "m1,p,,standard,1001,2025-01-01T00:00:00Z,6,22.5,0.6,7.5,12,30,0.5\n"
+            "m1,p,,priority,0,2025-01-01T00:00:00Z,5,25,0.5,6.25,10,,0\n"
+            "m1,p,,priority,1001,2025-11-01T10:02:00Z,10,40,1,12.5,20,,0\n"
+            "m1,p,eu,batch,0,2025-01-01T00:00:00Z,1.2,6,0.12,1.5,,,0.25\n"
+            "m1,p,eu,standard,0,2025-11-01T10:03:00Z,3.3,16.5,0.33,4.125,6.6,,0.5\n"
+        ),
+    )
+)
+V2_FRAME = book_frame(V2)
 
 
 def test_worked_example_as_windows_is_195_and_114_dollars() -> None:
@@ -59,7 +78,7 @@ def test_a_price_change_inside_a_minute_prices_each_event_by_its_own_ts() -> Non
 
 
 _event = st.builds(
-    lambda i, model, inp, out, attempt, status, batch, sec, unknown: event(
+    lambda i, model, inp, out, attempt, status, tier, sec, unknown, region, shares: event(
         event_id=f"e{i}",
         model="nope" if unknown else model,
         provider="p",
@@ -69,48 +88,82 @@ _event = st.builds(
         cache_write_tokens=inp // 5,
         attempt=attempt,
         status=status,
-        batch=batch,
         ts=f"2025-11-01T10:{sec // 60:02d}:{sec % 60:02d}Z",
         tenant=f"t{i % 3}",
+        **tier,
+        **({"region": region} if region else {}),
+        **{
+            k: v
+            for k, v in {
+                "cache_write_1h_tokens": inp // 5 * shares[0] // 4,
+                "reasoning_tokens": out * shares[1] // 4,
+            }.items()
+            if v
+        },
     ),
     st.integers(0, 10**6),
     st.sampled_from(["m1", "m2"]),
-    st.integers(0, 10**7),
+    st.integers(0, 10**4),
     st.integers(0, 10**6),
     st.integers(1, 4),
     st.sampled_from(["ok", "error", "timeout"]),
-    st.booleans(),
+    st.sampled_from(
+        [
+            {"batch": False},
+            {"batch": True},
+            *({"batch": t == "batch", "service_tier": t} for t in SERVICE_TIERS),
+        ]
+    ),
     st.integers(0, 299),
     st.booleans(),
+    st.sampled_from([None, "eu", "us"]),
+    st.tuples(st.integers(0, 4), st.integers(0, 4)),
 )
 
 
-def _cost(e: dict[str, Any]) -> Decimal:
+def _costs(book: PriceBook, e: dict[str, Any]) -> tuple[Decimal, Decimal]:
+    """The cost and the list cost of one event, from the book in Python."""
     ts = datetime.fromisoformat(e["ts"].replace("Z", "+00:00"))
-    price = BOOK.price_at(e["model"], e["provider"], ts)
-    if price is None:
-        return Decimal(0)
-    return price.cost(**{t: e[t] for t in TOKENS}, batch=e["batch"])
+    tier = e.get("service_tier") or ("batch" if e["batch"] else "standard")
+    rate = book.rate(
+        e["model"], "p", ts, region=e.get("region"), tier=tier, input_tokens=e["input_tokens"]
+    )
+    if rate is None:
+        return Decimal(0), Decimal(0)
+    tokens = TokenCounts(*(e.get(t, 0) for t in TOKENS))
+    return (
+        book.entries[rate.price_id].costs(tokens, discounted=rate.discounted).total,
+        book.entries[rate.list_price_id].costs(tokens, discounted=False).total,
+    )
 
 
 @settings(max_examples=150, deadline=None)
-@given(st.lists(_event, max_size=60, unique_by=lambda e: e["event_id"]), st.integers(1, 7))
+@given(
+    st.lists(_event, max_size=60, unique_by=lambda e: e["event_id"]),
+    st.integers(1, 7),
+    st.booleans(),
+)
 def test_window_sums_conserve_costs_tokens_and_attempts(
-    evs: list[dict[str, Any]], per_message: int
+    evs: list[dict[str, Any]], per_message: int, v2: bool
 ) -> None:
-    windows = prepare(messages(evs, per_message=per_message), BOOK, FRAME, ADMISSION).windows
+    """The column-wise pricing (as-of joins, fallbacks, prompt tiers) gives
+    each event the cost the book's own lookup gives it, in every window."""
+    book, frame = (V2, V2_FRAME) if v2 else (BOOK, FRAME)
+    windows = prepare(messages(evs, per_message=per_message), book, frame, ADMISSION).windows
+    cost = [_costs(book, e) for e in evs]
     with exact():
-        assert sum((w.cost_usd for w in windows), Decimal(0)) == sum(
-            (_cost(e) for e in evs), Decimal(0)
-        )
+        assert sum((w.cost_usd for w in windows), Decimal(0)) == sum(c for c, _ in cost)
+        assert sum((w.list_cost_usd for w in windows), Decimal(0)) == sum(x for _, x in cost)
         assert sum((w.retry_cost_usd for w in windows), Decimal(0)) == sum(
-            (_cost(e) for e in evs if e["attempt"] > 1), Decimal(0)
+            (c for e, (c, _) in zip(evs, cost, strict=True) if e["attempt"] > 1), Decimal(0)
         )
         assert sum((w.failed_cost_usd for w in windows), Decimal(0)) == sum(
-            (_cost(e) for e in evs if e["status"] != "ok"), Decimal(0)
+            (c for e, (c, _) in zip(evs, cost, strict=True) if e["status"] != "ok"), Decimal(0)
         )
+        for w in windows:
+            assert sum((getattr(w, k) for k in KIND_COSTS), Decimal(0)) == w.cost_usd
     for t in TOKENS:
-        assert sum(getattr(w, t) for w in windows) == sum(e[t] for e in evs)
+        assert sum(getattr(w, t) for w in windows) == sum(e.get(t, 0) for e in evs)
     assert sum(w.attempts for w in windows) == len(evs)
     assert sum(w.unpriced_attempts for w in windows) == sum(e["model"] == "nope" for e in evs)
     assert len({w.key() for w in windows}) == len(windows)

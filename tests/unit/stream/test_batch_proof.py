@@ -103,7 +103,7 @@ MUTATIONS: dict[str, Callable[[str], str]] = {
     "explicit null, defaulted field": lambda s: s[:-1] + ',"output_tokens":null}',
     "text-bearing key with null": lambda s: s[:-1] + ',"prompt":null}',
     "text-bearing key with text": lambda s: s[:-1] + ',"completion":"hello"}',
-    "unknown key": lambda s: s[:-1] + ',"region":"eu-west-1"}',
+    "unknown key": lambda s: s[:-1] + ',"datacenter":"eu-west-1"}',
     "known key nested in an unknown one": lambda s: s[:-1] + ',"meta":{"tenant":"mallory"}}',
     "escaped quote in a value": lambda s: s.replace('"t1"', '"t\\"1"'),
     "escaped key": lambda s: s.replace('"route"', '"ro\\u0075te"'),
