@@ -301,8 +301,11 @@ def _entry(
         output_per_mtok=per_mtok(r.output),
         cache_read_per_mtok=per_mtok(r.cache_read),
         cache_write_per_mtok=per_mtok(r.cache_write),
-        cache_write_1h_per_mtok=per_mtok(r.cache_write_1h),
-        reasoning_per_mtok=per_mtok(r.reasoning),
+        # Empty where they equal their fallback: the same cost, fewer rates.
+        cache_write_1h_per_mtok=None
+        if r.cache_write_1h == r.cache_write
+        else per_mtok(r.cache_write_1h),
+        reasoning_per_mtok=None if r.reasoning == r.output else per_mtok(r.reasoning),
     )
 
 

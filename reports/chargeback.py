@@ -13,7 +13,7 @@ import csv
 import io
 from collections import defaultdict
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import date, datetime
 from decimal import Decimal
 from typing import Final
@@ -50,12 +50,26 @@ KIND_TITLES: Final = {
 
 
 @dataclass(frozen=True)
+class SkuUse:
+    """A tenant's month of one token kind of one model (every attempt): the
+    kinds of a model add up to its usage, retries and failures."""
+
+    provider: str
+    model: str
+    sku: str  # provider/model/kind, as in the FOCUS export
+    meter: str
+    tokens: int
+    cost: Decimal  # exact
+
+
+@dataclass(frozen=True)
 class TenantDoc:
     tenant: str
     month: date
     closed_at: datetime
     lines: list[Line]
     daily: list[tuple[date, Decimal]]
+    skus: list[SkuUse] = field(default_factory=list)
 
     @property
     def total(self) -> Decimal:
@@ -140,23 +154,37 @@ def tenant_pdf(doc: TenantDoc) -> bytes:
                 [x.description[:48], what[:60], usd(x.list_cost), usd(x.discount), usd(x.amount)]
             )
     rows.append(["Total", "", "", "", usd(doc.total)])
-    table = Table(rows, repeatRows=1, colWidths=[5 * cm, 6 * cm, 2.2 * cm, 2 * cm, 2.3 * cm])
+    table = _table(rows, [5 * cm, 6 * cm, 2.2 * cm, 2 * cm, 2.3 * cm])
+    story += [Spacer(1, 0.3 * cm), table, Spacer(1, 0.3 * cm)]
+    if doc.skus:
+        skus = [["SKU", "Meter", "Tokens", "Cost"]] + [
+            [u.sku[:60], u.meter, f"{u.tokens:,}", usd(u.cost)] for u in doc.skus
+        ]
+        story += [
+            Paragraph("By token kind (every attempt)", styles["Heading3"]),
+            _table(skus, [7.5 * cm, 5 * cm, 2.5 * cm, 2.5 * cm], total=False),
+            Spacer(1, 0.3 * cm),
+        ]
+    story.append(Paragraph(f"Rounding: {ROUNDING_RULE}", styles["Italic"]))
+    pdf.build(story)
+    return out.getvalue()
+
+
+def _table(rows: list[list[str]], widths: list[float], *, total: bool = True) -> Table:
+    table = Table(rows, repeatRows=1, colWidths=widths)
     table.setStyle(
         TableStyle(
             [
                 ("FONTSIZE", (0, 0), (-1, -1), 7),
                 ("FONTNAME", (0, 0), (-1, 0), "Helvetica-Bold"),
-                ("FONTNAME", (0, -1), (-1, -1), "Helvetica-Bold"),
+                *([("FONTNAME", (0, -1), (-1, -1), "Helvetica-Bold")] if total else []),
                 ("ALIGN", (2, 0), (-1, -1), "RIGHT"),
                 ("LINEBELOW", (0, 0), (-1, 0), 0.5, colors.grey),
-                ("LINEABOVE", (0, -1), (-1, -1), 0.5, colors.grey),
+                *([("LINEABOVE", (0, -1), (-1, -1), 0.5, colors.grey)] if total else []),
             ]
         )
     )
-    story += [Spacer(1, 0.3 * cm), table, Spacer(1, 0.3 * cm)]
-    story.append(Paragraph(f"Rounding: {ROUNDING_RULE}", styles["Italic"]))
-    pdf.build(story)
-    return out.getvalue()
+    return table
 
 
 def summary_html(
@@ -215,6 +243,7 @@ def render_month(
     daily: Mapping[str, list[tuple[date, Decimal]]],
     policy: ChargebackPolicy,
     forecasts: Mapping[str, Forecast] | None = None,
+    skus: Mapping[str, list[SkuUse]] | None = None,
 ) -> dict[tuple[str, str], bytes]:
     """Every document of the month: (tenant, html|pdf) per tenant, and
     ('', html) for the finance summary and ('', csv) for the ledger."""
@@ -222,7 +251,8 @@ def render_month(
     for x in lines:
         by_tenant[x.tenant].append(x)
     docs = [
-        TenantDoc(t, m, closed_at, rows, daily.get(t, [])) for t, rows in sorted(by_tenant.items())
+        TenantDoc(t, m, closed_at, rows, daily.get(t, []), (skus or {}).get(t, []))
+        for t, rows in sorted(by_tenant.items())
     ]
     out: dict[tuple[str, str], bytes] = {}
     for d in docs:

@@ -1,16 +1,18 @@
 """FOCUS 1.2 (FinOps Open Cost and Usage Specification) rows for a month.
 
 One row per charge: per UTC day, tenant, route, feature, provider, model,
-price version and token kind (uncached input, output, cache read, cache
-write), ChargeCategory ``Usage``; and one row per adjustment line of the
+price version and token kind (uncached input, cache read, 5-minute and
+1-hour cache writes, output and reasoning, each its own SKU),
+ChargeCategory ``Usage``; and one row per adjustment line of the
 month's chargeback (late usage of an earlier closed month), ChargeCategory
 ``Adjustment`` with ChargeClass ``Correction`` and the charge period of the
 month it belongs to. Tokens are the ConsumedQuantity (unit ``Tokens``) and,
-in millions, the PricingQuantity (unit ``1M Tokens``) at the price book's
-per-million price, so ListCost = ListUnitPrice x PricingQuantity exactly.
-A group's effective cost (after batch discounts) is split over its token
-kinds in proportion to their list cost, at 16 decimal places, the largest
-kind taking the remainder, so the kinds add up to the group exactly.
+in millions, the PricingQuantity (unit ``1M Tokens``) at the rate card's
+per-million price (the book's standard, regionless entry for the smallest
+prompts), so ListCost = ListUnitPrice x PricingQuantity exactly. The
+EffectiveCost is what the windows hold for that kind, exactly: service
+tiers, long-context rates and batch discounts are its difference to the
+list cost.
 Shared-cost allocations are internal chargeback, not provider charges, and
 are not FOCUS rows.
 """
@@ -20,7 +22,7 @@ from __future__ import annotations
 import json
 from collections.abc import Sequence
 from datetime import date, timedelta
-from decimal import ROUND_DOWN, Decimal
+from decimal import Decimal
 from typing import Any, Final
 
 import polars as pl
@@ -94,46 +96,43 @@ COLUMNS: Final[dict[str, Any]] = {
     "SubAccountType": pl.String,
     "Tags": pl.String,
 }
+# Each token kind: its SKU suffix, meter, tokens (a SQL sum over the windows),
+# effective cost column (models.money.KINDS) and the list rate it has on the
+# book's rate card (the standard, regionless entry for the smallest prompts).
 KINDS: Final = (
-    ("input", "Input tokens", "input_per_mtok"),
-    ("output", "Output tokens", "output_per_mtok"),
-    ("cache-read", "Cache read tokens", "cache_read_per_mtok"),
-    ("cache-write", "Cache write tokens", "cache_write_per_mtok"),
-)
-PLACES: Final = Decimal("1e-16")
+    ("input", "Input tokens", "s.input_tokens - s.cache_read_tokens - s.cache_write_tokens",
+     "input_cost_usd", "p.input_per_mtok"),
+    ("cache-read", "Cache read tokens", "s.cache_read_tokens", "cache_read_cost_usd",
+     "p.cache_read_per_mtok"),
+    ("cache-write", "Cache write tokens (5 minutes)",
+     "s.cache_write_tokens - s.cache_write_1h_tokens", "cache_write_5m_cost_usd",
+     "p.cache_write_per_mtok"),
+    ("cache-write-1h", "Cache write tokens (1 hour)", "s.cache_write_1h_tokens",
+     "cache_write_1h_cost_usd", "coalesce(p.cache_write_1h_per_mtok, p.cache_write_per_mtok)"),
+    ("output", "Output tokens", "s.output_tokens - s.reasoning_tokens", "output_cost_usd",
+     "p.output_per_mtok"),
+    ("reasoning", "Reasoning tokens", "s.reasoning_tokens", "reasoning_cost_usd",
+     "coalesce(p.reasoning_per_mtok, p.output_per_mtok)"),
+)  # fmt: skip
 
-# Spend per day, key and price version: the price in force at each window.
-_GROUPS: Final = """
+# Spend per day, key and kind, with the kind's rate-card price in force.
+_GROUPS: Final = f"""
 SELECT (s.window_start AT TIME ZONE 'UTC')::date AS day, s.tenant, s.route, s.feature,
-       s.provider, s.model, p.id AS price_id, p.input_per_mtok, p.output_per_mtok,
-       p.cache_read_per_mtok, p.cache_write_per_mtok,
-       sum(s.input_tokens - s.cache_read_tokens - s.cache_write_tokens) AS input,
-       sum(s.output_tokens) AS output, sum(s.cache_read_tokens) AS cache_read,
-       sum(s.cache_write_tokens) AS cache_write, sum(s.cost_usd) AS cost
+       s.provider, s.model, p.id AS price_id,
+       {", ".join(f"{rate} AS rate_{i}" for i, (*_, rate) in enumerate(KINDS))},
+       {", ".join(f"sum({n}) AS tokens_{i}" for i, (_, _, n, _, _) in enumerate(KINDS))},
+       {", ".join(f"sum(s.{c}) AS cost_{i}" for i, (_, _, _, c, _) in enumerate(KINDS))}
 FROM spend_window s
 LEFT JOIN LATERAL (
     SELECT * FROM price_book b WHERE b.model = s.model AND b.provider = s.provider
+      AND b.region = '' AND b.service_tier = 'standard' AND b.from_input_tokens = 0
       AND b.effective_from <= s.window_start ORDER BY b.effective_from DESC LIMIT 1
 ) p ON true
-WHERE s.window_start >= :s AND s.window_start < :e
-GROUP BY day, s.tenant, s.route, s.feature, s.provider, s.model, p.id, p.input_per_mtok,
-         p.output_per_mtok, p.cache_read_per_mtok, p.cache_write_per_mtok
+WHERE s.window_start >= :s AND s.window_start < :e AND s.attempts > s.unpriced_attempts
+GROUP BY day, s.tenant, s.route, s.feature, s.provider, s.model, p.id,
+         {", ".join(f"rate_{i}" for i in range(len(KINDS)))}
 ORDER BY day, s.tenant, s.route, s.feature, s.provider, s.model, p.id
 """
-
-
-def _split(total: Decimal, weights: Sequence[Decimal]) -> list[Decimal]:
-    """``total`` over ``weights`` in proportion, at 16 places, the largest
-    weight taking the remainder: the parts add up to ``total`` exactly, and
-    a zero weight gets exactly zero."""
-    whole = sum(weights, Decimal(0))
-    largest = max(range(len(weights)), key=lambda i: weights[i])
-    if not whole:
-        return [total if i == largest else Decimal(0) for i in range(len(weights))]
-    parts = [(total * w / whole).quantize(PLACES, ROUND_DOWN) for w in weights]
-    with exact():
-        parts[largest] += total - sum(parts, Decimal(0))
-    return parts
 
 
 def _base(m: date, tenant: str) -> dict[str, Any]:
@@ -157,21 +156,21 @@ def usage_rows(conn: Connection, m: date) -> list[dict[str, Any]]:
     start, end = bounds(m)
     rows = []
     for g in conn.execute(text(_GROUPS), {"s": start, "e": end}).mappings():
-        if g["price_id"] is None:
-            continue  # unpriced: no cost yet (its windows count it as unpriced_attempts)
-        tokens = [int(g[k.replace("-", "_")]) for k, _, _ in KINDS]
-        prices = [Decimal(g[p]) for _, _, p in KINDS]
-        with exact():
-            lists = [Decimal(t) / MTOK * p for t, p in zip(tokens, prices, strict=True)]
-        effective = _split(Decimal(g["cost"]), lists)
         tags = json.dumps(
             {"tenant": g["tenant"], "route": g["route"], "feature": g["feature"]}, sort_keys=True
         )
-        for (kind, title, _), n, price, lst, eff in zip(
-            KINDS, tokens, prices, lists, effective, strict=True
-        ):
+        for i, (kind, title, _, _, _) in enumerate(KINDS):
+            n, eff = int(g[f"tokens_{i}"]), Decimal(g[f"cost_{i}"])
             if not n and not eff:
                 continue
+            rate = g[f"rate_{i}"]
+            price = None if rate is None else Decimal(rate)
+            with exact():
+                # At the rate card's price: what the tokens list at. Tiers,
+                # long-context rates and batch discounts are the difference
+                # to the effective cost. A model with regional prices only
+                # has no card: its list cost is its cost.
+                lst = eff if price is None else Decimal(n) / MTOK * price
             sku = f"{g['provider']}/{g['model']}/{kind}"
             rows.append(
                 _base(m, g["tenant"])
@@ -202,7 +201,7 @@ def usage_rows(conn: Connection, m: date) -> list[dict[str, Any]]:
                     "ServiceName": f"{g['provider']} models",
                     "SkuId": sku,
                     "SkuMeter": title,
-                    "SkuPriceId": f"{sku}@{g['price_id']}",
+                    "SkuPriceId": f"{sku}@{g['price_id']}" if g["price_id"] else None,
                     "SkuPriceDetails": json.dumps({"TokenKind": kind}),
                     "SubAccountId": g["route"],
                     "SubAccountName": g["feature"],

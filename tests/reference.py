@@ -76,6 +76,31 @@ def cost(
         return c
 
 
+def kind_costs(event: dict[str, Any], prices: list[dict[str, Any]]) -> dict[str, Decimal]:
+    """The event's cost by token kind (a v1 event: no 1h writes, no
+    reasoning), each with the batch discount, as the windows split it."""
+    ts = datetime.fromisoformat(event["ts"].replace("Z", "+00:00"))
+    p = price_at(prices, event["model"], event["provider"], ts)
+    if p is None:
+        return {}
+    with localcontext() as ctx:
+        ctx.prec = 80
+        factor = 1 - p["batch_discount"] if event["batch"] else Decimal(1)
+        uncached = event["input_tokens"] - event["cache_read_tokens"] - event["cache_write_tokens"]
+        return {
+            "input_cost_usd": uncached * p["input_per_mtok"] / 10**6 * factor,
+            "cache_read_cost_usd": event["cache_read_tokens"]
+            * p["cache_read_per_mtok"]
+            / 10**6
+            * factor,
+            "cache_write_5m_cost_usd": event["cache_write_tokens"]
+            * p["cache_write_per_mtok"]
+            / 10**6
+            * factor,
+            "output_cost_usd": event["output_tokens"] * p["output_per_mtok"] / 10**6 * factor,
+        }
+
+
 def window_key(e: dict[str, Any]) -> tuple[Any, ...]:
     """(minute in UTC, tenant, route, feature, provider, model)."""
     ts = datetime.fromisoformat(e["ts"].replace("Z", "+00:00")).astimezone(UTC)
@@ -129,6 +154,8 @@ def totals(
         assert listed is not None
         t["cost_usd"] += c
         t["list_cost_usd"] += listed
+        for kind, value in kind_costs(e, prices).items():
+            t[kind] += value
         if e["attempt"] > 1:
             t["retry_cost_usd"] += c
             t["retry_list_cost_usd"] += listed

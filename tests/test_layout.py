@@ -72,9 +72,19 @@ def modules() -> dict[str, Path]:
     return found
 
 
-@cache
+def _parse_all() -> dict[str, ast.Module]:
+    return {n: ast.parse(p.read_text(), filename=str(p)) for n, p in modules().items()}
+
+
+# Parsed when the tests are collected, before any test runs: CPython 3.11's
+# parser can fail with "AST constructor recursion depth mismatch" in a
+# process where another test has just caught a RecursionError (the hostile
+# deep-nesting inputs do), so the parse must not wait for that.
+_TREES = _parse_all()
+
+
 def tree(name: str) -> ast.Module:
-    return ast.parse(modules()[name].read_text(), filename=str(modules()[name]))
+    return _TREES[name]
 
 
 def imported(name: str) -> Iterator[str]:

@@ -57,6 +57,26 @@ _KEY_SUMS: Final = (
 )
 
 
+_SKU_SUMS: Final = (
+    "SELECT s.tenant, s.provider, s.model, "
+    + ", ".join(f"sum({n}), sum(s.{c})" for _, _, n, c, _ in focus.KINDS)
+    + " FROM spend_window s WHERE s.window_start >= :s AND s.window_start < :e"
+    " GROUP BY s.tenant, s.provider, s.model ORDER BY s.tenant, s.provider, s.model"
+)
+
+
+def sku_usage(conn: Connection, m: date) -> dict[str, list[docs.SkuUse]]:
+    """Per tenant, the month's tokens and cost of each token kind of each model."""
+    out: dict[str, list[docs.SkuUse]] = defaultdict(list)
+    for tenant, provider, model, *sums in conn.execute(text(_SKU_SUMS), _bounds(m)):
+        for i, (kind, meter, _, _, _) in enumerate(focus.KINDS):
+            tokens, cost = int(sums[2 * i]), Decimal(sums[2 * i + 1])
+            if tokens or cost:
+                sku = f"{provider}/{model}/{kind}"
+                out[tenant].append(docs.SkuUse(provider, model, sku, meter, tokens, cost))
+    return out
+
+
 def key_usage(conn: Connection, m: date) -> list[cb.KeyUsage]:
     return [cb.KeyUsage(*row) for row in conn.execute(text(_KEY_SUMS), _bounds(m))]
 
@@ -181,6 +201,7 @@ def close_month(
             # What the forecast said at mid-month, next to the actual total,
             # so finance sees how far to trust the next one.
             forecasts(daily, m, known_days=15),
+            sku_usage(conn, m),
         )
         rows = focus.frame([*focus.usage_rows(conn, m), *focus.adjustment_rows(m, lines)])
         documents[("", "focus.csv")] = focus.to_csv(rows)
