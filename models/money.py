@@ -14,6 +14,7 @@ from decimal import ROUND_HALF_EVEN, Context, Decimal, Inexact, localcontext
 from typing import Final
 
 MTOK: Final = Decimal(1_000_000)
+ZERO: Final = Decimal(0)
 CENT: Final = Decimal("0.01")
 ROUNDING: Final = ROUND_HALF_EVEN
 
@@ -61,11 +62,7 @@ class KindCosts:
     cache_write_1h: Decimal
     output: Decimal
     reasoning: Decimal
-
-    @property
-    def total(self) -> Decimal:
-        with exact():
-            return +sum((getattr(self, k) for k in KINDS), Decimal(0))
+    total: Decimal  # the kinds' sum
 
 
 def kind_costs(
@@ -94,17 +91,29 @@ def kind_costs(
     """
     one_hour = cache_write_per_mtok if cache_write_1h_per_mtok is None else cache_write_1h_per_mtok
     thinking = output_per_mtok if reasoning_per_mtok is None else reasoning_per_mtok
+    parts = (
+        (tokens.input - tokens.cache_read - tokens.cache_write, input_per_mtok),
+        (tokens.cache_read, cache_read_per_mtok),
+        (tokens.cache_write - tokens.cache_write_1h, cache_write_per_mtok),
+        (tokens.cache_write_1h, one_hour),
+        (tokens.output - tokens.reasoning, output_per_mtok),
+        (tokens.reasoning, thinking),
+    )
+    values = []
+    total = ZERO
+    # The spend path runs this per window group and token subset: no work
+    # for a kind with no tokens (most groups have no writes or thinking).
     with exact():
         factor = 1 - discount
-        parts = (
-            (tokens.input - tokens.cache_read - tokens.cache_write, input_per_mtok),
-            (tokens.cache_read, cache_read_per_mtok),
-            (tokens.cache_write - tokens.cache_write_1h, cache_write_per_mtok),
-            (tokens.cache_write_1h, one_hour),
-            (tokens.output - tokens.reasoning, output_per_mtok),
-            (tokens.reasoning, thinking),
-        )
-        return KindCosts(*(+(n * rate / MTOK * factor) for n, rate in parts))
+        for n, rate in parts:
+            value = ZERO
+            if n:
+                value = n * rate / MTOK
+                if discount:
+                    value *= factor
+                total += value
+            values.append(value)
+    return KindCosts(values[0], values[1], values[2], values[3], values[4], values[5], total)
 
 
 def to_cents(amount: Decimal) -> Decimal:

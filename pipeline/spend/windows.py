@@ -15,7 +15,7 @@ from typing import Any, Final
 
 import polars as pl
 
-from models.money import KINDS, TokenCounts, exact
+from models.money import KINDS, ZERO, TokenCounts, exact
 from models.prices import PriceBook
 from models.tables import KIND_COSTS
 
@@ -34,7 +34,7 @@ TOKENS: Final = (
 
 def counts(row: Mapping[str, Any], prefix: str = "") -> TokenCounts:
     """The token counts of a row with :data:`TOKENS` (each behind ``prefix``)."""
-    return TokenCounts(*(int(row[f"{prefix}{t}"]) for t in TOKENS))
+    return TokenCounts(*(row[k] for k in _NAMES[prefix]))
 
 
 @dataclass(frozen=True)
@@ -151,6 +151,8 @@ COSTED: Final = (
     ("failed_first_cost_usd", "failed_first_", False),
     ("failed_first_list_cost_usd", "failed_first_", True),
 )
+# The summed token columns of each subset, in TOKENS order.
+_NAMES: Final = {p: tuple(f"{p}{t}" for t in TOKENS) for p in SUBSETS}
 COSTED_COLUMNS: Final = tuple(column for column, _, _ in COSTED)
 _RULE_COUNTS: Final = (
     "invalid_attempts",
@@ -199,18 +201,26 @@ def aggregate(priced: pl.DataFrame, book: PriceBook) -> list[SpendWindow]:
     parts = []
     for g in groups.iter_rows(named=True):
         price_id, attempts = g["price_id"], g["attempts"]
-        costs: dict[str, Any] = {column: Decimal(0) for column in (*COSTED_COLUMNS, *KIND_COSTS)}
+        costs: dict[str, Any] = dict.fromkeys((*COSTED_COLUMNS, *KIND_COSTS), ZERO)
         if price_id is not None:
             price, listed = book.entries[price_id], book.entries[g["list_price_id"]]
+            # At list the same entry with no discount costs what it costs.
+            same = g["list_price_id"] == price_id and not g["discounted"]
+            effective: dict[str, Decimal | None] = {}  # None: the subset has no tokens
             for column, prefix, at_list in COSTED:
-                tokens = counts(g, prefix)
-                costs[column] = (
-                    listed.costs(tokens, discounted=False)
-                    if at_list
-                    else price.costs(tokens, discounted=g["discounted"])
-                ).total
-            by_kind = price.costs(counts(g), discounted=g["discounted"])
-            costs.update({f"{k}_cost_usd": getattr(by_kind, k) for k in KINDS})
+                if not at_list:
+                    values = [g[k] for k in _NAMES[prefix]]
+                    if not any(values):
+                        effective[prefix] = None
+                        continue
+                    by_kind = price.costs(TokenCounts(*values), discounted=g["discounted"])
+                    effective[prefix] = costs[column] = by_kind.total
+                    if not prefix:
+                        costs.update({f"{k}_cost_usd": getattr(by_kind, k) for k in KINDS})
+                elif (cost := effective[prefix]) is not None:
+                    costs[column] = (
+                        cost if same else listed.costs(counts(g, prefix), discounted=False).total
+                    )
         parts.append(
             SpendWindow(
                 **{k: g[k] for k in KEY},
