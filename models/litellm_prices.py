@@ -76,6 +76,7 @@ _INVISIBLE: Final = (
 )
 _BEDROCK_REGION: Final = re.compile(r"^bedrock/([a-z]{2}(?:-gov)?-[a-z]+-\d)/(.+)$")
 ZERO: Final = Decimal(0)
+HALF: Final = Decimal("0.5")
 
 
 @dataclass(frozen=True)
@@ -352,17 +353,15 @@ def entries_of(
             _entry(name, provider, region, tier, s, r, effective_from) for s, r in _dedupe(pieces)
         )
 
+    special = _route_rates(spec, provider)
     if isinstance(spec.get("tiered_pricing"), list) and spec["tiered_pricing"]:
         add("standard", _range_entries(spec))
-        return rows, notes
-    special = _route_rates(spec, provider)
-    if special is not None:
+    elif special is not None:
         add("standard", [(0, special)])
-        return rows, notes
-    sizes = [n for n, _ in thresholds(spec, "")]
-    add("standard", [(s, rates(spec, "", s, provider)) for s in _pieces(provider, sizes)])
-    if provider not in NO_TIERS:
-        for tier, suffix in TIERS.items():
+    else:
+        sizes = [n for n, _ in thresholds(spec, "")]
+        add("standard", [(s, rates(spec, "", s, provider)) for s in _pieces(provider, sizes)])
+        for tier, suffix in TIERS.items() if provider not in NO_TIERS else ():
             if not any(k.endswith(f"_{suffix}") and v is not None for k, v in spec.items()):
                 continue
             sizes = [n for n, _ in thresholds(spec, f"_{suffix}")]
@@ -370,7 +369,14 @@ def entries_of(
                 tier,
                 [(s, rates(spec, f"_{suffix}", s, provider)) for s in _pieces(provider, sizes)],
             )
-    if _num(spec.get("input_cost_per_token_batches")) is not None:
+    if _num(spec.get("input_cost_per_token_batches")) is None:
+        # LiteLLM's batch calculator charges half the standard rates when
+        # the map has no batch input rate: the standard entries' discount.
+        rows[:] = [
+            e.model_copy(update={"batch_discount": HALF}) if e.service_tier == "standard" else e
+            for e in rows
+        ]
+    else:
         pieces = [
             (s, r)
             for s in _pieces(provider, _batch_thresholds(spec))
@@ -459,4 +465,7 @@ def _first_error(exc: ValidationError) -> str:
 
 
 def per_mtok(per_token: Decimal) -> Decimal:
-    return (per_token * 1_000_000).normalize()
+    """Per million tokens, without trailing zeros or an exponent (10, not 1E+1)."""
+    value = (per_token * 1_000_000).normalize()
+    exponent = value.as_tuple().exponent
+    return value.quantize(Decimal(1)) if isinstance(exponent, int) and exponent > 0 else value

@@ -58,9 +58,14 @@ STANDARD: Final = "standard"
 BATCH: Final = "batch"
 
 
+MAX_PRICE: Final = Decimal(10) ** 14  # NUMERIC(20, 6) holds 14 integer digits
+
+
 def _price(v: Decimal) -> Decimal:
     if v < 0:
         raise ValueError("a price must not be negative")
+    if v >= MAX_PRICE:
+        raise ValueError(f"a price per Mtok must be below {MAX_PRICE:,}")
     return check_scale(v, PRICE_DECIMALS, "price per Mtok")
 
 

@@ -45,11 +45,18 @@ class Usage:
     reasoning_tokens: int = 0
     service_tier: str | None = None
 
-    def fields(self) -> dict[str, Any]:
-        """As usage-event fields; an absent tier is left out."""
+    def fields(self, *, batch: bool = False) -> dict[str, Any]:
+        """As usage-event fields, ``batch`` and ``service_tier`` agreeing: a
+        call the producer sent through a batch API (``batch``) is the batch
+        tier whatever the usage says (OpenAI's batch results say
+        ``default``), and a standard tier is left out (it is what no tier
+        means)."""
         out = asdict(self)
-        if self.service_tier is None:
-            del out["service_tier"]
+        tier = "batch" if batch else self.service_tier
+        out["batch"] = tier == "batch"
+        del out["service_tier"]
+        if tier not in (None, "standard"):
+            out["service_tier"] = tier
         return out
 
 

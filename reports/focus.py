@@ -125,8 +125,9 @@ SELECT (s.window_start AT TIME ZONE 'UTC')::date AS day, s.tenant, s.route, s.fe
 FROM spend_window s
 LEFT JOIN LATERAL (
     SELECT * FROM price_book b WHERE b.model = s.model AND b.provider = s.provider
-      AND b.region = '' AND b.service_tier = 'standard' AND b.from_input_tokens = 0
-      AND b.effective_from <= s.window_start ORDER BY b.effective_from DESC LIMIT 1
+      AND b.region = '' AND b.service_tier = 'standard'
+      AND b.effective_from <= s.window_start
+    ORDER BY b.effective_from DESC, b.from_input_tokens LIMIT 1
 ) p ON true
 WHERE s.window_start >= :s AND s.window_start < :e AND s.attempts > s.unpriced_attempts
 GROUP BY day, s.tenant, s.route, s.feature, s.provider, s.model, p.id,

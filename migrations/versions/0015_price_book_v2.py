@@ -24,9 +24,11 @@ OLD_KEY = ("model", "provider", "effective_from")
 NEW_KEY = ("model", "provider", "region", "service_tier", "from_input_tokens", "effective_from")
 
 # Windows written before this revision: their cost split by kind in
-# proportion to each kind's tokens at the list price in force (what the
-# FOCUS export did before), the output taking the rounding remainder, so
-# the kinds add up to cost_usd exactly.
+# proportion to each kind's tokens at the list price in force during the
+# minute (what the FOCUS export did before), truncated to 16 places and the
+# output taking the remainder (never negative), so the kinds add up to
+# cost_usd exactly. A window with batch and other calls is split by one
+# proportion: its kinds are close, not exact (docs/development.md).
 _SPLIT = """
 WITH w AS (
     SELECT s.ctid AS row_id, s.cost_usd,
@@ -37,16 +39,17 @@ WITH w AS (
     FROM spend_window s
     JOIN LATERAL (
         SELECT * FROM price_book b WHERE b.model = s.model AND b.provider = s.provider
-          AND b.effective_from <= s.window_start ORDER BY b.effective_from DESC LIMIT 1
+          AND b.effective_from < s.window_start + interval '1 minute'
+        ORDER BY b.effective_from DESC LIMIT 1
     ) p ON true
     WHERE s.cost_usd <> 0
 ), parts AS (
     SELECT row_id, cost_usd,
-           CASE WHEN i + r + c + o = 0 THEN 0 ELSE round(cost_usd * i / (i + r + c + o), 16) END
+           CASE WHEN i + r + c + o = 0 THEN 0 ELSE trunc(cost_usd * i / (i + r + c + o), 16) END
              AS i,
-           CASE WHEN i + r + c + o = 0 THEN 0 ELSE round(cost_usd * r / (i + r + c + o), 16) END
+           CASE WHEN i + r + c + o = 0 THEN 0 ELSE trunc(cost_usd * r / (i + r + c + o), 16) END
              AS r,
-           CASE WHEN i + r + c + o = 0 THEN 0 ELSE round(cost_usd * c / (i + r + c + o), 16) END
+           CASE WHEN i + r + c + o = 0 THEN 0 ELSE trunc(cost_usd * c / (i + r + c + o), 16) END
              AS c
     FROM w
 )
@@ -54,6 +57,14 @@ UPDATE spend_window s SET input_cost_usd = parts.i, cache_read_cost_usd = parts.
        cache_write_5m_cost_usd = parts.c,
        output_cost_usd = parts.cost_usd - parts.i - parts.r - parts.c
 FROM parts WHERE s.ctid = parts.row_id
+"""
+# A window no price explains (its price came later in the minute than the
+# lookup saw, or was repriced from a version since superseded) keeps its
+# cost as uncached input, so the kinds still add up to it.
+_UNSPLIT = """
+UPDATE spend_window SET input_cost_usd = cost_usd
+WHERE cost_usd <> 0 AND input_cost_usd = 0 AND cache_read_cost_usd = 0
+  AND cache_write_5m_cost_usd = 0 AND output_cost_usd = 0
 """
 
 
@@ -87,6 +98,7 @@ def upgrade() -> None:
     )
     op.execute("UPDATE unpriced_event SET service_tier = 'batch' WHERE batch")
     op.execute(_SPLIT)
+    op.execute(_UNSPLIT)
 
 
 def downgrade() -> None:

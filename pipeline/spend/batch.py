@@ -154,13 +154,13 @@ def with_keys(events: pl.DataFrame) -> pl.DataFrame:
         for c in SCHEMA
         if c not in ADDED
     ]
-    # A field added to the contract later counts only where it differs from
-    # the value its absence means, named, so older fingerprints still match.
+    # A field added to the contract later counts only where it says more
+    # than its absence would, named, so older fingerprints still match.
     added = [
-        pl.when(pl.col(c).is_null() if v is None else pl.col(c) == v)
+        pl.when(pl.col(c).is_null() | pl.col(c).is_in([v for v in same if v is not None]))
         .then(pl.lit(""))
         .otherwise(pl.lit(f"{_SEP}{c}=") + pl.col(c).cast(pl.String))
-        for c, v in ADDED.items()
+        for c, same in ADDED.items()
     ]
     # md5 in polars (polars-hash), not hashlib per event: the same digests,
     # without holding the GIL for every event of the batch.

@@ -32,16 +32,17 @@ IDENT_FIELDS: Final = (
 )
 TOKEN_FIELDS: Final = ("input_tokens", "output_tokens", "cache_read_tokens", "cache_write_tokens")
 OPTIONAL_TEXT: Final = ("retry_reason", "fallback_from")
-# Fields added after the first contract, with the value an event that does
-# not name them has: its fingerprint leaves them out at that value, so an
-# event sent before they existed is still a duplicate of its re-send.
-ADDED: Final[dict[str, object]] = {
-    "cache_write_1h_tokens": 0,
-    "reasoning_tokens": 0,
-    "service_tier": None,
-    "region": None,
+# Fields added after the first contract, with the values that mean what
+# their absence means: an event's fingerprint leaves such a field out, so
+# an event sent before the field existed is still a duplicate of its
+# re-send. (The contract makes ``batch`` agree with ``service_tier``, so an
+# explicit standard or batch tier says nothing ``batch`` does not.)
+ADDED: Final[dict[str, tuple[object, ...]]] = {
+    "cache_write_1h_tokens": (0,),
+    "reasoning_tokens": (0,),
+    "service_tier": (None, "standard", "batch"),
+    "region": (None,),
 }
-
 SCHEMA: Final[dict[str, pl.DataType]] = {
     **{f: pl.String() for f in IDENT_FIELDS},
     "ts": pl.String(),

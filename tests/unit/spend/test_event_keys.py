@@ -87,10 +87,12 @@ def test_a_field_added_later_changes_the_fingerprint_only_when_it_is_set() -> No
                 {**plain, "reasoning_tokens": 1},
                 {**plain, "region": "eu-west-1"},
                 {**plain, "service_tier": "standard"},
+                {**plain, "service_tier": "priority"},
             ]
         )
     )
     assert not decoded.dead
     prints = with_keys(decoded.events.sort("offset"))["fingerprint"].to_list()
     assert prints[0] == prints[1] == _as_stored_before(decoded.events.sort("offset"))[0][1]
-    assert len({prints[0], prints[2], prints[3], prints[4]}) == 4
+    assert prints[4] == prints[0]  # an explicit standard tier says what none says
+    assert len({prints[0], prints[2], prints[3], prints[5]}) == 4
