@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+from collections import defaultdict
 from datetime import UTC, datetime
 from decimal import Decimal
 from typing import Any
@@ -147,7 +148,8 @@ def test_window_sums_conserve_costs_tokens_and_attempts(
     evs: list[dict[str, Any]], per_message: int, v2: bool
 ) -> None:
     """The column-wise pricing (as-of joins, fallbacks, prompt tiers) gives
-    each event the cost the book's own lookup gives it, in every window."""
+    every window the cost and list cost the book's own lookup gives its
+    events, one by one."""
     book, frame = (V2, V2_FRAME) if v2 else (BOOK, FRAME)
     windows = prepare(messages(evs, per_message=per_message), book, frame, ADMISSION).windows
     cost = [_costs(book, e) for e in evs]
@@ -160,6 +162,21 @@ def test_window_sums_conserve_costs_tokens_and_attempts(
         assert sum((w.failed_cost_usd for w in windows), Decimal(0)) == sum(
             (c for e, (c, _) in zip(evs, cost, strict=True) if e["status"] != "ok"), Decimal(0)
         )
+        # Window by window, not only in total: (minute, tenant, model).
+        per_window: dict[tuple[object, ...], list[Decimal]] = defaultdict(
+            lambda: [Decimal(0), Decimal(0)]
+        )
+        for e, (c, x) in zip(evs, cost, strict=True):
+            key = (e["ts"][:16], e["tenant"], e["model"])
+            per_window[key][0] += c
+            per_window[key][1] += x
+        stored = {
+            (f"{w.window_start:%Y-%m-%dT%H:%M}", w.tenant, w.model): [w.cost_usd, w.list_cost_usd]
+            for w in windows
+        }
+        assert {k: v for k, v in stored.items() if any(v)} == {
+            k: v for k, v in per_window.items() if any(v)
+        }
         for w in windows:
             assert sum((getattr(w, k) for k in KIND_COSTS), Decimal(0)) == w.cost_usd
     for t in TOKENS:
