@@ -13,6 +13,9 @@ from typing import Final
 
 LITELLM: Final = "litellm==1.108.14"
 PEER_SCRIPT: Final = Path(__file__).with_name("litellm_cost.py")
+# LiteLLM's own dependencies, pinned as well (some LiteLLM releases on PyPI
+# were compromised; a floating dependency is the same risk one step away).
+CONSTRAINTS: Final = Path(__file__).with_name("litellm-constraints.txt")
 
 
 def _root() -> Path:
@@ -21,7 +24,7 @@ def _root() -> Path:
 
 def litellm_python() -> Path:
     """The interpreter of the pinned LiteLLM's venv, created if missing."""
-    root = _root() / LITELLM.replace("==", "-")
+    root = _root() / f"{LITELLM.replace('==', '-')}-{_digest()}"
     python = root / "bin" / "python"
     root.parent.mkdir(parents=True, exist_ok=True)
     with open(root.parent / f"{root.name}.lock", "w") as lock:
@@ -30,12 +33,29 @@ def litellm_python() -> Path:
         if not (root / "installed").exists():
             subprocess.run([sys.executable, "-m", "venv", "--clear", str(root)], check=True)
             subprocess.run(
-                [str(python), "-m", "pip", "install", "-q", "--disable-pip-version-check", LITELLM],
+                [
+                    str(python),
+                    "-m",
+                    "pip",
+                    "install",
+                    "-q",
+                    "--disable-pip-version-check",
+                    "-c",
+                    str(CONSTRAINTS),
+                    LITELLM,
+                ],
                 check=True,
                 timeout=900,
             )
             (root / "installed").write_text(LITELLM)
     return python
+
+
+def _digest() -> str:
+    """A short hash of the constraints: a venv per pinned set."""
+    import hashlib
+
+    return hashlib.sha256(CONSTRAINTS.read_bytes()).hexdigest()[:8]
 
 
 def bundled_map(python: Path) -> Path:
