@@ -233,11 +233,6 @@ class UsageEvent(_Contract):
             raise ValueError("batch must be true exactly when service_tier is batch")
         return self
 
-    @property
-    def tier(self) -> str:
-        """The service tier the call is priced at."""
-        return self.service_tier or ("batch" if self.batch else "standard")
-
 
 class GpuTelemetrySample(_Contract):
     """A DCGM-like sample; ``energy_mj`` is a monotonic counter in millijoules,

@@ -64,6 +64,10 @@ class KindCosts:
     reasoning: Decimal
     total: Decimal  # the kinds' sum
 
+    def parts(self) -> tuple[Decimal, ...]:
+        """The cost of each kind, in :data:`KINDS` order."""
+        return tuple(getattr(self, k) for k in KINDS)
+
 
 def kind_costs(
     tokens: TokenCounts,

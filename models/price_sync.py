@@ -14,20 +14,10 @@ from collections.abc import Iterable
 from dataclasses import dataclass, field
 from datetime import datetime
 from decimal import Decimal
-from typing import Final
 
-from models.prices import PriceBook, PriceEntry
+from models.prices import RATES, PriceBook, PriceEntry
 
 Key = tuple[str, str, str, str]  # model, provider, region, service tier
-RATES: Final = (
-    "input_per_mtok",
-    "output_per_mtok",
-    "cache_read_per_mtok",
-    "cache_write_per_mtok",
-    "cache_write_1h_per_mtok",
-    "reasoning_per_mtok",
-    "batch_discount",
-)
 
 
 @dataclass(frozen=True)

@@ -48,11 +48,26 @@ CSV_HEADER_V1: Final = (
     "model,provider,effective_from,input_per_mtok,output_per_mtok,"
     "cache_read_per_mtok,cache_write_per_mtok,batch_discount"
 )
-CSV_HEADER: Final = (
-    "model,provider,region,service_tier,from_input_tokens,effective_from,"
-    "input_per_mtok,output_per_mtok,cache_read_per_mtok,cache_write_per_mtok,"
-    "cache_write_1h_per_mtok,reasoning_per_mtok,batch_discount"
+# What identifies an entry, and what it prices with: the v2 CSV's columns,
+# the price_book table's key and compared columns.
+ENTRY_KEY: Final = (
+    "model",
+    "provider",
+    "region",
+    "service_tier",
+    "from_input_tokens",
+    "effective_from",
 )
+RATES: Final = (
+    "input_per_mtok",
+    "output_per_mtok",
+    "cache_read_per_mtok",
+    "cache_write_per_mtok",
+    "cache_write_1h_per_mtok",
+    "reasoning_per_mtok",
+    "batch_discount",
+)
+CSV_HEADER: Final = ",".join((*ENTRY_KEY, *RATES))
 ServiceTier = Literal["standard", "priority", "flex", "batch"]
 STANDARD: Final = "standard"
 BATCH: Final = "batch"
@@ -109,6 +124,11 @@ class PriceEntry(BaseModel):
     def key(self) -> tuple[str, str, str, str]:
         """What a version is dated by."""
         return (self.model, self.provider, self.region, self.service_tier)
+
+    @property
+    def entry_key(self) -> tuple[object, ...]:
+        """What identifies this entry in the book (:data:`ENTRY_KEY`)."""
+        return tuple(getattr(self, k) for k in ENTRY_KEY)
 
     def costs(self, tokens: TokenCounts, *, discounted: bool) -> KindCosts:
         """The cost of ``tokens`` at this entry, by token kind; ``discounted``
@@ -198,11 +218,10 @@ class PriceBook:
     ) -> tuple[list[tuple[int, int]], bool] | None:
         """The version in force for an event, and whether the batch discount
         applies to it (a batch call with no batch-tier price)."""
-        for r in (region, "") if region else ("",):
-            for t in (tier, STANDARD) if tier != STANDARD else (STANDARD,):
-                version = self.version_at((model, provider, r, t), ts)
-                if version is not None:
-                    return version, tier == BATCH and t == STANDARD
+        for r, t, discounted in fallbacks(region, tier):
+            version = self.version_at((model, provider, r, t), ts)
+            if version is not None:
+                return version, discounted
         return None
 
     def rate(
@@ -236,6 +255,17 @@ class PriceBook:
 
     def __len__(self) -> int:
         return len(self.entries)
+
+
+def fallbacks(region: str | None, tier: str) -> list[tuple[str, str, bool]]:
+    """The (region, tier) keys an event of ``region`` and ``tier`` is priced
+    at, in the order tried, and whether each takes the batch discount off:
+    its region before the regionless entry, its tier before the standard."""
+    return [
+        (r, t, tier == BATCH and t == STANDARD)
+        for r in ((region, "") if region else ("",))
+        for t in ((tier, STANDARD) if tier != STANDARD else (STANDARD,))
+    ]
 
 
 def tier_of(version: list[tuple[int, int]], input_tokens: int) -> int:
@@ -289,7 +319,7 @@ def to_csv(entries: list[PriceEntry]) -> str:
     """Entries as a v2 price CSV (what ``parse_csv`` reads back)."""
     out = io.StringIO()
     writer = csv.writer(out, lineterminator="\n")
-    columns = CSV_HEADER.split(",")
+    columns = (*ENTRY_KEY, *RATES)
     writer.writerow(columns)
     for e in entries:
         row = e.model_dump()

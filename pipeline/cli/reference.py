@@ -92,10 +92,6 @@ def _read_litellm(file: Path, when: datetime) -> price_litellm.LiteLLMImport:
         raise typer.Exit(1) from exc
 
 
-def _version_key(e: price_parsers.PriceEntry) -> tuple[object, ...]:
-    return (*e.key, e.from_input_tokens, e.effective_from)
-
-
 @prices_app.command("import-litellm")
 def prices_import_litellm(
     file: Path,
@@ -109,8 +105,8 @@ def prices_import_litellm(
     when = parse_time(effective_from) if effective_from else datetime.now(UTC)
     imported = _read_litellm(file, when)
     _skipped_table(imported.skipped, imported.notes, show=show_skipped)
-    known = {_version_key(e) for e in load_book(db.engine(database_url())).entries}
-    new = [e for e in imported.entries if _version_key(e) not in known]
+    known = {e.entry_key for e in load_book(db.engine(database_url())).entries}
+    new = [e for e in imported.entries if e.entry_key not in known]
     for e in new[:20]:
         console.print(f"new {describe(e)}")
     if len(new) > 20:

@@ -28,7 +28,7 @@ import polars_hash as plh
 from models.prices import PriceBook
 from pipeline.energy.usage import energy_parts
 from pipeline.spend.budgets import NO_CAPS, budget_parts
-from pipeline.spend.codec import ADDED, SCHEMA, decode
+from pipeline.spend.codec import ADDED, SCHEMA, SERVICE_TIER, decode
 from pipeline.spend.latency import latency_parts
 from pipeline.spend.pricing import BookFrames, attach_prices
 from pipeline.spend.request_costs import retry_costs
@@ -337,10 +337,7 @@ def unpriced_rows(unpriced: pl.DataFrame) -> pl.DataFrame:
         "failed": pl.col("status") != "ok",
         "invalid": pl.col("status") == "invalid_output",
         "region": pl.col("region").fill_null(""),
-        "service_tier": pl.coalesce(
-            pl.col("service_tier"),
-            pl.when(pl.col("batch")).then(pl.lit("batch")).otherwise(pl.lit("standard")),
-        ),
+        "service_tier": SERVICE_TIER,
     }
     return with_window(unpriced).select(
         derived.get(c, pl.col(c)).alias(c) for c in UNPRICED_COLUMNS

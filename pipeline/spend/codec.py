@@ -98,6 +98,13 @@ def _checks() -> list[pl.Expr]:
     ]
 
 
+# The tier an event is priced at: its service tier, else batch or standard
+# as its batch flag says (models.contracts.UsageEvent).
+SERVICE_TIER: Final = pl.coalesce(
+    pl.col("service_tier"),
+    pl.when(pl.col("batch")).then(pl.lit("batch")).otherwise(pl.lit("standard")),
+)
+
 USAGE: Final = ColumnContract(
     UsageEvent,
     SCHEMA,

@@ -16,22 +16,11 @@ from importlib import resources
 
 from sqlalchemy import Engine, and_, delete, select, update
 
-from models.money import KINDS, exact
-from models.prices import PriceBook, PriceEntry, parse_csv
+from models.money import exact
+from models.prices import ENTRY_KEY, RATES, PriceBook, PriceEntry, parse_csv
 from models.tables import KIND_COSTS, price_book, spend_window, unpriced_event
 from pipeline.spend.windows import COSTED, COSTED_COLUMNS, KEY, SUBSETS, counts
 from pipeline.storage.revisions import LoadResult, Version, load_versions
-
-_PRICE_COLS = (
-    "input_per_mtok",
-    "output_per_mtok",
-    "cache_read_per_mtok",
-    "cache_write_per_mtok",
-    "cache_write_1h_per_mtok",
-    "reasoning_per_mtok",
-    "batch_discount",
-)
-_KEY = ("model", "provider", "region", "service_tier", "from_input_tokens", "effective_from")
 
 
 def default_prices() -> list[PriceEntry]:
@@ -45,8 +34,8 @@ def load_entries(engine: Engine, entries: Iterable[PriceEntry], source: str) -> 
         (
             Version(
                 price_book,
-                _KEY,
-                _PRICE_COLS,
+                ENTRY_KEY,
+                RATES,
                 {**e.model_dump(exclude={"currency"}), "currency": e.currency, "source": source},
                 f"{describe(e)}: already loaded with different prices",
             )
@@ -71,7 +60,7 @@ def load_book(engine: Engine) -> PriceBook:
     with engine.connect() as conn:
         rows = conn.execute(select(price_book).order_by(price_book.c.id)).mappings().all()
     return PriceBook(
-        tuple(PriceEntry.model_validate({c: r[c] for c in (*_KEY, *_PRICE_COLS)}) for r in rows)
+        tuple(PriceEntry.model_validate({c: r[c] for c in (*ENTRY_KEY, *RATES)}) for r in rows)
     )
 
 
@@ -120,8 +109,8 @@ def reprice(engine: Engine) -> Repriced:
                 for column, prefix, at_list in COSTED:
                     if SUBSETS[prefix].test(r["attempt"], r["failed"], r["invalid"]):
                         d[column] += listed if at_list else costs.total
-                for kind in KINDS:
-                    d[f"{kind}_cost_usd"] += getattr(costs, kind)
+                for column, part in zip(KIND_COSTS, costs.parts(), strict=True):
+                    d[column] += part
                 d["unpriced_attempts"] -= 1
                 result.cost_usd += costs.total
             done.append(r["event_key"])

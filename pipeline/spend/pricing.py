@@ -15,7 +15,8 @@ from typing import Final
 
 import polars as pl
 
-from models.prices import BATCH, STANDARD, PriceBook
+from models.prices import STANDARD, PriceBook, fallbacks
+from pipeline.spend.codec import SERVICE_TIER
 
 _KEY: Final = ("model", "provider", "_r", "_t")
 VERSIONS_SCHEMA: Final = {
@@ -78,15 +79,13 @@ def _levels(
     levels: list[list[tuple[str, str, str, str, str, str, bool]]] = []
     for model, provider, region, tier in combos:
         tried = [
-            (r, t)
-            for r in ((region, "") if region else ("",))
-            for t in ((tier, STANDARD) if tier != STANDARD else (STANDARD,))
+            (r, t, discounted)
+            for r, t, discounted in fallbacks(region, tier)
             if (model, provider, r, t) in keys
         ]
-        for n, (r, t) in enumerate(tried):
+        for n, (r, t, discounted) in enumerate(tried):
             if n == len(levels):
                 levels.append([])
-            discounted = tier == BATCH and t == STANDARD
             levels[n].append((model, provider, region, tier, r, t, discounted))
     return levels
 
@@ -163,10 +162,7 @@ def attach_prices(events: pl.DataFrame, frames: BookFrames) -> pl.DataFrame:
     """Add :data:`PRICED`: the entry in force for each event's key, tier and
     prompt size at its ts (null if none), and the standard-tier entry it
     lists at. The rows come back in ``ts`` order."""
-    tier = pl.coalesce(
-        pl.col("service_tier"),
-        pl.when(pl.col("batch")).then(pl.lit(BATCH)).otherwise(pl.lit(STANDARD)),
-    ).alias("_tier")
+    tier = SERVICE_TIER.alias("_tier")
     indexed = events.with_row_index("_i").with_columns(
         pl.col("region").fill_null("").alias("_region"), tier
     )

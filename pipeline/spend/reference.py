@@ -9,7 +9,7 @@ from collections.abc import Awaitable, Callable
 
 import polars as pl
 
-from models.prices import PriceBook, PriceEntry
+from models.prices import ENTRY_KEY, RATES, PriceBook, PriceEntry
 from pipeline.spend.budgets import CAPS_SCHEMA, NO_CAPS
 from pipeline.spend.pricing import book_frame
 from pipeline.stream.pg import PgSession
@@ -20,21 +20,7 @@ _REVISIONS = (
     "SELECT (SELECT coalesce(max(id), 0) FROM price_book),"
     " (SELECT coalesce(max(loaded_at)::text, '') || '/' || count(*) FROM route_catalog)"
 )
-_PRICE_FIELDS = (
-    "model",
-    "provider",
-    "region",
-    "service_tier",
-    "from_input_tokens",
-    "effective_from",
-    "input_per_mtok",
-    "output_per_mtok",
-    "cache_read_per_mtok",
-    "cache_write_per_mtok",
-    "cache_write_1h_per_mtok",
-    "reasoning_per_mtok",
-    "batch_discount",
-)
+_PRICE_FIELDS = (*ENTRY_KEY, *RATES)
 _PRICES = f"SELECT {', '.join(_PRICE_FIELDS)}, id FROM price_book ORDER BY id"
 
 

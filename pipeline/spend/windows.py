@@ -15,7 +15,7 @@ from typing import Any, Final
 
 import polars as pl
 
-from models.money import KINDS, ZERO, TokenCounts, exact
+from models.money import ZERO, TokenCounts, exact
 from models.prices import PriceBook
 from models.tables import KIND_COSTS
 
@@ -216,7 +216,7 @@ def aggregate(priced: pl.DataFrame, book: PriceBook) -> list[SpendWindow]:
                     by_kind = price.costs(TokenCounts(*values), discounted=g["discounted"])
                     effective[prefix] = costs[column] = by_kind.total
                     if not prefix:
-                        costs.update({f"{k}_cost_usd": getattr(by_kind, k) for k in KINDS})
+                        costs.update(zip(KIND_COSTS, by_kind.parts(), strict=True))
                 elif (cost := effective[prefix]) is not None:
                     costs[column] = (
                         cost if same else listed.costs(counts(g, prefix), discounted=False).total
