@@ -28,7 +28,7 @@ from sqlalchemy import (
 )
 from sqlalchemy.dialects.postgresql import ARRAY, JSONB
 
-from models import web_tables  # noqa: F401  (registers its tables on the metadata)
+from models import ingest_tables, web_tables  # noqa: F401  (register their tables on the metadata)
 from models.money import DISCOUNT_DECIMALS, KINDS
 from models.schema import MONEY, PRICE, TS, count_column, metadata, money_column
 

@@ -79,6 +79,17 @@ class Settings(BaseSettings):
     web_public_docs: bool = False
     web_session_hours: float = Field(default=12, gt=0)
 
+    # The front door (`finops ingest serve`): the largest request body; the
+    # most lines waiting for the broker before requests get 429; how long a
+    # line waits for others of its node key; how long a request waits for
+    # the broker's acks before it gets 503; where identity comes from
+    # (unset: the mapping that ships, pipeline/ingest/mapping.yaml).
+    ingest_max_body_bytes: int = Field(default=8 * 1024**2, ge=1024)
+    ingest_max_pending: int = Field(default=50_000, ge=1)
+    ingest_linger_s: float = Field(default=0.05, ge=0)
+    ingest_ack_timeout_s: float = Field(default=30, gt=0)
+    ingest_mapping: Path | None = None
+
     # A node-window's energy is split once its telemetry has covered it, or
     # this long after it ended.
     energy_finalize_after_s: float = Field(default=300, ge=0)

@@ -10,7 +10,7 @@ import pipeline.worker.stop_signal  # noqa: F401
 
 import typer
 
-from pipeline.cli import alerts, finance, local, ops, publish, reference, run, views, web
+from pipeline.cli import alerts, finance, ingest, local, ops, publish, reference, run, views, web
 from pipeline.stream.redaction import redact_logs
 
 redact_logs()
@@ -33,7 +33,6 @@ app.command()(run.worker)
 # What the windows say.
 app.command("spend")(views.spend_cmd)
 app.command("energy")(views.energy_cmd)
-app.command("cache")(views.cache_cmd)
 # Checking the guarantees and the throughput.
 app.command()(ops.reconcile)
 app.command()(ops.metrics)
@@ -53,3 +52,5 @@ app.add_typer(publish.telemetry_app, name="telemetry")
 app.add_typer(finance.month_app, name="month")
 app.add_typer(finance.report_app, name="report")
 app.add_typer(web.tokens_app, name="tokens")
+app.add_typer(ingest.ingest_app, name="ingest")
+app.add_typer(views.cache_app, name="cache")

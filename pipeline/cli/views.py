@@ -13,6 +13,7 @@ from rich.table import Table
 from sqlalchemy import Engine
 
 from models.money import to_cents
+from pipeline.cli import publish
 from pipeline.cli.common import between, console, database_url, dimensions, parse_time, titled_table
 from pipeline.energy.footprint import MJ_PER_KWH
 from pipeline.storage import db
@@ -166,7 +167,17 @@ def print_energy(engine: Engine, start: datetime, end: datetime, dims: tuple[str
     )
 
 
+cache_app = typer.Typer(
+    help="Shared-cache hit rate over time, the top evictors, and (--providers) the providers'"
+    " own prefix-cache hit rate; `finops cache scrape` reads serving nodes' counters.",
+    invoke_without_command=True,
+)
+cache_app.command("scrape")(publish.cache_scrape)
+
+
+@cache_app.callback()
 def cache_cmd(
+    ctx: typer.Context,
     from_: Annotated[str | None, typer.Option("--from", help="RFC 3339 or date")] = None,
     to: Annotated[str | None, typer.Option(help="RFC 3339 or date (exclusive)")] = None,
     minutes: Annotated[int, typer.Option(help="time bucket")] = 10,
@@ -176,6 +187,8 @@ def cache_cmd(
 ) -> None:
     """Shared-cache hit rate over time, the top evictors, and (--providers) the
     providers' own prefix-cache hit rate from usage."""
+    if ctx.invoked_subcommand is not None:
+        return
     start, end = between(from_, to)
     print_cache(db.engine(database_url()), start, end, minutes, providers)
 

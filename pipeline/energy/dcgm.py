@@ -2,8 +2,12 @@
 
 Read with prometheus_client's own parser. ``DCGM_FI_DEV_POWER_USAGE`` is in
 watts, ``DCGM_FI_DEV_TOTAL_ENERGY_CONSUMPTION`` in millijoules; each GPU is
-identified by the ``Hostname`` (our node_id) and ``gpu`` labels, and
-``modelName`` is kept. A scrape has no timestamps of its own unless the
+identified by its host label (our node_id: ``Hostname`` in every released
+dcgm-exporter, ``hostname`` in its newer builds; both are read) and its
+``gpu`` label, and ``modelName`` is kept. The Kubernetes labels the exporter
+adds when it maps GPUs to pods (``pod``, ``namespace``, ``container``, and
+``exported_*`` once Prometheus relabelled them) name the workload, not the
+GPU: they do not split a GPU's samples. A scrape has no timestamps of its own unless the
 exporter writes them, so the caller gives the scrape time.
 """
 
@@ -29,7 +33,8 @@ def parse_scrape(text: str, scraped_at: datetime) -> list[GpuTelemetrySample]:
             continue
         for sample in family.samples:
             labels = sample.labels
-            gpu_key = (labels.get("Hostname", ""), labels.get("gpu", ""))
+            host = labels.get("Hostname") or labels.get("hostname", "")
+            gpu_key = (host, labels.get("gpu", ""))
             if not all(gpu_key):
                 continue
             if "modelName" in labels:

@@ -53,7 +53,7 @@ def replay(
     per topic."""
     with psycopg.connect(database_url) as conn:
         rows = conn.execute(
-            "SELECT id, topic, raw FROM dead_letter WHERE replayed_at IS NULL"
+            "SELECT id, topic, raw FROM dead_letter WHERE replayed_at IS NULL AND partition >= 0"
             " AND starts_with(reason, %s) AND (%s::text IS NULL OR topic = %s) ORDER BY id",
             (reason, topic, topic),
         ).fetchall()

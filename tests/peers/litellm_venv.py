@@ -4,12 +4,12 @@ project's interpreter and no unpinned release is ever installed."""
 
 from __future__ import annotations
 
-import fcntl
 import os
 import subprocess
-import sys
 from pathlib import Path
 from typing import Final
+
+from tests.peers.venvs import peer_python
 
 LITELLM: Final = "litellm==1.108.14"
 PEER_SCRIPT: Final = Path(__file__).with_name("litellm_cost.py")
@@ -18,44 +18,9 @@ PEER_SCRIPT: Final = Path(__file__).with_name("litellm_cost.py")
 CONSTRAINTS: Final = Path(__file__).with_name("litellm-constraints.txt")
 
 
-def _root() -> Path:
-    return Path(os.environ.get("FINOPS_PEER_CACHE", Path.home() / ".cache" / "finops-peers"))
-
-
 def litellm_python() -> Path:
     """The interpreter of the pinned LiteLLM's venv, created if missing."""
-    root = _root() / f"{LITELLM.replace('==', '-')}-{_digest()}"
-    python = root / "bin" / "python"
-    root.parent.mkdir(parents=True, exist_ok=True)
-    with open(root.parent / f"{root.name}.lock", "w") as lock:
-        # Test processes in parallel share one install.
-        fcntl.flock(lock, fcntl.LOCK_EX)
-        if not (root / "installed").exists():
-            subprocess.run([sys.executable, "-m", "venv", "--clear", str(root)], check=True)
-            subprocess.run(
-                [
-                    str(python),
-                    "-m",
-                    "pip",
-                    "install",
-                    "-q",
-                    "--disable-pip-version-check",
-                    "-c",
-                    str(CONSTRAINTS),
-                    LITELLM,
-                ],
-                check=True,
-                timeout=900,
-            )
-            (root / "installed").write_text(LITELLM)
-    return python
-
-
-def _digest() -> str:
-    """A short hash of the constraints: a venv per pinned set."""
-    import hashlib
-
-    return hashlib.sha256(CONSTRAINTS.read_bytes()).hexdigest()[:8]
+    return peer_python(LITELLM.replace("==", "-"), [LITELLM], CONSTRAINTS)
 
 
 def bundled_map(python: Path) -> Path:
