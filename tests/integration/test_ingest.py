@@ -33,9 +33,7 @@ SUMS = "sum(attempts), sum(input_tokens), sum(output_tokens), sum(cache_read_tok
 
 
 def spend(env: Env) -> dict[tuple[str, str, str], tuple[Any, ...]]:
-    rows = env.query(
-        f"SELECT tenant, route, feature, {SUMS} FROM spend_window GROUP BY 1, 2, 3"
-    )
+    rows = env.query(f"SELECT tenant, route, feature, {SUMS} FROM spend_window GROUP BY 1, 2, 3")
     return {(str(r[0]), str(r[1]), str(r[2])): tuple(r[3:]) for r in rows}
 
 
@@ -102,8 +100,10 @@ def test_every_door_lands_exactly_and_a_resent_batch_counts_once(env: Env) -> No
         assert r.json()["accepted"] == 1
     env.finops("worker", "--drain")
 
-    om = event(tenant="initech", route="default", feature="default", model="gpt-4o",
-               provider="openai", input_tokens=300, output_tokens=40, ts="2025-11-01T10:02:00Z")  # fmt: skip
+    om = event(
+        tenant="initech", route="default", feature="default", model="gpt-4o",
+        provider="openai", input_tokens=300, output_tokens=40, ts="2025-11-01T10:02:00Z",
+    )  # fmt: skip
     want = expected([*usage, *cloud, om])
     got = spend(env)
     for k, v in want.items():
@@ -239,6 +239,7 @@ def test_cache_scrape_publishes_counter_growth_across_a_reset(env: Env) -> None:
     from pipeline.embedded.runtime import free_port
 
     vllm = (DATA / "vllm_metrics.prom").read_text()
+
     # The same exposition with every prefix-cache counter grown, then reset.
     def scaled(text: str, factor: float) -> str:
         import re
