@@ -35,6 +35,14 @@ PURE = (
     "pipeline.finance.lines",
     "pipeline.finance.forecast",
     "pipeline.testbed.demo_hours",
+    "pipeline.ingest.attempts",
+    "pipeline.ingest.outcome",
+    "pipeline.ingest.usage_lines",
+    "pipeline.ingest.cloudevents",
+    "pipeline.ingest.litellm_payload",
+    "pipeline.ingest.genai_spans",
+    "pipeline.ingest.otlp",
+    "pipeline.ingest.serving_metrics",
 )
 IO_MODULES = frozenset(
     {

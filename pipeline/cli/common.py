@@ -6,6 +6,7 @@ from __future__ import annotations
 import sys
 from collections.abc import Collection
 from datetime import UTC, datetime
+from pathlib import Path
 
 import typer
 from rich.console import Console
@@ -80,3 +81,13 @@ def check_incident(incident: str | None) -> None:
 
     if incident is not None and incident not in INCIDENTS:
         raise typer.BadParameter(f"choose from {', '.join(INCIDENTS)}", param_hint="--incident")
+
+
+def read_source(source: str) -> str:
+    """A scrape: an http(s) URL (at most 16 MiB) or a file."""
+    from urllib.request import urlopen
+
+    if source.startswith(("http://", "https://")):
+        with urlopen(source, timeout=10) as response:
+            return bytes(response.read(16 * 1024**2)).decode("utf-8", "replace")
+    return Path(source).read_text()

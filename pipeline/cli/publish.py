@@ -18,6 +18,7 @@ from pipeline.cli.common import (
     database_url,
     parse_time,
     progress,
+    read_source,
     services,
     titled_table,
 )
@@ -208,7 +209,7 @@ def telemetry_ingest(
     while count == 0 or taken < count:
         if taken:
             time.sleep(interval)
-        samples = parse_scrape(_read_source(source), datetime.now(UTC))
+        samples = parse_scrape(read_source(source), datetime.now(UTC))
         lines = [s.model_dump_json(exclude_none=True).encode() for s in samples]
         publish_lines(
             found,
@@ -261,50 +262,3 @@ def dead_replay(
         console.print(f"re-published {n} dead letters with reason {reason!r} to {source!r}")
     if not counts:
         console.print(f"re-published 0 dead letters with reason {reason!r}")
-
-
-def cache_scrape(
-    url: Annotated[str, typer.Argument(help="a vLLM or SGLang /metrics URL (or a file)")],
-    node: Annotated[str, typer.Option(help="the serving node's id (usage's node_id)")],
-    interval: Annotated[float, typer.Option(help="seconds between scrapes")] = 15.0,
-    count: Annotated[int, typer.Option(help="scrapes to take (0: until interrupted)")] = 0,
-    provider: Annotated[str, typer.Option(help="the price book's provider of its models")] = (
-        "self-hosted"
-    ),
-) -> None:
-    """Read a serving node's prefix-cache counters and publish their growth as
-    cache events (tenant 'unattributed', route 'node:<node>'; the first scrape
-    is the baseline)."""
-    from pipeline.ingest.serving_metrics import CounterDeltas, cache_events
-
-    settings, found = services()
-    deltas = CounterDeltas()
-    taken = 0
-    while count == 0 or taken < count:
-        if taken:
-            time.sleep(interval)
-        taken += 1
-        try:
-            text = _read_source(url)
-        except OSError as exc:  # a node restarting: the next scrape tries again
-            console.print(f"[yellow]scrape {taken} of {url} failed: {exc}[/]")
-            continue
-        events = cache_events(deltas.growth(text), node, provider, datetime.now(UTC))
-        if not events:
-            console.print(f"scrape {taken}: no growth" + (" (baseline)" if taken == 1 else ""))
-            continue
-        lines = [e.model_dump_json(exclude_none=True).encode() for e in events]
-        publish_lines(
-            found, settings, iter(lines), len(lines), settings.events_per_message,
-            "cache counters", settings.cache_topic,
-        )  # fmt: skip
-
-
-def _read_source(source: str) -> str:
-    """A scrape: an http(s) URL (at most 16 MiB) or a file."""
-    from urllib.request import urlopen
-
-    if source.startswith(("http://", "https://")):
-        with urlopen(source, timeout=10) as response:
-            return bytes(response.read(16 * 1024**2)).decode("utf-8", "replace")
-    return Path(source).read_text()

@@ -13,7 +13,7 @@ from rich.table import Table
 from sqlalchemy import Engine
 
 from models.money import to_cents
-from pipeline.cli import publish
+from pipeline.cli import scrape
 from pipeline.cli.common import between, console, database_url, dimensions, parse_time, titled_table
 from pipeline.energy.footprint import MJ_PER_KWH
 from pipeline.storage import db
@@ -172,7 +172,7 @@ cache_app = typer.Typer(
     " own prefix-cache hit rate; `finops cache scrape` reads serving nodes' counters.",
     invoke_without_command=True,
 )
-cache_app.command("scrape")(publish.cache_scrape)
+cache_app.command("scrape")(scrape.cache_scrape)
 
 
 @cache_app.callback()

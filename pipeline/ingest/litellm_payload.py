@@ -110,4 +110,5 @@ def map_payloads(
         if request is not None and call is not None:
             fields["attempt"] = attempts.number(request, call)
         out.add(i, fields)
+    out.refused.sort(key=lambda r: r.item)
     return out

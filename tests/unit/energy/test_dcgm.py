@@ -20,3 +20,16 @@ def test_dcgm_exporter_text_becomes_samples() -> None:
         ("gpu-a1", "1", 88.25, None),  # no counter: energy will come from power
     ]
     assert samples[0].model == "NVIDIA H100 80GB HBM3" and samples[0].ts == T0
+
+
+def test_newer_exporters_lower_case_host_label_and_kubernetes_labels() -> None:
+    text = (Path(__file__).resolve().parents[2] / "data" / "dcgm_k8s_hostname.prom").read_text()
+    samples = parse_scrape(text, T0)
+    # One sample per GPU whatever pod it serves; the host is the node.
+    assert [(s.node_id, s.gpu) for s in samples] == [
+        ("gpu-node-a", "0"),
+        ("gpu-node-a", "1"),
+        ("gpu-node-a", "2"),
+    ]
+    assert [s.power_w for s in samples] == [512.347, 438.902, 71.215]
+    assert samples[0].energy_mj == 184429931024
