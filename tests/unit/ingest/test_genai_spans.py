@@ -46,8 +46,13 @@ def test_openlit_anthropic_input_excludes_the_cache_and_is_added_back() -> None:
 
 
 def test_legacy_names_and_providers_and_spans_without_usage() -> None:
-    legacy = span(2, **{"gen_ai.system": "aws.bedrock", "gen_ai.provider.name": None,
-                        "gen_ai.usage.prompt_tokens": 70, "gen_ai.usage.completion_tokens": 7})  # fmt: skip
+    old_names = {
+        "gen_ai.system": "aws.bedrock",
+        "gen_ai.provider.name": None,
+        "gen_ai.usage.prompt_tokens": 70,
+        "gen_ai.usage.completion_tokens": 7,
+    }
+    legacy = span(2, **old_names)
     other = span(1)  # an agent or HTTP span: not usage
     out = map_spans([other, legacy], DOOR, Attempts())
     assert out.skipped == 1 and not out.refused
@@ -88,7 +93,7 @@ def test_otlp_json_has_hex_ids_and_string_integers() -> None:
         b'{"resourceSpans": {}}',
         b'{"resourceSpans": [{"scopeSpans": [{"spans": [{}]}]}]}',
         b"\xff",
-    ],  # fmt: skip
+    ],
 )
 def test_malformed_otlp_json_is_refused(body: bytes) -> None:
     with pytest.raises(BadTraces):
