@@ -248,6 +248,8 @@ def serve(settings: Settings, kafka_url: str, engine: Engine, mapping: MappingFi
           host: str, port: int) -> None:  # fmt: skip
     import uvicorn
 
+    # One line per request (door, key id, counts) beside uvicorn's access log.
+    logging.basicConfig(level=logging.INFO, format="%(levelname)s:     %(name)s %(message)s")
     uvicorn.run(
         create_app(settings, kafka_url, engine, mapping),
         host=host,

@@ -4,12 +4,14 @@ from __future__ import annotations
 
 import time
 from contextlib import suppress
+from typing import TYPE_CHECKING
 
 from aiokafka import AIOKafkaConsumer, TopicPartition
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 from aiokafka.errors import TopicAlreadyExistsError
 
-from pipeline.stream.message import Message
+if TYPE_CHECKING:  # polars-free at import: the LiteLLM callback's publisher uses this module
+    from pipeline.stream.message import Message
 
 
 def bootstrap(url: str) -> str:
@@ -84,6 +86,8 @@ async def end_offsets(url: str, topic: str, timeout_s: float = 30.0) -> dict[int
 
 async def read_topic(url: str, topic: str, timeout_s: float = 120.0) -> list[Message]:
     """Every message of a topic, up to its end offsets at the time of the call."""
+    from pipeline.stream.message import Message
+
     ends = await end_offsets(url, topic)
     out: list[Message] = []
     tps = [TopicPartition(topic, p) for p, end in ends.items() if end > 0]
