@@ -95,8 +95,12 @@ def proxy_config(tmp: Path, door_url: str, key: str) -> Path:
 
 
 def accepted(log: Path) -> int:
-    return sum(int(part.split("=")[1]) for line in log.read_text().splitlines()
-               if "ingest litellm" in line for part in line.split() if part.startswith("accepted="))  # fmt: skip
+    """LiteLLM events the door accepted, from its per-request log lines."""
+    lines = [line for line in log.read_text().splitlines() if "ingest litellm" in line]
+    return sum(
+        int(part.split("=")[1]) for line in lines for part in line.split()
+        if part.startswith("accepted=")
+    )  # fmt: skip
 
 
 def wait_for(log: Path, events: int, timeout_s: float = 60) -> None:
