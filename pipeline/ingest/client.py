@@ -68,6 +68,7 @@ class UsagePublisher:
         self._room = threading.BoundedSemaphore(max_buffered)
         self._loop = asyncio.new_event_loop()
         self._ready = threading.Event()
+        self._stopping = threading.Event()
         self._closed = False
         self._tasks: set[asyncio.Task[None]] = set()
         self._batcher: AckBatcher | None = None
@@ -96,12 +97,15 @@ class UsagePublisher:
         if self._closed:
             return
         self._closed = True
-        if self._ready.wait(timeout_s):
-            done = asyncio.run_coroutine_threadsafe(self._drain(), self._loop)
-            try:
-                done.result(timeout_s)
-            except TimeoutError:
-                log.error("usage publisher: events still unpublished after %.0fs", timeout_s)
+        if not self._ready.is_set():  # never reached the broker: nothing was queued
+            self._stopping.set()
+            self._thread.join(timeout_s)
+            return
+        done = asyncio.run_coroutine_threadsafe(self._drain(), self._loop)
+        try:
+            done.result(timeout_s)
+        except TimeoutError:
+            log.error("usage publisher: events still unpublished after %.0fs", timeout_s)
         self._loop.call_soon_threadsafe(self._loop.stop)
         self._thread.join(timeout_s)
 
@@ -115,14 +119,16 @@ class UsagePublisher:
 
     def _run(self) -> None:
         asyncio.set_event_loop(self._loop)
-        self._loop.run_until_complete(self._start())
-        self._ready.set()
-        self._loop.run_forever()
+        if self._loop.run_until_complete(self._start()):
+            self._ready.set()
+            self._loop.run_forever()
         self._loop.close()
 
-    async def _start(self) -> None:
+    async def _start(self) -> bool:
         delay = 0.5
         while True:  # publish() waits (block_s) until the broker is first reached
+            if self._stopping.is_set():
+                return False
             self._producer = AIOKafkaProducer(
                 bootstrap_servers=bootstrap(self._url),
                 acks="all",
@@ -138,7 +144,7 @@ class UsagePublisher:
             except Exception as exc:
                 log.warning("usage publisher: broker not reachable yet: %r", exc)
                 await self._producer.stop()
-                await asyncio.sleep(delay)
+                await asyncio.to_thread(self._stopping.wait, delay)
                 delay = min(delay * 2, 10.0)
         self._batcher = AckBatcher(
             self._producer,
@@ -150,6 +156,7 @@ class UsagePublisher:
             ack_timeout_s=self._retry_for + 5,
             retry_for_s=self._retry_for,
         )
+        return True
 
     def _submit(self, line: bytes) -> None:
         assert self._batcher is not None

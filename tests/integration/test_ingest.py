@@ -130,7 +130,8 @@ def test_every_door_lands_exactly_and_a_resent_batch_counts_once(env: Env) -> No
 
 def test_hostile_requests_get_their_status_and_publish_nothing(env: Env) -> None:
     one = line(event(tenant="acme"))
-    with running_door(env, FINOPS_INGEST_MAX_BODY_BYTES="65536") as door:
+    limits = {"FINOPS_INGEST_MAX_BODY_BYTES": "65536", "FINOPS_INGEST_MAX_PENDING": "5"}
+    with running_door(env, **limits) as door:
         cases = {
             "no key": door.post("/v1/usage", one, NDJSON, key="") ,
             "unknown key": door.post("/v1/usage", one, NDJSON, key="fik_" + "x" * 43),
@@ -154,14 +155,18 @@ def test_hostile_requests_get_their_status_and_publish_nothing(env: Env) -> None
             ),
             "not json": door.post("/v1/litellm", b"{nope", "application/json"),
             "batch not array": door.post("/v1/events", b"{}", "application/cloudevents-batch+json"),
+            "more than the buffer": door.post(
+                "/v1/usage", b"\n".join(line(event(event_id=f"b{i}")) for i in range(6)), NDJSON
+            ),
         }  # fmt: skip
         status = {name: r.status_code for name, r in cases.items()}
         assert status == {
             "no key": 401, "unknown key": 401, "wrong type": 415, "too large": 413,
             "gzip bomb": 413, "bad gzip": 400, "odd encoding": 400, "other tenant": 403,
             "bad protobuf": 400, "bad otlp json": 400, "otlp bad id": 400, "not json": 400,
-            "batch not array": 400,
+            "batch not array": 400, "more than the buffer": 429,
         }  # fmt: skip
+        assert cases["more than the buffer"].headers["Retry-After"] == "1"
         assert "WWW-Authenticate" in cases["no key"].headers
         # ... and the bound key may publish its own tenant.
         assert door.post("/v1/usage", one, NDJSON, key=door.acme_key).json()["accepted"] == 1
