@@ -153,6 +153,8 @@ def create_app(settings: Settings, kafka_url: str, engine: Engine, mapping: Mapp
     async def readyz() -> Response:
         if not sink.ready:
             return _problem(503, "not connected to the broker")
+        if sink.batcher.failing:  # a load balancer sends producers elsewhere meanwhile
+            return _problem(503, "the broker is not acknowledging; retrying")
         return JSONResponse({"status": "ready", "pending": sink.batcher.pending})
 
     async def authorize(request: Request) -> IngestKey | Response:
@@ -234,6 +236,7 @@ def create_app(settings: Settings, kafka_url: str, engine: Engine, mapping: Mapp
         return await serve(request, registry["traces"])
 
     @app.post("/v1/events")
+    @app.post("/api/v1/events")  # OpenMeter's path: its clients need only a base URL
     async def events(request: Request) -> Response:
         return await serve(request, registry["events"])
 

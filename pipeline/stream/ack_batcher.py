@@ -84,6 +84,8 @@ class AckBatcher:
         self._tasks: set[asyncio.Task[None]] = set()
         self._pending = 0
         self.messages = 0  # published and acknowledged
+        # A send failed and no send has succeeded since: the broker is away.
+        self.failing = False
 
     @property
     def pending(self) -> int:
@@ -152,12 +154,14 @@ class AckBatcher:
                 try:
                     await (await self._producer.send(self._topic, value, key=key))
                     self.messages += 1
+                    self.failing = False
                     chunk.done.set_result(None)
                     return
                 except _TOO_LARGE as exc:  # the same every time: never retried
                     chunk.done.set_exception(exc)
                     return
                 except Exception as exc:
+                    self.failing = True
                     if time.monotonic() + delay > deadline:
                         log.error(
                             "fault publish_failed: %d lines given up: %r", len(chunk.lines), exc

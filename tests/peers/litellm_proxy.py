@@ -52,7 +52,7 @@ def peer_env(**extra: str) -> dict[str, str]:
 
 
 @contextmanager
-def running_proxy(config: Path, port: int, log: Path) -> Iterator[tuple[str, str]]:
+def running_proxy(config: Path, port: int, log: Path, **extra: str) -> Iterator[tuple[str, str]]:
     """The proxy's URL and master key, while it runs."""
     python = proxy_python()
     master = "sk-test-" + os.urandom(12).hex()
@@ -60,7 +60,7 @@ def running_proxy(config: Path, port: int, log: Path) -> Iterator[tuple[str, str
         proxy = subprocess.Popen(
             [str(python.parent / "litellm"), "--config", str(config),
              "--host", "127.0.0.1", "--port", str(port)],
-            env=peer_env(LITELLM_MASTER_KEY=master),
+            env=peer_env(LITELLM_MASTER_KEY=master, **extra),
             stdout=out,
             stderr=subprocess.STDOUT,
             cwd=config.parent,
