@@ -25,7 +25,35 @@ json_values = st.recursive(
     max_leaves=30,
 )
 # Values placed where each format reads them, so the mappers get past the envelope.
-KEYS = ["model", "status", "startTime", "prompt_tokens", "completion_tokens", "metadata", "request_tags", "trace_id", "litellm_call_id", "custom_llm_provider", "specversion", "id", "source", "type", "data", "time", "resourceSpans", "scopeSpans", "spans", "traceId", "spanId", "attributes", "key", "value", "intValue", "event_id", "tenant"]
+KEYS = [
+    "model",
+    "status",
+    "startTime",
+    "prompt_tokens",
+    "completion_tokens",
+    "metadata",
+    "request_tags",
+    "trace_id",
+    "litellm_call_id",
+    "custom_llm_provider",
+    "specversion",
+    "id",
+    "source",
+    "type",
+    "data",
+    "time",
+    "resourceSpans",
+    "scopeSpans",
+    "spans",
+    "traceId",
+    "spanId",
+    "attributes",
+    "key",
+    "value",
+    "intValue",
+    "event_id",
+    "tenant",
+]
 shaped = st.dictionaries(st.sampled_from(KEYS), json_values, max_size=8)
 
 
