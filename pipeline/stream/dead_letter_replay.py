@@ -6,7 +6,9 @@ line kept only as its size: that one stays for review). Replay is safe to
 repeat: an event that reaches the windows twice is a duplicate by its key,
 and the keys are kept permanently. Lines rejected for their event time are
 admitted on replay only by a worker whose bounds were widened for the
-reviewed backfill (``FINOPS_MAX_EVENT_AGE_DAYS``).
+reviewed backfill (``FINOPS_MAX_EVENT_AGE_DAYS``). Dead letters of the front
+door (partition -1, topic ``ingest:<door>``) hold the producer's shape, not
+our contract, so they are never replayed: the producer resends.
 """
 
 from __future__ import annotations
