@@ -4,7 +4,7 @@ tenant."""
 
 from __future__ import annotations
 
-from sqlalchemy import BigInteger, Column, Identity, Sequence, Table, Text, func
+from sqlalchemy import BigInteger, Column, Identity, Table, Text, func
 
 from models.schema import TS, metadata
 
@@ -20,7 +20,3 @@ ingest_key = Table(
     Column("last_used_at", TS, nullable=True),
     Column("revoked_at", TS, nullable=True),
 )
-
-# Numbers the front door's requests: a dead letter of a request is filed at
-# (topic, partition -1, offset = this number, line), unique like the log's.
-ingest_request_seq = Sequence("ingest_request_seq", metadata=metadata)

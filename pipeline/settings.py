@@ -85,6 +85,7 @@ class Settings(BaseSettings):
     # the broker's acks before it gets 503; where identity comes from
     # (unset: the mapping that ships, pipeline/ingest/mapping.yaml).
     ingest_max_body_bytes: int = Field(default=8 * 1024**2, ge=1024)
+    ingest_max_items: int = Field(default=10_000, ge=1)  # per request (413 beyond)
     ingest_max_pending: int = Field(default=50_000, ge=1)
     ingest_linger_s: float = Field(default=0.05, ge=0)
     ingest_ack_timeout_s: float = Field(default=30, gt=0)

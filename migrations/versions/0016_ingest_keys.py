@@ -1,5 +1,5 @@
-"""The front door: ingest keys (only their SHA-256 stored), and the sequence
-that numbers its requests, so a request's dead letters have a unique place.
+"""The front door: ingest keys (only their SHA-256 stored), each for a named
+source and optionally bound to one tenant.
 
 Revision ID: 0016
 Revises: 0015
@@ -28,9 +28,7 @@ def upgrade() -> None:
         sa.Column("last_used_at", TS, nullable=True),
         sa.Column("revoked_at", TS, nullable=True),
     )
-    op.execute("CREATE SEQUENCE ingest_request_seq")
 
 
 def downgrade() -> None:
-    op.execute("DROP SEQUENCE ingest_request_seq")
     op.drop_table("ingest_key")

@@ -5,9 +5,13 @@ sharing the request's ``trace_id``; an OpenTelemetry trace holds one span
 per model call. Their attempts are numbered here in the order the door
 first saw them (a request's items sorted by start time within one body),
 and a call seen again (a client's retry of the same POST) keeps its number.
-The memory is bounded (least recently used requests are forgotten first),
-so numbering holds within the window a request's attempts arrive in, which
-for retries is seconds.
+Requests are kept apart per tenant, so one producer cannot disturb
+another's numbering by reusing its trace id. Memory is bounded: at most
+``max_calls`` calls are remembered (the least recently used requests are
+forgotten first), and a request stops numbering at the contract's largest
+attempt (a call beyond it is refused by the contract). Numbering holds
+within the window a request's attempts arrive in, which for retries is
+seconds.
 """
 
 from __future__ import annotations
@@ -15,22 +19,30 @@ from __future__ import annotations
 from collections import OrderedDict
 from typing import Final
 
-MAX_REQUESTS: Final = 100_000
+MAX_CALLS: Final = 200_000
+MAX_ATTEMPT: Final = 10_000  # the contract's bound on attempt
 
 
 class Attempts:
-    def __init__(self, max_requests: int = MAX_REQUESTS) -> None:
-        self._max = max_requests
-        self._seen: OrderedDict[str, dict[str, int]] = OrderedDict()
+    def __init__(self, max_calls: int = MAX_CALLS) -> None:
+        self._max = max_calls
+        self._calls = 0
+        self._seen: OrderedDict[tuple[str, str], dict[str, int]] = OrderedDict()
 
-    def number(self, request_id: str, call_id: str) -> int:
-        calls = self._seen.get(request_id)
+    def number(self, tenant: str, request_id: str, call_id: str) -> int:
+        key = (tenant, request_id)
+        calls = self._seen.get(key)
         if calls is None:
-            calls = self._seen[request_id] = {}
-            if len(self._seen) > self._max:
-                self._seen.popitem(last=False)
+            calls = self._seen[key] = {}
         else:
-            self._seen.move_to_end(request_id)
-        if call_id not in calls:
-            calls[call_id] = len(calls) + 1
+            self._seen.move_to_end(key)
+        if call_id in calls:
+            return calls[call_id]
+        if len(calls) >= MAX_ATTEMPT:
+            return MAX_ATTEMPT + 1
+        calls[call_id] = len(calls) + 1
+        self._calls += 1
+        while self._calls > self._max and len(self._seen) > 1:
+            _, forgotten = self._seen.popitem(last=False)
+            self._calls -= len(forgotten)
         return calls[call_id]

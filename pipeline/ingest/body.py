@@ -36,11 +36,17 @@ async def read_body(
     bits = ENCODINGS[name]
     if bits is None:
         return bytes(wire)
-    inflate = zlib.decompressobj(bits)
-    try:
-        out = inflate.decompress(bytes(wire), limit + 1)
-    except zlib.error as exc:
-        raise BadEncoding(f"not {name}: {exc}") from exc
-    if len(out) > limit or inflate.unconsumed_tail:
-        raise TooLarge(f"more than {limit} bytes inflated")
-    return out
+    out, rest = bytearray(), bytes(wire)
+    while True:  # gzip allows several members, one after another
+        inflate = zlib.decompressobj(bits)
+        try:
+            out += inflate.decompress(rest, limit + 1 - len(out))
+        except zlib.error as exc:
+            raise BadEncoding(f"not {name}: {exc}") from exc
+        if len(out) > limit or inflate.unconsumed_tail:
+            raise TooLarge(f"more than {limit} bytes inflated")
+        if not inflate.eof:  # cut short: half a body is not a body
+            raise BadEncoding(f"truncated {name} data")
+        rest = inflate.unused_data
+        if not rest.strip(b"\0"):
+            return bytes(out)

@@ -52,32 +52,25 @@ def event_id(source: str, id_: str) -> str:
     return "ce-" + hashlib.sha256(f"{source}\x00{id_}".encode()).hexdigest()[:40]
 
 
-def _evidence(raw: object) -> dict[str, Any]:
-    """What a refused CloudEvent keeps: its envelope, not its data."""
-    if not isinstance(raw, dict):
-        return {"not_an_object": type(raw).__name__}
-    return {
-        k: raw[k] for k in ("specversion", "id", "source", "type", "time", "subject") if k in raw
-    }
-
-
 def map_events(items: list[object], door: DoorMapping, tenant: str | None = None) -> Mapped:
     out = Mapped()
     for i, raw in enumerate(items):
         try:
             ce = CloudEvent.model_validate(raw)
         except ValidationError as exc:
-            out.refuse(i, "cloudevent: " + reason_for(exc).split(": ", 1)[-1], _evidence(raw))
+            out.refuse(i, "cloudevent: " + reason_for(exc).split(": ", 1)[-1], raw)
             continue
         if ce.type == USAGE_TYPE:
             fields = dict(ce.data or {})
             fields.setdefault("ts", ce.time)
+            if tenant is not None:  # a bound key's tenant when data names none
+                fields.setdefault("tenant", tenant)
         elif ce.type == LITELLM_TYPE:
             fields = _litellm_tokens(ce, door, tenant)
             out.notes.add(NO_CACHE_NOTE)
         else:
             out.refuse(i, f"unknown_type: {ce.type[:100]!r} (finops.usage or litellm_tokens)",
-                       _evidence(raw))  # fmt: skip
+                       raw)  # fmt: skip
             continue
         fields["event_id"] = event_id(ce.source, ce.id)
         out.add(i, fields)

@@ -99,8 +99,7 @@ def map_payloads(
     built: list[tuple[int, dict[str, Any]]] = []
     for i, item in enumerate(items):
         if not isinstance(item, Mapping):
-            out.refuse(i, "not_object: a LiteLLM payload is a JSON object",
-                       {"type": type(item).__name__})  # fmt: skip
+            out.refuse(i, "not_object: a LiteLLM payload is a JSON object", item)
             continue
         built.append((i, fields_of(item, door, tenant)))
     # Attempts of one request in the order they started.
@@ -108,7 +107,7 @@ def map_payloads(
     for i, fields in built:
         request, call = fields.get("request_id"), fields.get("event_id")
         if request is not None and call is not None:
-            fields["attempt"] = attempts.number(request, call)
+            fields["attempt"] = attempts.number(str(fields.get("tenant")), request, call)
         out.add(i, fields)
     out.refused.sort(key=lambda r: r.item)
     return out

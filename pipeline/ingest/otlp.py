@@ -46,8 +46,17 @@ class Span:
     scope: str = ""
 
 
-def decode(body: bytes, *, protobuf: bool) -> list[Span]:
-    return list(_from_protobuf(body) if protobuf else _from_json(body))
+class TooManySpans(BadTraces):
+    """More spans than one request may hold."""
+
+
+def decode(body: bytes, *, protobuf: bool, max_spans: int = 10_000) -> list[Span]:
+    spans: list[Span] = []
+    for span in _from_protobuf(body) if protobuf else _from_json(body):
+        if len(spans) >= max_spans:
+            raise TooManySpans(f"more than {max_spans} spans")
+        spans.append(span)
+    return spans
 
 
 def response(protobuf: bool, rejected: int, message: str) -> tuple[bytes, str]:
@@ -131,7 +140,12 @@ def _json_any(value: object) -> Value | None:
         return _int(value["intValue"])
     if "doubleValue" in value:
         v = value["doubleValue"]
-        return float(v) if isinstance(v, int | float) and not isinstance(v, bool) else None
+        if isinstance(v, bool) or not isinstance(v, int | float):
+            return None
+        try:
+            return float(v)
+        except OverflowError:  # an integer beyond any double
+            return None
     if "boolValue" in value:
         return value["boolValue"] if isinstance(value["boolValue"], bool) else None
     if "stringValue" in value:

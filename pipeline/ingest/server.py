@@ -17,8 +17,10 @@ finishes those in flight and flushes before it exits.
 
 from __future__ import annotations
 
+import asyncio
 import logging
 from collections.abc import AsyncIterator, Callable
+from concurrent.futures import ThreadPoolExecutor
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from typing import Any, Final
@@ -35,7 +37,7 @@ from pipeline.ingest.mapping import MappingFile
 from pipeline.ingest.outcome import Mapped
 from pipeline.ingest.sink import IngestSink
 from pipeline.settings import Settings
-from pipeline.stream.ack_batcher import AckTimeout, BufferFull
+from pipeline.stream.ack_batcher import BufferFull, NotAcknowledged
 
 log = logging.getLogger(__name__)
 RETRY_AFTER_S: Final = 1
@@ -46,53 +48,69 @@ class BadBody(Exception):
     """The body is not what its content type says."""
 
 
+class TooMany(Exception):
+    """The body holds more items than one request may."""
+
+
 @dataclass(frozen=True)
 class Door:
     name: str
     content_types: frozenset[str]
-    # body, content type, a bound key's tenant -> what it maps to; raises BadBody
+    # body, content type, a bound key's tenant -> what it maps to; raises
+    # BadBody or TooMany
     map: Callable[[bytes, str, str | None], Mapped]
 
 
-def _json_items(body: bytes) -> list[object]:
+def _json_items(body: bytes, max_items: int) -> list[object]:
     """A JSON array, one JSON object, or NDJSON lines of objects."""
     import json
 
+    if body.count(b"\n") >= max_items:
+        raise TooMany(f"more than {max_items} lines")
     try:
         doc = json.loads(body)
-    except ValueError:
-        doc = None
-        try:
-            return [json.loads(line) for line in body.splitlines() if line.strip()]
-        except ValueError as exc:
-            raise BadBody(f"neither JSON nor NDJSON: {exc}") from None
     except RecursionError:
         raise BadBody("nested too deeply") from None
-    return doc if isinstance(doc, list) else [doc]
+    except ValueError:
+        try:
+            return [json.loads(line) for line in body.splitlines() if line.strip()]
+        except RecursionError:
+            raise BadBody("nested too deeply") from None
+        except ValueError as exc:
+            raise BadBody(f"neither JSON nor NDJSON: {exc}") from None
+    items = doc if isinstance(doc, list) else [doc]
+    if len(items) > max_items:
+        raise TooMany(f"{len(items)} items, at most {max_items}")
+    return items
 
 
-def doors(mapping: MappingFile, attempts: Attempts) -> dict[str, Door]:
+def doors(mapping: MappingFile, attempts: Attempts, max_items: int = 10_000) -> dict[str, Door]:
     json_types = frozenset({"application/json", "application/x-ndjson", "application/jsonl"})
 
     def litellm(body: bytes, _: str, tenant: str | None) -> Mapped:
-        return litellm_payload.map_payloads(_json_items(body), mapping.litellm, attempts, tenant)
+        items = _json_items(body, max_items)
+        return litellm_payload.map_payloads(items, mapping.litellm, attempts, tenant)
 
     def traces(body: bytes, content_type: str, tenant: str | None) -> Mapped:
+        protobuf = content_type == "application/x-protobuf"
         try:
-            spans = otlp.decode(body, protobuf=content_type == "application/x-protobuf")
+            spans = otlp.decode(body, protobuf=protobuf, max_spans=max_items)
+        except otlp.TooManySpans as exc:
+            raise TooMany(str(exc)) from None
         except otlp.BadTraces as exc:
             raise BadBody(str(exc)) from None
         return genai_spans.map_spans(spans, mapping.otel, attempts, tenant)
 
     def events(body: bytes, content_type: str, tenant: str | None) -> Mapped:
-        items = _json_items(body)
-        if content_type == "application/cloudevents-batch+json" and not body.lstrip().startswith(
-            b"["
-        ):
+        items = _json_items(body, max_items)
+        batch = content_type == "application/cloudevents-batch+json"
+        if batch and not body.lstrip().startswith(b"["):
             raise BadBody("a batch of CloudEvents is a JSON array")
         return cloudevents.map_events(items, mapping.openmeter, tenant)
 
     def usage(body: bytes, _: str, tenant: str | None) -> Mapped:
+        if body.count(b"\n") >= max_items:
+            raise TooMany(f"more than {max_items} lines")
         return usage_lines.map_lines(body)
 
     return {
@@ -120,7 +138,9 @@ def _problem(status: int, detail: str, **headers: str) -> JSONResponse:
 def create_app(settings: Settings, kafka_url: str, engine: Engine, mapping: MappingFile) -> FastAPI:
     sink = IngestSink(settings, kafka_url, engine)
     keys = KeyCache(engine)
-    registry = doors(mapping, Attempts())
+    registry = doors(mapping, Attempts(), settings.ingest_max_items)
+    mapper = ThreadPoolExecutor(max_workers=1, thread_name_prefix="ingest-map")
+    loop = asyncio.get_running_loop
 
     @asynccontextmanager
     async def lifespan(_: FastAPI) -> AsyncIterator[None]:
@@ -129,6 +149,7 @@ def create_app(settings: Settings, kafka_url: str, engine: Engine, mapping: Mapp
             yield
         finally:
             await sink.stop()
+            mapper.shutdown(wait=True)
 
     app = FastAPI(
         title="finops ingest",
@@ -161,8 +182,6 @@ def create_app(settings: Settings, kafka_url: str, engine: Engine, mapping: Mapp
         scheme, _, secret = request.headers.get("authorization", "").partition(" ")
         if scheme.lower() != "bearer" or not secret.strip():
             return _problem(401, "an ingest key is required", **{"WWW-Authenticate": "Bearer"})
-        import asyncio
-
         key = await asyncio.to_thread(keys.get, secret.strip())
         if key is None:
             return _problem(401, "unknown or revoked ingest key", **{"WWW-Authenticate": "Bearer"})
@@ -187,34 +206,42 @@ def create_app(settings: Settings, kafka_url: str, engine: Engine, mapping: Mapp
         except BadEncoding as exc:
             return _problem(400, str(exc))
         try:
-            mapped = door.map(body, content_type, key.tenant)
+            # Off the event loop (health checks and other requests go on),
+            # one body at a time (the attempt numbering is not shared).
+            mapped = await loop().run_in_executor(mapper, door.map, body, content_type, key.tenant)
+        except TooMany as exc:
+            return _problem(413, f"too many items: {exc}")
         except BadBody as exc:
             return _problem(400, f"not a {door.name} body: {exc}")
-        tenants = set(mapped.tenants)
-        if key.tenant is not None and tenants - {key.tenant}:
+        except Exception:  # a body no mapper foresaw: refused, logged, never a crash
+            log.exception("ingest %s key=%d: a body could not be mapped", door.name, key.id)
+            return _problem(400, f"not a {door.name} body: it could not be read")
+        if key.tenant is not None and mapped.named_tenants() - {key.tenant}:
             return _problem(403, f"this key publishes tenant {key.tenant!r} only")
         if not sink.ready:
             return _problem(503, "not connected to the broker", **{"Retry-After": "5"})
-        if not sink.batcher.has_room(len(mapped.lines)):
-            return _problem(
-                429, "the broker is behind; retry", **{"Retry-After": str(RETRY_AFTER_S)}
-            )
+        if len(mapped.lines) > sink.batcher.fits:
+            return _problem(413, f"more events than the door holds ({sink.batcher.fits}): split it")
         try:
-            await sink.dead_letters(door.name, mapped.refused)
+            # The events first: a full buffer refuses them before anything
+            # is published, so a 429 published nothing.
             await sink.publish(mapped.lines)
+            await sink.dead_letters(door.name, body, mapped.refused)
         except BufferFull:
             return _problem(
                 429, "the broker is behind; retry", **{"Retry-After": str(RETRY_AFTER_S)}
             )
-        except AckTimeout:
+        except NotAcknowledged as exc:
+            log.warning("ingest %s key=%d: %s", door.name, key.id, exc)
             return _problem(503, "the broker did not acknowledge in time; retry",
                             **{"Retry-After": "5"})  # fmt: skip
         log.info(
-            "ingest %s key=%d accepted=%d refused=%d",
+            "ingest %s key=%d accepted=%d refused=%d skipped=%d",
             door.name,
             key.id,
             len(mapped.lines),
             len(mapped.refused),
+            mapped.skipped,
         )
         return JSONResponse(
             {

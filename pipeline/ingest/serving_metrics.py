@@ -10,10 +10,11 @@ Both engines count tokens, per served model:
   ``cache_source``, of which ``total`` is the sum when present).
 
 A counter is cumulative, so a scrape says nothing by itself: the events
-are the growth since the previous scrape of the same series
-(:class:`CounterDeltas`). The first scrape of a series is its baseline; a
-value below the previous one means the engine restarted and counts from
-zero. The counters have no tenant or route: their events are filed under
+are the growth since the previous scrape of the same series (every label
+set is a series of its own: an engine, a pod; :class:`CounterDeltas`). The
+first scrape is the baseline; a series that appears later (a model loaded)
+grew from zero; a value below the previous one means the engine restarted
+and counts from zero. The counters have no tenant or route: their events are filed under
 tenant :data:`NO_TENANT` and route ``node:<node>``, and since they count
 tokens, each token is one lookup (``count`` = tokens), so the request- and
 token-weighted hit rates of these windows are the same ratio.
@@ -35,9 +36,6 @@ VLLM_QUERIES: Final = "vllm:prefix_cache_queries_total"
 VLLM_HITS: Final = "vllm:prefix_cache_hits_total"
 SGLANG_PROMPT: Final = "sglang:prompt_tokens_total"
 SGLANG_CACHED: Final = "sglang:cached_tokens_total"
-# Which labels name one series of a counter (the rest are summed away).
-_SERIES_LABELS: Final = ("model_name", "engine", "engine_type", "is_streaming", "cache_source")
-
 SeriesKey = tuple[str, str, tuple[tuple[str, str], ...]]  # metric, model, labels
 
 
@@ -58,7 +56,8 @@ def counters(text: str) -> dict[SeriesKey, int]:
             model = sample.labels.get("model_name", "")
             if not model or sample.value != sample.value or sample.value < 0:  # NaN, negative
                 continue
-            labels = tuple(sorted((k, v) for k, v in sample.labels.items() if k in _SERIES_LABELS))
+            # Every label names the series (a pod, an instance, an engine).
+            labels = tuple(sorted(sample.labels.items()))
             out[(sample.name, model, labels)] = int(sample.value)
     return out
 
@@ -86,6 +85,7 @@ class CounterDeltas:
 
     def __init__(self) -> None:
         self._last: dict[SeriesKey, int] = {}
+        self._scraped = False
 
     def growth(self, text: str) -> list[Growth]:
         now = _sglang_total_only(counters(text))
@@ -94,14 +94,17 @@ class CounterDeltas:
         for key, value in now.items():
             before = self._last.get(key)
             self._last[key] = value
-            if before is None:
+            if before is None and not self._scraped:
                 continue  # the baseline
-            grew = value if value < before else value - before
+            # A series born after the first scrape (a model loaded) grew from
+            # zero; one below its last value restarted from zero.
+            grew = value if before is None or value < before else value - before
             metric, model, _ = key
             if metric in (VLLM_QUERIES, SGLANG_PROMPT):
                 looked[model] += grew
             else:
                 hits[model] += grew
+        self._scraped = True
         return [
             Growth(model, looked[model], min(hits[model], looked[model]))
             for model in sorted(set(looked) | set(hits))

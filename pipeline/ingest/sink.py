@@ -3,8 +3,9 @@
 the usage dead-letter topic and the ``dead_letter`` table.
 
 A request's dead letters are filed at topic ``ingest:<door>``, partition
--1, offset a number from ``ingest_request_seq`` (one per request) and line
-the item's place, so they are unique like the log's own. They hold the
+-1, offset a number drawn from the SHA-256 of the request's body, and line
+the item's place: unique like the log's own, and the same for a client's
+retry of the same body, so a retry files nothing twice. They hold the
 producer's shape, not our contract, so ``finops dead-letters replay`` leaves
 them alone: fix the mapping and let the producer resend (event ids are
 stable, so what was accepted the first time counts once).
@@ -13,6 +14,7 @@ stable, so what was accepted the first time counts once).
 from __future__ import annotations
 
 import asyncio
+import hashlib
 from typing import Final
 
 from aiokafka import AIOKafkaProducer
@@ -20,11 +22,17 @@ from sqlalchemy import Engine, text
 
 from pipeline.ingest.outcome import Refused
 from pipeline.settings import Settings
-from pipeline.stream.ack_batcher import AckBatcher
+from pipeline.stream.ack_batcher import AckBatcher, NotAcknowledged
 from pipeline.stream.dead_letter import DeadLetter, dead_letter
 from pipeline.stream.kafka import bootstrap, ensure_topics
 
 DOOR_PREFIX: Final = "ingest:"
+
+
+def request_number(body: bytes) -> int:
+    """A request's place among the door's dead letters: 63 bits of its body's
+    SHA-256 (a bigint), the same for the same body."""
+    return int.from_bytes(hashlib.sha256(body).digest()[:8], "big") >> 1
 
 
 class IngestSink:
@@ -82,34 +90,34 @@ class IngestSink:
     async def publish(self, lines: list[bytes]) -> None:
         await self.batcher.submit(lines)
 
-    async def dead_letters(self, door: str, refused: list[Refused]) -> None:
+    async def dead_letters(self, door: str, body: bytes, refused: list[Refused]) -> None:
         """Each refused item to the dead-letter topic (acknowledged), then to
-        the table."""
+        the table; :class:`NotAcknowledged` if either fails in time."""
         if not refused or self._producer is None:
             return
         topic = DOOR_PREFIX + door
-        request = await asyncio.to_thread(self._next_request)
+        request = request_number(body)
         letters = [dead_letter(-1, request, r.item, r.reason, r.evidence) for r in refused]
-        sends = [
-            await self._producer.send(
-                self._settings.usage_dlq_topic,
-                d.raw,
-                key=topic.encode(),
-                headers=[
-                    ("reason", d.reason.encode()),
-                    ("door", door.encode()),
-                    ("request", str(request).encode()),
-                    ("line", str(d.line).encode()),
-                ],
-            )
-            for d in letters
-        ]
-        await asyncio.gather(*sends)
-        await asyncio.to_thread(self._file, topic, letters)
-
-    def _next_request(self) -> int:
-        with self._engine.begin() as conn:
-            return int(conn.execute(text("SELECT nextval('ingest_request_seq')")).scalar_one())
+        try:
+            async with asyncio.timeout(self._settings.ingest_ack_timeout_s):
+                sends = [
+                    await self._producer.send(
+                        self._settings.usage_dlq_topic,
+                        d.raw,
+                        key=topic.encode(),
+                        headers=[
+                            ("reason", d.reason.encode()),
+                            ("door", door.encode()),
+                            ("request", str(request).encode()),
+                            ("line", str(d.line).encode()),
+                        ],
+                    )
+                    for d in letters
+                ]
+                await asyncio.gather(*sends)
+                await asyncio.to_thread(self._file, topic, letters)
+        except Exception as exc:
+            raise NotAcknowledged(f"dead letters not filed: {exc!r}"[:300]) from exc
 
     def _file(self, topic: str, letters: list[DeadLetter]) -> None:
         with self._engine.begin() as conn:

@@ -13,7 +13,7 @@ Memory is bounded: at most ``max_pending`` lines wait for their ack; a
 submit beyond that is refused at once with :class:`BufferFull` (the HTTP
 door turns it into 429 and Retry-After) rather than queued. A send that
 fails is retried with backoff for ``retry_for_s``; a caller waits at most
-``ack_timeout_s`` (:class:`AckTimeout`: the door answers 503 and the client
+``ack_timeout_s`` (:class:`NotAcknowledged`: the door answers 503 and the client
 retries; a line delivered after all is a duplicate the pipeline dedups by
 its event id).
 """
@@ -40,8 +40,8 @@ class BufferFull(Exception):
     """More lines are waiting for the broker than the batcher holds."""
 
 
-class AckTimeout(Exception):
-    """The broker did not acknowledge a submit's lines in time."""
+class NotAcknowledged(Exception):
+    """The broker did not acknowledge a submit's lines in time (or refused them)."""
 
 
 @dataclass
@@ -84,8 +84,20 @@ class AckBatcher:
         self._tasks: set[asyncio.Task[None]] = set()
         self._pending = 0
         self.messages = 0  # published and acknowledged
-        # A send failed and no send has succeeded since: the broker is away.
-        self.failing = False
+        self._last_failure = self._last_success = 0.0
+
+    @property
+    def failing(self) -> bool:
+        """A send failed in the last 10 s and none succeeded since: the broker
+        is away. (A window, not a latch: with no traffic nothing would clear it.)"""
+        return self._last_failure > self._last_success and (
+            time.monotonic() - self._last_failure < 10
+        )
+
+    @property
+    def fits(self) -> int:
+        """The most lines one submit may ever hold."""
+        return self._max_pending
 
     @property
     def pending(self) -> int:
@@ -107,7 +119,9 @@ class AckBatcher:
             async with asyncio.timeout(self._ack_timeout):
                 await asyncio.gather(*(asyncio.shield(f) for f in waits.values()))
         except TimeoutError as exc:
-            raise AckTimeout(f"not acknowledged within {self._ack_timeout:g}s") from exc
+            raise NotAcknowledged(f"not acknowledged within {self._ack_timeout:g}s") from exc
+        except Exception as exc:  # a delivery gave up: the broker is away or refused it
+            raise NotAcknowledged(f"not acknowledged: {exc!r}"[:300]) from exc
 
     async def close(self) -> None:
         """Send what lingers and wait for every delivery to end."""
@@ -154,14 +168,14 @@ class AckBatcher:
                 try:
                     await (await self._producer.send(self._topic, value, key=key))
                     self.messages += 1
-                    self.failing = False
+                    self._last_success = time.monotonic()
                     chunk.done.set_result(None)
                     return
                 except _TOO_LARGE as exc:  # the same every time: never retried
                     chunk.done.set_exception(exc)
                     return
                 except Exception as exc:
-                    self.failing = True
+                    self._last_failure = time.monotonic()
                     if time.monotonic() + delay > deadline:
                         log.error(
                             "fault publish_failed: %d lines given up: %r", len(chunk.lines), exc

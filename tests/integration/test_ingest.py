@@ -8,6 +8,7 @@ from __future__ import annotations
 import asyncio
 import gzip
 import json
+import time
 from decimal import Decimal
 from importlib import resources
 from pathlib import Path
@@ -130,7 +131,8 @@ def test_every_door_lands_exactly_and_a_resent_batch_counts_once(env: Env) -> No
 
 def test_hostile_requests_get_their_status_and_publish_nothing(env: Env) -> None:
     one = line(event(tenant="acme"))
-    limits = {"FINOPS_INGEST_MAX_BODY_BYTES": "65536", "FINOPS_INGEST_MAX_PENDING": "5"}
+    limits = {"FINOPS_INGEST_MAX_BODY_BYTES": "65536", "FINOPS_INGEST_MAX_PENDING": "5",
+              "FINOPS_INGEST_LINGER_S": "1"}  # fmt: skip
     with running_door(env, **limits) as door:
         cases = {
             "no key": door.post("/v1/usage", one, NDJSON, key="") ,
@@ -158,20 +160,37 @@ def test_hostile_requests_get_their_status_and_publish_nothing(env: Env) -> None
             "more than the buffer": door.post(
                 "/v1/usage", b"\n".join(line(event(event_id=f"b{i}")) for i in range(6)), NDJSON
             ),
+            "other tenant, refused": door.post(
+                "/v1/usage", b"\n".join([one, line(event(tenant="globex", input_tokens=-1))]),
+                NDJSON, key=door.acme_key,
+            ),
+            "too many items": door.post(
+                "/v1/litellm", b"[" + b",".join([b"{}"] * 10_001) + b"]", "application/json"
+            ),
         }  # fmt: skip
         status = {name: r.status_code for name, r in cases.items()}
         assert status == {
             "no key": 401, "unknown key": 401, "wrong type": 415, "too large": 413,
             "gzip bomb": 413, "bad gzip": 400, "odd encoding": 400, "other tenant": 403,
             "bad protobuf": 400, "bad otlp json": 400, "otlp bad id": 400, "not json": 400,
-            "batch not array": 400, "more than the buffer": 429,
+            "batch not array": 400, "more than the buffer": 413, "other tenant, refused": 403,
+            "too many items": 413,
         }  # fmt: skip
-        assert cases["more than the buffer"].headers["Retry-After"] == "1"
         assert "WWW-Authenticate" in cases["no key"].headers
+        # Three events wait for the broker (a second's linger): three more do not fit.
+        from concurrent.futures import ThreadPoolExecutor
+
+        three = [b"\n".join(line(event(event_id=f"{k}{i}")) for i in range(3)) for k in "pq"]
+        with ThreadPoolExecutor(1) as pool:
+            waiting = pool.submit(door.post, "/v1/usage", three[0], NDJSON)
+            time.sleep(0.4)
+            full = door.post("/v1/usage", three[1], NDJSON)
+            assert (full.status_code, full.headers.get("Retry-After")) == (429, "1")
+            assert waiting.result().json()["accepted"] == 3
         # ... and the bound key may publish its own tenant.
         assert door.post("/v1/usage", one, NDJSON, key=door.acme_key).json()["accepted"] == 1
         assert door.post("/v1/usage", one, NDJSON, key=door.acme_key).status_code == 200
-    assert published(env, env.topic) == 2  # the two accepted requests, nothing else
+    assert published(env, env.topic) == 3  # the three accepted requests, nothing else
     assert published(env, f"{env.topic}-dlq") == 0
     assert env.query("SELECT count(*) FROM dead_letter") == [(0,)]
 

@@ -44,3 +44,10 @@ def test_unknown_or_broken_encodings_are_refused() -> None:
         read(b"x", "br")
     with pytest.raises(BadEncoding):
         read(b"not gzip", "gzip")
+
+
+def test_truncated_gzip_is_refused_and_every_member_is_read() -> None:
+    whole = gzip.compress(b"line\n" * 1000)
+    with pytest.raises(BadEncoding):
+        read(whole[: len(whole) // 2], "gzip", limit=10_000)
+    assert read(gzip.compress(b"a\n") + gzip.compress(b"b\n"), "gzip") == b"a\nb\n"

@@ -52,3 +52,19 @@ def test_bad_envelopes_and_unknown_types_are_refused_with_their_envelope_only() 
     reasons = [r.reason.split(":")[0] for r in out.refused]
     assert reasons == ["cloudevent", "cloudevent", "unknown_type", "cloudevent"]
     assert all(b"secret prompt" not in r.evidence for r in out.refused)
+
+
+def test_a_refused_usage_event_keeps_only_contract_fields_and_its_tenant() -> None:
+    ce = usage_event(7, tenant="victim", input_tokens=-1)
+    ce["data"].update({"input": "MY SECRET PROMPT", "user_message": "hello doctor"})
+    out = map_events([ce], DOOR, "attacker")
+    (refused,) = out.refused
+    assert b"SECRET" not in refused.evidence and b"doctor" not in refused.evidence
+    assert refused.tenant == "victim" and out.named_tenants() == {"victim"}
+
+
+def test_a_bound_keys_tenant_fills_a_usage_event_that_names_none() -> None:
+    ce = usage_event(8)
+    del ce["data"]["tenant"]
+    out = map_events([ce], DOOR, "acme")
+    assert json.loads(out.lines[0])["tenant"] == "acme"

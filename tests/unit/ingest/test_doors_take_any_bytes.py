@@ -82,3 +82,24 @@ def test_json_in_the_formats_shapes(value: Any, door: str) -> None:
     body = json.dumps(value).encode()
     for content_type in sorted(DOORS[door].content_types):
         judged(door, body, content_type)
+
+
+def test_bodies_that_once_escaped_are_refused_or_bounded() -> None:
+    import pytest
+
+    from pipeline.ingest.server import TooMany
+
+    deep = b"{}\n" + b"[" * 100_000
+    for door in ("litellm", "events"):
+        with pytest.raises(BadBody):
+            DOORS[door].map(deep, "application/json", None)
+    huge = json.dumps({"resourceSpans": [{"scopeSpans": [{"spans": [{
+        "traceId": "ab" * 16, "spanId": "cd" * 8,
+        "attributes": [{"key": "x", "value": {"doubleValue": 10**400}}]}]}]}]})  # fmt: skip
+    assert DOORS["traces"].map(huge.encode(), "application/json", None).skipped == 1
+    many = b"[" + b",".join([b"{}"] * 10_001) + b"]"
+    for door in ("litellm", "events"):
+        with pytest.raises(TooMany):
+            DOORS[door].map(many, "application/json", None)
+    with pytest.raises(TooMany):
+        DOORS["usage"].map(b"{}\n" * 10_001, "application/x-ndjson", None)

@@ -63,3 +63,23 @@ def test_growth_becomes_hit_and_miss_lines_a_token_a_lookup() -> None:
     ]
     huge = cache_events([Growth("m", 2 * MAX_COUNT + 1, 0)], "n1", "self-hosted", ts)
     assert [e.tokens for e in huge] == [MAX_COUNT, MAX_COUNT, 1]
+
+
+def test_every_label_set_is_a_series_and_a_model_loaded_later_counts_from_zero() -> None:
+    def scrape(pods: dict[str, tuple[int, int]]) -> str:
+        lines = [
+            "# TYPE vllm:prefix_cache_queries counter",
+            "# TYPE vllm:prefix_cache_hits counter",
+        ]
+        for pod, (q, h) in pods.items():
+            model = "late" if pod == "p3" else "m"
+            labels = f'model_name="{model}",pod="{pod}"'
+            lines += [f"vllm:prefix_cache_queries_total{{{labels}}} {q}",
+                      f"vllm:prefix_cache_hits_total{{{labels}}} {h}"]  # fmt: skip
+        return "\n".join(lines) + "\n"
+
+    deltas = CounterDeltas()
+    deltas.growth(scrape({"p1": (100, 10), "p2": (1000, 100)}))
+    grown = deltas.growth(scrape({"p1": (110, 11), "p2": (1500, 150), "p3": (40, 4)}))
+    # Both pods' growth, not the last one's; the new model's whole count.
+    assert grown == [Growth("late", 40, 4), Growth("m", 510, 51)]
