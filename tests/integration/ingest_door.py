@@ -21,6 +21,7 @@ class Door:
     url: str
     any_key: str  # publishes any tenant
     acme_key: str  # bound to tenant acme
+    pid: int  # the server's process
 
     def post(self, path: str, body: bytes, content_type: str, key: str | None = None,
              **headers: str) -> httpx.Response:  # fmt: skip
@@ -66,7 +67,7 @@ def running_door(env: Env, **settings: str) -> Iterator[Door]:
             if time.monotonic() > deadline:
                 raise AssertionError(f"not ready in 60 s:\n{log.read_text()}")
             time.sleep(0.2)
-        yield Door(url, any_key, acme_key)
+        yield Door(url, any_key, acme_key, server.pid)
     finally:
         server.send_signal(signal.SIGTERM)
         code = server.wait(timeout=60)

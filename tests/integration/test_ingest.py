@@ -320,3 +320,18 @@ def test_cache_scrape_publishes_counter_growth_across_a_reset(env: Env) -> None:
         (model, hits, looked - hits, hits, looked - hits)
         for model, (looked, hits) in sorted(want.items())
     ]
+
+
+def test_a_stopping_door_answers_what_it_took_and_flushes_it(env: Env) -> None:
+    import os
+    import signal
+    from concurrent.futures import ThreadPoolExecutor
+
+    body = b"\n".join(line(event(event_id=f"s{i}", node_id=f"gw-{i}")) for i in range(4))
+    with running_door(env, FINOPS_INGEST_LINGER_S="2") as door, ThreadPoolExecutor(1) as pool:
+        lingering = pool.submit(door.post, "/v1/usage", body, NDJSON)
+        time.sleep(0.5)  # taken, waiting for others of its node keys
+        os.kill(door.pid, signal.SIGTERM)
+        answer = lingering.result()
+    assert (answer.status_code, answer.json()["accepted"]) == (200, 4)
+    assert published(env, env.topic) == 4
