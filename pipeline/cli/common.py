@@ -57,6 +57,11 @@ def progress(label: str, *, unit: str = "", transient: bool = False) -> Progress
     )
 
 
+def when(at: datetime | None) -> str:
+    """A moment in a table: to the minute, or ``-`` for never."""
+    return at.strftime("%Y-%m-%d %H:%M") if at else "-"
+
+
 def parse_time(value: str) -> datetime:
     """RFC 3339, or a bare date (midnight UTC). A time without a zone is UTC."""
     ts = datetime.fromisoformat(value.replace("Z", "+00:00"))

@@ -2,12 +2,11 @@
 
 from __future__ import annotations
 
-from datetime import datetime
 from typing import Annotated
 
 import typer
 
-from pipeline.cli.common import console, database_url, services, titled_table
+from pipeline.cli.common import console, database_url, services, titled_table, when
 from pipeline.storage import db
 
 ingest_app = typer.Typer(
@@ -67,9 +66,6 @@ def keys_list() -> None:
     table = titled_table(
         "ingest keys", "id", "source", "tenant", "created", "last used", "revoked", numbers={"id"}
     )
-
-    def when(at: datetime | None) -> str:
-        return at.strftime("%Y-%m-%d %H:%M") if at else "-"
 
     url = database_url()
     db.upgrade(url)

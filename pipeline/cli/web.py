@@ -2,12 +2,12 @@
 
 from __future__ import annotations
 
-from datetime import datetime, timedelta
+from datetime import timedelta
 from typing import Annotated
 
 import typer
 
-from pipeline.cli.common import console, database_url, titled_table
+from pipeline.cli.common import console, database_url, titled_table, when
 from pipeline.settings import Settings
 from pipeline.storage import db
 from pipeline.web import access
@@ -59,9 +59,6 @@ def tokens_list() -> None:
         "API tokens", "id", "tenant", "label", "created", "last used", "revoked", "expires",
         numbers={"id"},
     )  # fmt: skip
-
-    def when(at: datetime | None) -> str:
-        return at.strftime("%Y-%m-%d %H:%M") if at else "-"
 
     for t in access.list_tokens(db.engine(database_url())):
         table.add_row(

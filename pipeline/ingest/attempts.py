@@ -17,7 +17,7 @@ seconds.
 from __future__ import annotations
 
 from collections import OrderedDict
-from typing import Final
+from typing import Any, Final
 
 MAX_CALLS: Final = 200_000
 MAX_ATTEMPT: Final = 10_000  # the contract's bound on attempt
@@ -46,3 +46,11 @@ class Attempts:
             _, forgotten = self._seen.popitem(last=False)
             self._calls -= len(forgotten)
         return calls[call_id]
+
+    def assign(self, fields: dict[str, Any]) -> None:
+        """Number an event's fields in place, by its tenant, request and
+        event id (left unnumbered when it lacks either id: the contract then
+        refuses it)."""
+        request, call = fields.get("request_id"), fields.get("event_id")
+        if request is not None and call is not None:
+            fields["attempt"] = self.number(str(fields.get("tenant")), request, call)

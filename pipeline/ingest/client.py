@@ -24,11 +24,9 @@ import uuid
 from collections.abc import Mapping
 from typing import Any, Final
 
-from aiokafka import AIOKafkaProducer
-
 from models.contracts import UsageEvent
 from pipeline.stream.ack_batcher import AckBatcher
-from pipeline.stream.kafka import bootstrap
+from pipeline.stream.producer import new_producer
 
 log = logging.getLogger(__name__)
 _NAMESPACE: Final = uuid.UUID("5d9c5b1e-2f0a-4a8e-9a55-6d1f0c3b7e21")
@@ -129,15 +127,7 @@ class UsagePublisher:
         while True:  # publish() waits (block_s) until the broker is first reached
             if self._stopping.is_set():
                 return False
-            self._producer = AIOKafkaProducer(
-                bootstrap_servers=bootstrap(self._url),
-                acks="all",
-                enable_idempotence=False,
-                linger_ms=5,
-                compression_type=self._compression,
-                max_request_size=max(self._max_bytes * 2, 1024**2),
-                max_batch_size=max(self._max_bytes + 1024, 16384),
-            )
+            self._producer = new_producer(self._url, self._max_bytes, self._compression)
             try:
                 await self._producer.start()
                 break

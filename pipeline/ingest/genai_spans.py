@@ -138,9 +138,7 @@ def map_spans(
     )
     for i, span in calls:
         fields = fields_of(span, door, tenant)
-        request, call = fields.get("request_id"), fields.get("event_id")
-        if request is not None and call is not None:
-            fields["attempt"] = attempts.number(str(fields.get("tenant")), request, call)
+        attempts.assign(fields)
         out.add(i, fields)
     out.skipped = len(spans) - len(calls)
     return out

@@ -105,9 +105,7 @@ def map_payloads(
     # Attempts of one request in the order they started.
     built.sort(key=lambda b: (b[1]["ts"] or datetime.min.replace(tzinfo=UTC), b[0]))
     for i, fields in built:
-        request, call = fields.get("request_id"), fields.get("event_id")
-        if request is not None and call is not None:
-            fields["attempt"] = attempts.number(str(fields.get("tenant")), request, call)
+        attempts.assign(fields)
         out.add(i, fields)
     out.refused.sort(key=lambda r: r.item)
     return out

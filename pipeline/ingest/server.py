@@ -61,12 +61,17 @@ class Door:
     map: Callable[[bytes, str, str | None], Mapped]
 
 
+def _within_lines(body: bytes, max_items: int) -> None:
+    """Refused before it is parsed: more lines than one request may hold."""
+    if body.count(b"\n") >= max_items:
+        raise TooMany(f"more than {max_items} lines")
+
+
 def _json_items(body: bytes, max_items: int) -> list[object]:
     """A JSON array, one JSON object, or NDJSON lines of objects."""
     import json
 
-    if body.count(b"\n") >= max_items:
-        raise TooMany(f"more than {max_items} lines")
+    _within_lines(body, max_items)
     try:
         doc = json.loads(body)
     except RecursionError:
@@ -109,8 +114,7 @@ def doors(mapping: MappingFile, attempts: Attempts, max_items: int = 10_000) -> 
         return cloudevents.map_events(items, mapping.openmeter, tenant)
 
     def usage(body: bytes, _: str, tenant: str | None) -> Mapped:
-        if body.count(b"\n") >= max_items:
-            raise TooMany(f"more than {max_items} lines")
+        _within_lines(body, max_items)
         return usage_lines.map_lines(body)
 
     return {

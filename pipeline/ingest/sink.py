@@ -24,7 +24,8 @@ from pipeline.ingest.outcome import Refused
 from pipeline.settings import Settings
 from pipeline.stream.ack_batcher import AckBatcher, NotAcknowledged
 from pipeline.stream.dead_letter import DeadLetter, dead_letter
-from pipeline.stream.kafka import bootstrap, ensure_topics
+from pipeline.stream.kafka import ensure_topics
+from pipeline.stream.producer import new_producer
 
 DOOR_PREFIX: Final = "ingest:"
 
@@ -58,15 +59,7 @@ class IngestSink:
         await ensure_topics(
             self._kafka_url, [s.usage_topic, s.usage_dlq_topic, *s.side_topics], s.partitions
         )
-        self._producer = AIOKafkaProducer(
-            bootstrap_servers=bootstrap(self._kafka_url),
-            acks="all",
-            enable_idempotence=False,  # the embedded broker refuses InitProducerId
-            linger_ms=5,
-            compression_type=s.kafka_compression,
-            max_request_size=max(s.max_message_bytes * 2, 1024**2),
-            max_batch_size=max(s.max_message_bytes + 1024, 16384),
-        )
+        self._producer = new_producer(self._kafka_url, s.max_message_bytes, s.kafka_compression)
         await self._producer.start()
         self._batcher = AckBatcher(
             self._producer,

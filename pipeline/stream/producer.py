@@ -37,6 +37,31 @@ def key_of(line: bytes) -> bytes:
     return m.group(1) if m else UNKEYED
 
 
+def request_limit(max_message_bytes: int) -> int:
+    """The largest request a producer of ours sends: room for a line larger
+    than the pipeline's message limit, published alone so the worker
+    dead-letters it (too_large) with its place."""
+    return max(max_message_bytes * 2, 1024**2)
+
+
+def new_producer(
+    kafka_url: str, max_message_bytes: int, compression: str | None
+) -> AIOKafkaProducer:
+    """The one shape of every producer of ours: acks from every replica, no
+    idempotence (the embedded broker refuses InitProducerId; the pipeline
+    dedups a re-sent message), a short linger, and batches that hold a
+    whole NDJSON message."""
+    return AIOKafkaProducer(
+        bootstrap_servers=bootstrap(kafka_url),
+        acks="all",
+        enable_idempotence=False,
+        linger_ms=5,
+        compression_type=compression,
+        max_request_size=request_limit(max_message_bytes),
+        max_batch_size=max(max_message_bytes + 1024, 16384),
+    )
+
+
 @dataclass(frozen=True)
 class PublishResult:
     events: int  # lines published
@@ -67,19 +92,9 @@ class BatchingPublisher:
         self._retry_for_s = retry_for_s
 
     async def publish(self, lines: Iterable[bytes]) -> PublishResult:
-        # A line larger than the pipeline's message limit still goes out,
-        # alone, so the worker dead-letters it (too_large) with its place;
-        # one beyond any request the client sends is counted, not published.
-        request_limit = max(self._max_bytes * 2, 1024**2)
-        producer = AIOKafkaProducer(
-            bootstrap_servers=bootstrap(self._url),
-            acks="all",
-            enable_idempotence=False,
-            linger_ms=5,
-            compression_type=self._compression,
-            max_request_size=request_limit,
-            max_batch_size=max(self._max_bytes + 1024, 16384),
-        )
+        # A line beyond any request the client sends is counted, not published.
+        limit = request_limit(self._max_bytes)
+        producer = new_producer(self._url, self._max_bytes, self._compression)
         await producer.start()
         pending: list[tuple[asyncio.Future[object], bytes, bytes]] = []
         buffers: dict[bytes, tuple[list[bytes], int]] = {}
@@ -127,7 +142,7 @@ class BatchingPublisher:
         async def send(key: bytes, chunk: list[bytes]) -> None:
             nonlocal messages
             value = b"\n".join(chunk)
-            if len(value) > request_limit:
+            if len(value) > limit:
                 count_refused(value)
                 return
             pending.append((await producer.send(self._topic, value, key=key), key, value))

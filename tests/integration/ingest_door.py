@@ -5,7 +5,6 @@ from __future__ import annotations
 import signal
 import subprocess
 import sys
-import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -14,6 +13,7 @@ import httpx
 
 from pipeline.embedded.runtime import free_port
 from tests.integration.conftest import Env
+from tests.waiting import wait_ready
 
 
 @dataclass(frozen=True)
@@ -55,18 +55,7 @@ def running_door(env: Env, **settings: str) -> Iterator[Door]:
         )
     url = f"http://127.0.0.1:{port}"
     try:
-        deadline = time.monotonic() + 60
-        while True:
-            if server.poll() is not None:
-                raise AssertionError(f"finops ingest serve exited:\n{log.read_text()}")
-            try:
-                if httpx.get(url + "/readyz", timeout=2).status_code == 200:
-                    break
-            except httpx.HTTPError:
-                pass
-            if time.monotonic() > deadline:
-                raise AssertionError(f"not ready in 60 s:\n{log.read_text()}")
-            time.sleep(0.2)
+        wait_ready(url + "/readyz", server, log, "finops ingest serve", 60)
         yield Door(url, any_key, acme_key, server.pid)
     finally:
         server.send_signal(signal.SIGTERM)

@@ -8,7 +8,6 @@ from __future__ import annotations
 import json
 import subprocess
 import sys
-import time
 import urllib.error
 import urllib.request
 from collections.abc import Iterator
@@ -25,6 +24,7 @@ from pipeline.web import access
 from tests.integration.browser import chromium
 from tests.integration.conftest import Env, Stack, new_env
 from tests.integration.test_alerts import _run
+from tests.waiting import wait_ready
 
 pytestmark = pytest.mark.integration
 
@@ -49,19 +49,6 @@ def _token(env: Env, *args: str) -> str:
     return env.finops("tokens", "create", *args).stdout.strip().splitlines()[-1]
 
 
-def _wait_healthy(url: str, server: subprocess.Popen[bytes], log: Path) -> None:
-    deadline = time.monotonic() + 60
-    while time.monotonic() < deadline:
-        if server.poll() is not None:
-            raise AssertionError(f"finops serve exited:\n{log.read_text()}")
-        try:
-            with urllib.request.urlopen(f"{url}/healthz", timeout=2):
-                return
-        except OSError:
-            time.sleep(0.3)
-    raise AssertionError("finops serve did not answer /healthz within 60 s")
-
-
 @pytest.fixture(scope="module")
 def site(stack: Stack, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Site]:
     env = new_env(stack, tmp_path_factory.mktemp("pages"))
@@ -83,7 +70,7 @@ def site(stack: Stack, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Sit
         )
     url = f"http://127.0.0.1:{port}"
     try:
-        _wait_healthy(url, server, log)
+        wait_ready(f"{url}/healthz", server, log, "finops serve", 60)
         yield Site(env, url, admin, tenant, other, log)
     finally:
         server.terminate()

@@ -10,15 +10,13 @@ import json
 import os
 import signal
 import subprocess
-import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, Final
 
-import httpx
-
 from tests.peers.venvs import peer_python
+from tests.waiting import wait_ready
 
 # The proxy's dependencies are named one by one: litellm's [proxy] extra pins
 # litellm-proxy-extras and litellm-enterprise releases the registry lacks.
@@ -67,18 +65,7 @@ def running_proxy(config: Path, port: int, log: Path, **extra: str) -> Iterator[
         )  # fmt: skip
     url = f"http://127.0.0.1:{port}"
     try:
-        deadline = time.monotonic() + 120
-        while True:
-            if proxy.poll() is not None:
-                raise AssertionError(f"the LiteLLM proxy exited:\n{log.read_text()[-4000:]}")
-            try:
-                if httpx.get(url + "/health/liveliness", timeout=2).status_code == 200:
-                    break
-            except httpx.HTTPError:
-                pass
-            if time.monotonic() > deadline:
-                raise AssertionError(f"proxy not ready in 120 s:\n{log.read_text()[-4000:]}")
-            time.sleep(0.3)
+        wait_ready(url + "/health/liveliness", proxy, log, "the LiteLLM proxy", 120)
         yield url, master
     finally:
         proxy.send_signal(signal.SIGTERM)
