@@ -4,7 +4,8 @@ services a command needs (and only those), and time arguments."""
 from __future__ import annotations
 
 import sys
-from collections.abc import Collection
+import time
+from collections.abc import Collection, Iterator
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -86,6 +87,17 @@ def check_incident(incident: str | None) -> None:
 
     if incident is not None and incident not in INCIDENTS:
         raise typer.BadParameter(f"choose from {', '.join(INCIDENTS)}", param_hint="--incident")
+
+
+def scrapes(interval: float, count: int) -> Iterator[int]:
+    """Scrape numbers 1, 2, ... ``interval`` seconds apart; ``count`` of
+    them (0: until interrupted)."""
+    taken = 0
+    while count == 0 or taken < count:
+        if taken:
+            time.sleep(interval)
+        taken += 1
+        yield taken
 
 
 def read_source(source: str) -> str:

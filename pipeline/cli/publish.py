@@ -4,7 +4,6 @@ dead-letters``: what goes onto the topics, and what comes back for review."""
 from __future__ import annotations
 
 import asyncio
-import time
 from collections.abc import Iterable, Iterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -19,6 +18,7 @@ from pipeline.cli.common import (
     parse_time,
     progress,
     read_source,
+    scrapes,
     services,
     titled_table,
 )
@@ -205,10 +205,7 @@ def telemetry_ingest(
     from pipeline.energy.dcgm import parse_scrape
 
     settings, found = services()
-    taken = 0
-    while count == 0 or taken < count:
-        if taken:
-            time.sleep(interval)
+    for _ in scrapes(interval, count):
         samples = parse_scrape(read_source(source), datetime.now(UTC))
         lines = [s.model_dump_json(exclude_none=True).encode() for s in samples]
         publish_lines(
@@ -220,7 +217,6 @@ def telemetry_ingest(
             "telemetry",
             settings.telemetry_topic,
         )
-        taken += 1
 
 
 dead_app = typer.Typer(help="Review and replay rejected input.", no_args_is_help=True)

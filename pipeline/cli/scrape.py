@@ -3,13 +3,12 @@ cache topic; and how every scrape command reads its source."""
 
 from __future__ import annotations
 
-import time
 from datetime import UTC, datetime
 from typing import Annotated
 
 import typer
 
-from pipeline.cli.common import console, read_source, services
+from pipeline.cli.common import console, read_source, scrapes, services
 from pipeline.cli.publish import publish_lines
 
 
@@ -29,11 +28,7 @@ def cache_scrape(
 
     settings, found = services()
     deltas = CounterDeltas()
-    taken = 0
-    while count == 0 or taken < count:
-        if taken:
-            time.sleep(interval)
-        taken += 1
+    for taken in scrapes(interval, count):
         try:
             text = read_source(url)
         except OSError as exc:  # a node restarting: the next scrape tries again
