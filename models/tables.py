@@ -28,13 +28,13 @@ from sqlalchemy import (
 )
 from sqlalchemy.dialects.postgresql import ARRAY, JSONB
 
-from models import ingest_tables, web_tables  # noqa: F401  (register their tables on the metadata)
-from models.money import DISCOUNT_DECIMALS, KINDS
+from models import (  # noqa: F401  (register their tables on the metadata)
+    ingest_tables,
+    spend_tables,
+    web_tables,
+)
+from models.money import DISCOUNT_DECIMALS
 from models.schema import MONEY, PRICE, TS, count_column, metadata, money_column
-
-# The effective cost of each token kind (models.money.KINDS) in a window; they
-# add up to cost_usd. output_cost_usd is of the output other than reasoning.
-KIND_COSTS: Final = tuple(f"{kind}_cost_usd" for kind in KINDS)
 
 price_book = Table(
     "price_book",
@@ -68,50 +68,6 @@ price_book = Table(
     ),
 )
 
-spend_window = Table(
-    "spend_window",
-    metadata,
-    Column("window_start", TS, primary_key=True),
-    Column("tenant", Text, primary_key=True),
-    Column("route", Text, primary_key=True),
-    Column("feature", Text, primary_key=True),
-    Column("provider", Text, primary_key=True),
-    Column("model", Text, primary_key=True),
-    count_column("attempts"),
-    count_column("requests"),
-    count_column("retry_attempts"),
-    count_column("failed_attempts"),
-    count_column("unpriced_attempts"),
-    count_column("input_tokens"),
-    count_column("output_tokens"),
-    count_column("cache_read_tokens"),
-    count_column("cache_write_tokens"),
-    money_column("cost_usd"),
-    money_column("retry_cost_usd"),
-    money_column("failed_cost_usd"),
-    # Inputs of the anomaly rules (pipeline/spend/windows.py says what each is).
-    count_column("invalid_attempts"),
-    money_column("invalid_cost_usd"),
-    count_column("fallback_attempts"),
-    count_column("drift_attempts"),
-    count_column("drift_billed_tokens"),
-    count_column("drift_abs_tokens"),
-    Column("updated_at", TS, nullable=False, server_default=func.now()),
-    # For chargeback (migration 0011): the cost at list price (no batch
-    # discount), of the retries at list price, and of the failed first
-    # attempts at effective and list price.
-    money_column("list_cost_usd"),
-    money_column("retry_list_cost_usd"),
-    money_column("failed_first_cost_usd"),
-    money_column("failed_first_list_cost_usd"),
-    # Price book v2 (migration 0015): 1h cache writes and reasoning tokens,
-    # parts of cache_write_tokens and output_tokens, and cost_usd by kind.
-    count_column("cache_write_1h_tokens"),
-    count_column("reasoning_tokens"),
-    *(money_column(c) for c in KIND_COSTS),
-    # Roll-ups by tenant over time ranges are the common report query.
-    Index("spend_window_tenant_time", "tenant", "window_start"),
-)
 
 # Events whose model had no price: kept with what repricing needs, so a price
 # loaded later can fix their windows exactly.
@@ -146,12 +102,16 @@ unpriced_event = Table(
 # payload, so a re-send is a duplicate and a different payload a conflict.
 # (Rows written before migration 0002 have no fingerprint and were keyed by
 # event_id alone.)
+# Partitioned by event day (migration 0017): retention drops the days past
+# the dedup horizon. A re-send has the payload, so the day, of the original.
 seen_event = Table(
     "seen_event",
     metadata,
     Column("event_key", Uuid, primary_key=True),
     Column("event_ts", TS, nullable=False),
     Column("fingerprint", Uuid, nullable=True),
+    Column("event_day", Date, primary_key=True),
+    postgresql_partition_by="RANGE (event_day)",
 )
 
 # The sink's own offsets, written in the same transaction as the sums they
@@ -229,6 +189,7 @@ node_energy_window = Table(
     # so the finalizer splits it again (each re-split counts in `splits`).
     Column("final", Boolean, nullable=False, server_default="false"),
     count_column("splits"),
+    Index("node_energy_window_open", "final", postgresql_where=text("NOT final")),
 )
 
 # The last sample seen per GPU: the start of the next measured interval.

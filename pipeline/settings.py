@@ -10,6 +10,7 @@ import platformdirs
 from pydantic import Field
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+from pipeline.storage.partitions import Horizons, horizons
 from pipeline.stream.admission import Admission
 from pipeline.stream.stages import StageConfig
 
@@ -66,6 +67,12 @@ class Settings(BaseSettings):
     # minutes ahead); events outside are dead-lettered and can be replayed.
     max_event_age_days: float = Field(default=35, gt=0)
     max_future_s: float = Field(default=300, ge=0)
+    # Minute spend windows older than this many months (besides the current
+    # one) are dropped by retention; the hourly and daily roll-ups keep every
+    # amount. Unset: minutes are kept for ever. seen_event keeps the days an
+    # admitted event can have (max_event_age_days + max_future_s, and a day).
+    minute_retention_months: int | None = Field(default=None, ge=1)
+
     # On SIGTERM, how long batches already taken may take to commit.
     shutdown_grace_s: float = Field(default=10, ge=0)
     # `worker --drain` gives up (exit 75) when no sink has advanced this long:
@@ -91,6 +98,12 @@ class Settings(BaseSettings):
     ingest_ack_timeout_s: float = Field(default=30, gt=0)
     ingest_mapping: Path | None = None
 
+    # Prometheus metrics of `finops worker`, `finops ingest serve` and
+    # `finops serve` (unset: not served). The host is loopback unless a
+    # scraper elsewhere must reach it (the compose file says 0.0.0.0).
+    metrics_port: int | None = Field(default=None, ge=1, le=65535)
+    metrics_host: str = "127.0.0.1"
+
     # A node-window's energy is split once its telemetry has covered it, or
     # this long after it ended.
     energy_finalize_after_s: float = Field(default=300, ge=0)
@@ -109,6 +122,15 @@ class Settings(BaseSettings):
     @property
     def stages(self) -> StageConfig:
         return StageConfig(self.batch_messages, self.batch_within_s, self.shutdown_grace_s)
+
+    def horizons(self, now: datetime) -> Horizons:
+        """What retention keeps at ``now``."""
+        return horizons(
+            now,
+            timedelta(days=self.max_event_age_days),
+            timedelta(seconds=self.max_future_s),
+            self.minute_retention_months,
+        )
 
     def admission(self, now: datetime) -> Admission:
         return Admission(

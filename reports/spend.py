@@ -9,7 +9,7 @@ from typing import Final
 
 from sqlalchemy import Engine, func, select
 
-from models.tables import spend_window
+from models.spend_tables import spend_window
 from pipeline.spend.windows import COUNTERS
 
 DIMENSIONS: Final = ("tenant", "route", "feature", "provider", "model")

@@ -16,6 +16,8 @@ from typing import Any, Final, Literal
 from pydantic import BaseModel
 from sqlalchemy import Connection, text
 
+from reports.spend_grain import coarsest_for, spend_rows
+
 Dimension = Literal["route", "feature", "model"]
 DIMENSIONS: Final[tuple[Dimension, ...]] = ("route", "feature", "model")
 # Chart buckets: the smallest of these that keeps a range under ~120 points.
@@ -154,9 +156,16 @@ def tenant_view(conn: Connection, tenant: str, since: datetime, until: datetime)
     p = {"t": tenant, "s": since, "e": until}
     bucket = bucket_minutes(until - since)
     in_range = "tenant = :t AND window_start >= :s AND window_start < :e"
+    # Spend from the roll-ups where whole hours and days allow (the chart's
+    # only as coarse as its buckets), the minutes at the edges: the same sums.
+    spend_all, all_params = spend_rows(since, until)
+    spend_binned, binned_params = spend_rows(since, until, coarsest_for(bucket))
+    mine = "tenant = :t"
     # Totals' fields are spend_window columns of the same names.
     sums = ", ".join(f"coalesce(sum({c}), 0)" for c in Totals.model_fields)
-    t = conn.execute(text(f"SELECT {sums} FROM spend_window WHERE {in_range}"), p).one()
+    t = conn.execute(
+        text(f"SELECT {sums} FROM {spend_all} AS s WHERE {mine}"), p | all_params
+    ).one()
     totals = Totals(**dict(zip(Totals.model_fields, t, strict=True)))
     binned = "date_bin(make_interval(mins => :b), window_start, TIMESTAMPTZ '2000-01-01')"
     spend = [
@@ -164,9 +173,9 @@ def tenant_view(conn: Connection, tenant: str, since: datetime, until: datetime)
         for b, c, q, a in conn.execute(
             text(
                 f"SELECT {binned} AS b, sum(cost_usd), sum(requests), sum(attempts)"
-                f" FROM spend_window WHERE {in_range} GROUP BY b ORDER BY b"
+                f" FROM {spend_binned} AS s WHERE {mine} GROUP BY b ORDER BY b"
             ),
-            p | {"b": bucket},
+            p | binned_params | {"b": bucket},
         )
     ]
     breakdown = {
@@ -176,9 +185,9 @@ def tenant_view(conn: Connection, tenant: str, since: datetime, until: datetime)
             for k, c, a, q in conn.execute(
                 text(
                     f"SELECT {dim}, sum(cost_usd) AS c, sum(attempts), sum(requests)"
-                    f" FROM spend_window WHERE {in_range} GROUP BY {dim} ORDER BY c DESC, {dim}"
+                    f" FROM {spend_all} AS s WHERE {mine} GROUP BY {dim} ORDER BY c DESC, {dim}"
                 ),
-                p,
+                p | all_params,
             )
         ]
         for dim in DIMENSIONS
@@ -237,10 +246,11 @@ def tenant_view(conn: Connection, tenant: str, since: datetime, until: datetime)
         for route, q, a, c, rc, fc, ic in conn.execute(
             text(
                 "SELECT route, sum(requests), sum(attempts), sum(cost_usd), sum(retry_cost_usd),"
-                " sum(failed_cost_usd), sum(invalid_cost_usd) AS ic FROM spend_window"
-                f" WHERE {in_range} GROUP BY route ORDER BY sum(retry_cost_usd) DESC, route"
+                " sum(failed_cost_usd), sum(invalid_cost_usd) AS ic"
+                f" FROM {spend_all} AS s WHERE {mine}"
+                " GROUP BY route ORDER BY sum(retry_cost_usd) DESC, route"
             ),
-            p,
+            p | all_params,
         )
     ]
     energy = [
@@ -309,5 +319,6 @@ def alerts(
 def tenants(conn: Connection) -> list[str]:
     """Tenants visible on ``conn`` (all of them for admin, one for a tenant)."""
     return list(
-        conn.execute(text("SELECT DISTINCT tenant FROM spend_window ORDER BY tenant")).scalars()
+        # The daily roll-up: every tenant ever, in the fewest rows.
+        conn.execute(text("SELECT DISTINCT tenant FROM spend_window_day ORDER BY tenant")).scalars()
     )

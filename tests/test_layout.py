@@ -19,6 +19,7 @@ PURE = (
     "models.money",
     "models.months",
     "pipeline.stream.admission",
+    "pipeline.storage.partitions",
     "pipeline.spend.batch",
     "pipeline.spend.windows",
     "pipeline.spend.pricing",

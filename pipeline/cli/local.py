@@ -56,6 +56,28 @@ def db_upgrade(revision: str = "head") -> None:
     console.print(f"schema at revision [bold]{db.current_revision(url)}[/]")
 
 
+@db_app.command("retention")
+def db_retention(
+    dry_run: Annotated[bool, typer.Option(help="say what would be dropped, drop nothing")] = False,
+) -> None:
+    """Drop seen_event days past the dedup horizon and, with
+    FINOPS_MINUTE_RETENTION_MONTHS, months of minute spend windows (the hourly
+    and daily roll-ups keep every amount). The worker does this every hour."""
+    from pipeline.storage import retention
+
+    settings, now = Settings(), datetime.now(UTC)
+    h = settings.horizons(now)
+    done = retention.run(db.engine(database_url()), h, now, dry_run=dry_run)
+    verb = "would drop" if dry_run else "dropped"
+    for table, gone in done.dropped.items():
+        first = h.seen_event if table == "seen_event" else h.spend_window
+        keeps = f"from {first}" if first else "everything (FINOPS_MINUTE_RETENTION_MONTHS unset)"
+        console.print(
+            f"{table:13} keeps {keeps}: {verb} {len(gone)} partitions,"
+            f" {done.kept[table]} left{': ' + ', '.join(gone) if gone else ''}"
+        )
+
+
 def demo(
     rate: Annotated[float, typer.Option(help="requests per second of event time")] = 20.0,
     incident: Annotated[

@@ -87,6 +87,7 @@ def serve(
     port: Annotated[int, typer.Option(help="port to listen on")] = 8000,
 ) -> None:
     """Serve the tenant anomaly pages (/tenants/T, /alerts) and the JSON API (/docs)."""
+    from pipeline.stream import live_metrics
     from pipeline.web.app import serve as run
     from pipeline.web.security import WebConfig
 
@@ -103,4 +104,5 @@ def serve(
     )
     if config.insecure_cookies:
         console.print("[yellow]FINOPS_WEB_INSECURE_COOKIES: session cookies over plain HTTP[/]")
+    live_metrics.serve(settings.metrics_port, settings.metrics_host)
     run(url, host, port, config)

@@ -19,7 +19,7 @@ from datetime import UTC, date, datetime, timedelta
 from decimal import ROUND_HALF_EVEN, Decimal
 from typing import Final
 
-from sqlalchemy import Connection, Engine, text
+from sqlalchemy import Connection, Engine, TextClause, text
 
 from models import months
 from models.chargeback_policy import ChargebackPolicy
@@ -30,6 +30,7 @@ from pipeline.finance import lines as cb
 from pipeline.finance.forecast import forecasts
 from reports import chargeback as docs
 from reports import focus
+from reports.spend_grain import spend_rows
 
 
 @dataclass(frozen=True)
@@ -51,8 +52,7 @@ _KEY_SUMS: Final = (
     "SELECT tenant, feature, route, provider, model, sum(requests), sum(attempts),"
     " sum(retry_attempts), sum(input_tokens + output_tokens), sum(cost_usd), sum(list_cost_usd),"
     " sum(retry_cost_usd), sum(retry_list_cost_usd), sum(failed_first_cost_usd),"
-    " sum(failed_first_list_cost_usd) FROM spend_window"
-    " WHERE window_start >= :s AND window_start < :e"
+    " sum(failed_first_list_cost_usd) FROM {spend} AS s"
     " GROUP BY tenant, feature, route, provider, model"
 )
 
@@ -60,15 +60,22 @@ _KEY_SUMS: Final = (
 _SKU_SUMS: Final = (
     "SELECT s.tenant, s.provider, s.model, "
     + ", ".join(f"sum({n}), sum(s.{c})" for _, _, n, c, _ in focus.KINDS)
-    + " FROM spend_window s WHERE s.window_start >= :s AND s.window_start < :e"
+    + " FROM {spend} AS s"
     " GROUP BY s.tenant, s.provider, s.model ORDER BY s.tenant, s.provider, s.model"
 )
+
+
+def _month_spend(sql: str, m: date) -> tuple[TextClause, dict[str, datetime]]:
+    """``sql`` over the month's spend: its days' roll-ups, exact to the digit,
+    whatever minute windows retention has dropped."""
+    spend, params = spend_rows(*months.bounds(m))
+    return text(sql.format(spend=spend)), params
 
 
 def sku_usage(conn: Connection, m: date) -> dict[str, list[docs.SkuUse]]:
     """Per tenant, the month's tokens and cost of each token kind of each model."""
     out: dict[str, list[docs.SkuUse]] = defaultdict(list)
-    for tenant, provider, model, *sums in conn.execute(text(_SKU_SUMS), _bounds(m)):
+    for tenant, provider, model, *sums in conn.execute(*_month_spend(_SKU_SUMS, m)):
         for i, (kind, meter, _, _, _) in enumerate(focus.KINDS):
             tokens, cost = int(sums[2 * i]), Decimal(sums[2 * i + 1])
             if tokens or cost:
@@ -78,7 +85,7 @@ def sku_usage(conn: Connection, m: date) -> dict[str, list[docs.SkuUse]]:
 
 
 def key_usage(conn: Connection, m: date) -> list[cb.KeyUsage]:
-    return [cb.KeyUsage(*row) for row in conn.execute(text(_KEY_SUMS), _bounds(m))]
+    return [cb.KeyUsage(*row) for row in conn.execute(*_month_spend(_KEY_SUMS, m))]
 
 
 def _billed(conn: Connection, m: date) -> dict[tuple[str, ...], tuple[Decimal, Decimal]]:
@@ -134,17 +141,17 @@ def daily_spend(
         raise ValueError(f"daily spend is by one of {DAILY_BY}, not {by!r}")
     first = m - timedelta(days=before_days)
     days = (months.next_month(m) - first).days
-    span = _bounds(m) | {"s": months.midnight(first)}
+    end = _bounds(m)["e"]
+    spend, params = spend_rows(months.midnight(first), end if until is None else min(until, end))
     found = {
         (key, day): usd
         for key, day, usd in conn.execute(
             # The column name is one of DAILY_BY, checked above.
             text(
                 f"SELECT {by}, (window_start AT TIME ZONE 'UTC')::date AS d, sum(cost_usd)"
-                " FROM spend_window WHERE window_start >= :s AND window_start < :e"
-                f" GROUP BY {by}, d"
+                f" FROM {spend} AS s GROUP BY {by}, d"
             ),
-            span if until is None else span | {"e": min(until, span["e"])},
+            params,
         )
     }
     return {

@@ -16,11 +16,14 @@ import csv
 import io
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
-from datetime import date
+from datetime import date, datetime, timedelta
 from decimal import Decimal, InvalidOperation
 from typing import Final
 
 from sqlalchemy import Connection, text
+
+from models.months import midnight
+from reports.spend_grain import spend_rows
 
 REQUIRED: Final = ("date", "provider", "model", "input_tokens", "output_tokens", "cost_usd")
 Key = tuple[date, str, str]  # day, provider, model
@@ -131,26 +134,30 @@ def metered(conn: Connection, days: Iterable[date]) -> dict[Key, Usage]:
     span = sorted(days)
     if not span:
         return {}
+    spend, params = _days_of_spend(span[0], span[-1])
     rows = conn.execute(
         text(
             "SELECT (window_start AT TIME ZONE 'UTC')::date AS d, provider, model,"
-            " sum(input_tokens), sum(output_tokens), sum(cost_usd) FROM spend_window"
-            " WHERE window_start >= CAST(:s AS date) AND window_start < CAST(:e AS date) + 1"
-            " GROUP BY d, provider, model"
+            " sum(input_tokens), sum(output_tokens), sum(cost_usd)"
+            f" FROM {spend} AS s GROUP BY d, provider, model"
         ),
-        {"s": span[0], "e": span[-1]},
+        params,
     )
     return {(d, p, m): Usage(int(i), int(o), c) for d, p, m, i, o, c in rows}
 
 
+def _days_of_spend(first: date, last: date) -> tuple[str, dict[str, datetime]]:
+    """The spend of UTC days ``first`` to ``last``: their daily roll-ups."""
+    return spend_rows(midnight(first), midnight(last + timedelta(days=1)))
+
+
 def tokenizer_drift(conn: Connection, first: date, last: date) -> list[ModelDrift]:
+    spend, params = _days_of_spend(first, last)
     rows = conn.execute(
         text(
             "SELECT model, sum(drift_attempts), sum(drift_billed_tokens), sum(drift_abs_tokens)"
-            " FROM spend_window WHERE window_start >= CAST(:s AS date)"
-            " AND window_start < CAST(:e AS date) + 1 GROUP BY model HAVING sum(drift_attempts) > 0"
-            " ORDER BY model"
+            f" FROM {spend} AS s GROUP BY model HAVING sum(drift_attempts) > 0 ORDER BY model"
         ),
-        {"s": first, "e": last},
+        params,
     )
     return [ModelDrift(m, int(a), int(b), int(d)) for m, a, b, d in rows]

@@ -27,6 +27,7 @@ from typing import Any, Final
 
 from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse, Response
+from prometheus_client import Counter
 from sqlalchemy import Engine
 
 from pipeline.ingest import cloudevents, genai_spans, litellm_payload, otlp, usage_lines
@@ -37,11 +38,18 @@ from pipeline.ingest.mapping import MappingFile
 from pipeline.ingest.outcome import Mapped
 from pipeline.ingest.sink import IngestSink
 from pipeline.settings import Settings
+from pipeline.stream import live_metrics
 from pipeline.stream.ack_batcher import BufferFull, NotAcknowledged
 
 log = logging.getLogger(__name__)
 RETRY_AFTER_S: Final = 1
 MAX_REASONS: Final = 20
+REQUESTS: Final = live_metrics.RequestMetrics("finops_ingest", "endpoint")
+EVENTS: Final = Counter(
+    "finops_ingest_events",
+    "Items of answered requests, by endpoint and outcome (accepted, rejected)",
+    ["endpoint", "outcome"],
+)
 
 
 class BadBody(Exception):
@@ -170,6 +178,8 @@ def create_app(settings: Settings, kafka_url: str, engine: Engine, mapping: Mapp
         response.headers["X-Content-Type-Options"] = "nosniff"
         return response
 
+    app.middleware("http")(REQUESTS)
+
     @app.get("/healthz")
     async def healthz() -> dict[str, str]:
         return {"status": "ok"}
@@ -239,6 +249,9 @@ def create_app(settings: Settings, kafka_url: str, engine: Engine, mapping: Mapp
             log.warning("ingest %s key=%d: %s", door.name, key.id, exc)
             return _problem(503, "the broker did not acknowledge in time; retry",
                             **{"Retry-After": "5"})  # fmt: skip
+        endpoint = request.url.path
+        EVENTS.labels(endpoint, "accepted").inc(len(mapped.lines))
+        EVENTS.labels(endpoint, "rejected").inc(len(mapped.refused))
         log.info(
             "ingest %s key=%d accepted=%d refused=%d skipped=%d",
             door.name,
@@ -284,6 +297,7 @@ def serve(settings: Settings, kafka_url: str, engine: Engine, mapping: MappingFi
 
     # One line per request (door, key id, counts) beside uvicorn's access log.
     logging.basicConfig(level=logging.INFO, format="%(levelname)s:     %(name)s %(message)s")
+    live_metrics.serve(settings.metrics_port, settings.metrics_host)
     uvicorn.run(
         create_app(settings, kafka_url, engine, mapping),
         host=host,

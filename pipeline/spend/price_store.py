@@ -18,7 +18,8 @@ from sqlalchemy import Engine, and_, delete, select, update
 
 from models.money import exact
 from models.prices import ENTRY_KEY, RATES, PriceBook, PriceEntry, parse_csv
-from models.tables import KIND_COSTS, price_book, spend_window, unpriced_event
+from models.spend_tables import KIND_COSTS, spend_window
+from models.tables import price_book, unpriced_event
 from pipeline.spend.windows import COSTED, COSTED_COLUMNS, KEY, SUBSETS, counts
 from pipeline.storage.revisions import LoadResult, Version, load_versions
 

@@ -18,7 +18,9 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Mapping
+from contextlib import suppress
 from dataclasses import dataclass
+from datetime import date
 
 import polars as pl
 import psycopg
@@ -39,6 +41,7 @@ from pipeline.spend.budgets import SUMS as BUDGET_SUMS
 from pipeline.spend.recent_keys import RecentKeys
 from pipeline.spend.request_costs import COLUMNS as REQUEST_COLUMNS
 from pipeline.spend.windows import COUNTERS, KEY
+from pipeline.storage import partitions
 from pipeline.stream import pg_binary
 from pipeline.stream.dead_letter import PublishDead, table_only
 from pipeline.stream.message import Position
@@ -52,7 +55,7 @@ SINK = "spend"
 _STAGE_DDL = """
 CREATE TEMP TABLE IF NOT EXISTS stage_event (
     idx bigint NOT NULL, event_key uuid NOT NULL, ts timestamptz NOT NULL,
-    fingerprint uuid NOT NULL
+    fingerprint uuid NOT NULL, event_day date NOT NULL
 ) ON COMMIT DELETE ROWS;
 CREATE TEMP TABLE IF NOT EXISTS stage_spend_window (LIKE spend_window INCLUDING DEFAULTS)
     ON COMMIT DELETE ROWS;
@@ -66,7 +69,10 @@ CREATE TEMP TABLE IF NOT EXISTS stage_budget_window (LIKE budget_window INCLUDIN
     ON COMMIT DELETE ROWS;
 """
 
-# Each staged key is probed in the primary key index (a correlated EXISTS is
+# Each staged key is probed in the primary key index of its day's partition
+# (a re-send carries its original's time, so its day; a key re-used with
+# another payload on another day is not found, and counts: the one case
+# day partitions give up; see docs/design/guarantees.md). A correlated EXISTS is
 # a per-row index lookup; a join let the planner hash the whole, ever-growing
 # table every batch). Every CTE reads the snapshot from before the insert, so
 # `dup` marks keys already applied and the rest are inserted plainly: 3-4x
@@ -77,16 +83,19 @@ CREATE TEMP TABLE IF NOT EXISTS stage_budget_window (LIKE budget_window INCLUDIN
 # fingerprints existed (NULL) count as the same payload.
 _DEDUP = """
 WITH marked AS MATERIALIZED (
-    SELECT s.idx, s.event_key, s.ts, s.fingerprint,
-           EXISTS (SELECT 1 FROM seen_event e WHERE e.event_key = s.event_key) AS dup,
-           (SELECT e.fingerprint FROM seen_event e WHERE e.event_key = s.event_key) AS seen_fp
+    SELECT s.idx, s.event_key, s.ts, s.fingerprint, s.event_day,
+           EXISTS (SELECT 1 FROM seen_event e
+                   WHERE e.event_key = s.event_key AND e.event_day = s.event_day) AS dup,
+           (SELECT e.fingerprint FROM seen_event e
+            WHERE e.event_key = s.event_key AND e.event_day = s.event_day) AS seen_fp
     FROM stage_event s
 ), ins AS (
-    INSERT INTO seen_event (event_key, event_ts, fingerprint)
-    SELECT event_key, ts, fingerprint FROM marked WHERE NOT dup
+    INSERT INTO seen_event (event_key, event_ts, fingerprint, event_day)
+    SELECT event_key, ts, fingerprint, event_day FROM marked WHERE NOT dup
 )
 SELECT idx, coalesce(seen_fp = fingerprint, true) FROM marked WHERE dup
 """
+_DAY = pl.col("ts").dt.date().alias("event_day")  # UTC: ts is a UTC datetime
 _MERGE_WINDOWS = merge_sql("spend_window", KEY, COUNTERS, extra="updated_at = now()")
 _ESTIMATE_COLS = (*USAGE_KEY, "source")
 
@@ -182,8 +191,11 @@ class SpendSink(OffsetSink):
     ) -> None:
         super().__init__(database_url, topic, sink, publish_dead)
         self._recent = RecentKeys(recent_keys)
+        self._partitions: set[tuple[str, date]] = set()  # known to exist
 
     async def apply(self, batch: PreparedBatch, book: PriceBook) -> Applied:
+        await self._ensure_partitions(batch.events)
+
         async def write(
             conn: Conn, floor: Mapping[int, int], refused: Mapping[Position, str]
         ) -> Settled:
@@ -212,6 +224,31 @@ class SpendSink(OffsetSink):
             conflicts=settled.conflicts,
             fenced=fenced,
         )
+
+    async def _ensure_partitions(self, events: pl.DataFrame) -> None:
+        """Create the seen_event days and spend_window months the batch
+        needs, each in its own short transaction before the batch's (DDL
+        there would hold the parent's lock until COMMIT)."""
+        days = set(events["ts"].dt.date().unique().to_list())
+        missing = [
+            (p, start)
+            for p in partitions.ALL
+            for start in partitions.needed(p, days)
+            if (p.table, start) not in self._partitions
+        ]
+        if not missing:
+            return
+
+        async def once() -> None:
+            conn = await self._connection()
+            for p, start in missing:
+                # Another worker may be making the same one: then it exists.
+                with suppress(psycopg.errors.DuplicateTable, psycopg.errors.UniqueViolation):
+                    async with conn.transaction():
+                        await conn.execute(partitions.create_sql(p, start))
+
+        await self._retrying(once)
+        self._partitions.update((p.table, start) for p, start in missing)
 
     async def _write(self, conn: Conn, s: Settled) -> None:
         async with conn.cursor() as cur:
@@ -254,19 +291,21 @@ class SpendSink(OffsetSink):
                 conn.transaction(),
                 conn.cursor() as cur,
                 cur.copy(
-                    "COPY seen_event (event_key, event_ts, fingerprint) FROM STDIN (FORMAT binary)"
+                    "COPY seen_event (event_key, event_ts, fingerprint, event_day)"
+                    " FROM STDIN (FORMAT binary)"
                 ) as copy,
             ):
-                keys = rest.select("event_key", "ts", "fingerprint")
+                keys = rest.select("event_key", "ts", "fingerprint", _DAY)
                 await copy.write(pg_binary.encode(keys, uuids=("event_key", "fingerprint")))
             return dup_idx, []
         except psycopg.errors.UniqueViolation:
             pass
         async with conn.cursor() as cur:
             async with cur.copy(
-                "COPY stage_event (idx, event_key, ts, fingerprint) FROM STDIN (FORMAT csv)"
+                "COPY stage_event (idx, event_key, ts, fingerprint, event_day)"
+                " FROM STDIN (FORMAT csv)"
             ) as copy:
-                await copy.write(as_csv(rest.select("idx", "event_key", "ts", "fingerprint")))
+                await copy.write(as_csv(rest.select("idx", "event_key", "ts", "fingerprint", _DAY)))
             await cur.execute(_DEDUP)
             found = await cur.fetchall()
         same = [int(i) for i, s in found if s]  # type: ignore[call-overload]

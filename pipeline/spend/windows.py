@@ -17,7 +17,7 @@ import polars as pl
 
 from models.money import ZERO, TokenCounts, exact
 from models.prices import PriceBook
-from models.tables import KIND_COSTS
+from models.spend_tables import KIND_COSTS
 
 WINDOW: Final = "1m"
 KEY: Final = ("window_start", "tenant", "route", "feature", "provider", "model")

@@ -39,6 +39,7 @@ from typing import Any, Protocol, TypeVar
 
 import psycopg
 
+from pipeline.stream import live_metrics as live
 from pipeline.stream.dead_letter import DeadLetter, PublishDead, table_only
 from pipeline.stream.message import Position
 from pipeline.stream.pg import Conn, PgSession, refused_by_data
@@ -53,7 +54,7 @@ _CLAIM = """
 INSERT INTO sink_offset AS o (sink, topic, partition, next_offset, owner_epoch)
 SELECT %s, %s, p, 0, 1 FROM unnest(%s::int[]) AS p
 ON CONFLICT (sink, topic, partition) DO UPDATE SET owner_epoch = o.owner_epoch + 1
-RETURNING partition, owner_epoch
+RETURNING partition, owner_epoch, next_offset
 """
 _ADVANCE = """
 UPDATE sink_offset SET next_offset = %s, events_accepted = events_accepted + %s,
@@ -112,6 +113,9 @@ class OffsetSink(PgSession):
         self._epochs: dict[int, int] = {}  # partition -> the epoch we claimed
         self._claiming: set[int] = set()  # assigned to us, claim not done yet
         self._claims = asyncio.Condition()
+        # partition -> next offset to apply, of the partitions this sink
+        # claimed, as of its last claim or commit (what its lag is measured from).
+        self.next_offsets: dict[int, int] = {}
 
     @property
     def topic(self) -> str:
@@ -158,15 +162,20 @@ class OffsetSink(PgSession):
             return {}
         self.expect(partitions)
 
-        async def once() -> dict[int, int]:
+        async def once() -> dict[int, tuple[int, int]]:
             conn = await self._connection()
             async with conn.transaction():
                 await conn.execute("SET LOCAL lock_timeout = '2s'")
                 cur = await conn.execute(_CLAIM, (self._sink, self._topic, sorted(partitions)))
-                return {int(p): int(e) for p, e in await cur.fetchall()}  # type: ignore[call-overload]
+                return {
+                    int(p): (int(e), int(o))  # type: ignore[call-overload]
+                    for p, e, o in await cur.fetchall()
+                }
 
-        epochs = await self._retrying(once)
+        claimed = await self._retrying(once)
+        epochs = {p: e for p, (e, _) in claimed.items()}
         self._epochs.update(epochs)
+        self.next_offsets.update((p, o) for p, (_, o) in claimed.items())
         self._claiming.difference_update(partitions)
         async with self._claims:
             self._claims.notify_all()
@@ -217,6 +226,15 @@ class OffsetSink(PgSession):
                 await self._write_dead(conn, written.dead)
                 await self._publish_dead(written.dead)
             await self._advance(conn, fresh, last, written)
+        # Committed: what the process reports from now on.
+        self.next_offsets.update((p, last[p] + 1) for p in fresh)
+        live.record_applied(
+            self._topic,
+            sum(last[p] - max(first[p], floor[p]) + 1 for p in fresh),
+            written.accepted,
+            written.duplicates,
+            written.dead,
+        )
         return written, fenced
 
     async def _isolating(

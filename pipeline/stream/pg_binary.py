@@ -23,13 +23,14 @@ _HEADER: Final = b"PGCOPY\n\xff\r\n\x00" + struct.pack(">ii", 0, 0)
 _TRAILER: Final = struct.pack(">h", -1)
 # PostgreSQL counts timestamps in microseconds from 2000-01-01 UTC.
 _PG_EPOCH_US: Final = 946_684_800 * 1_000_000
+_PG_EPOCH_DAYS: Final = 10_957  # 2000-01-01, in days from 1970-01-01 (dates)
 _INTS: Final[dict[pl.DataType, str]] = {pl.Int64(): ">i8", pl.Int32(): ">i4", pl.Int16(): ">i2"}
 
 
 def encode(frame: pl.DataFrame, uuids: Collection[str] = ()) -> bytes:
     """``frame`` as a binary COPY payload, columns in order. The ``uuids``
     columns hold uuids as 32 hex digits; the others are UTC microsecond
-    datetimes (timestamptz) or integers. Nulls have no fixed width: refused."""
+    datetimes (timestamptz), dates or integers. Nulls have no fixed width: refused."""
     if frame.null_count().sum_horizontal().item():
         raise ValueError("binary COPY of fixed-width columns cannot carry nulls")
     layout: list[tuple[str, str]] = [("fields", ">i2")]
@@ -43,6 +44,8 @@ def encode(frame: pl.DataFrame, uuids: Collection[str] = ()) -> bytes:
             fmt, value = "S16", np.frombuffer(raw, dtype="S16")
         elif dtype == pl.Datetime("us", "UTC"):
             fmt, value = ">i8", column.dt.epoch("us").to_numpy() - _PG_EPOCH_US
+        elif dtype == pl.Date():
+            fmt, value = ">i4", column.to_physical().to_numpy() - _PG_EPOCH_DAYS
         elif dtype in _INTS:
             fmt, value = _INTS[dtype], column.to_numpy()
         else:

@@ -28,6 +28,7 @@ from contextlib import suppress
 from dataclasses import dataclass
 from typing import Any, TypeVar
 
+from pipeline.stream import live_metrics as live
 from pipeline.stream.message import Message
 
 log = logging.getLogger(__name__)
@@ -55,12 +56,27 @@ class StageConfig:
 @dataclass
 class StageClock:
     """Where an agent's time went: how long its prepare and commit stages
-    were busy. A stage busy for nearly the whole run is the agent's limit."""
+    were busy (for the stats file and for Prometheus). A stage busy for
+    nearly the whole run is the agent's limit."""
 
+    agent: str
     batches: int = 0
     messages: int = 0
     prepare_s: float = 0.0
     commit_s: float = 0.0
+
+    def prepared(self, seconds: float) -> None:
+        self.prepare_s += seconds
+        live.STAGE_BUSY.labels(self.agent, "prepare").inc(seconds)
+
+    def committed(self, seconds: float, messages: int) -> None:
+        self.commit_s += seconds
+        self.batches += 1
+        self.messages += messages
+        live.STAGE_BUSY.labels(self.agent, "commit").inc(seconds)
+        live.COMMIT_SECONDS.labels(self.agent).observe(seconds)
+        live.BATCHES.labels(self.agent).inc()
+        live.BATCH_MESSAGES.labels(self.agent).observe(messages)
 
 
 async def run_stages(
@@ -97,7 +113,7 @@ async def run_stages(
                 for e in events
             ]
             prepared = await prepare(messages)
-            clock.prepare_s += time.perf_counter() - t0
+            clock.prepared(time.perf_counter() - t0)
             await to_commit.put((events, messages, prepared))
         await to_commit.put(None)
 
@@ -106,9 +122,7 @@ async def run_stages(
             events, messages, batch = item
             t0 = time.perf_counter()
             fenced = await commit(messages, batch)
-            clock.commit_s += time.perf_counter() - t0
-            clock.batches += 1
-            clock.messages += len(messages)
+            clock.committed(time.perf_counter() - t0, len(messages))
             for e in events:
                 if e.message.partition not in fenced:
                     await stream.ack(e)

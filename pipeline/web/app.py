@@ -26,6 +26,7 @@ from pydantic import AfterValidator
 from sqlalchemy import Connection
 
 from pipeline.storage import db
+from pipeline.stream import live_metrics
 from pipeline.web import access
 from pipeline.web.security import (
     CSRF_COOKIE,
@@ -41,6 +42,7 @@ from reports import tenant_view as tv
 from reports.names import from_url_key, url_key
 from reports.render import render
 
+REQUESTS = live_metrics.RequestMetrics("finops_web", "route")
 MAX_HOURS = 24 * 92
 
 
@@ -108,6 +110,7 @@ def create_app(database_url: str, config: WebConfig | None = None) -> FastAPI:
     )
     app.state.engine = engine
     app.middleware("http")(security_headers)
+    app.middleware("http")(REQUESTS)
 
     @app.exception_handler(Unauthenticated)
     def unauthenticated(request: Request, exc: Unauthenticated) -> Response:

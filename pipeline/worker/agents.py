@@ -22,6 +22,7 @@ from pipeline.settings import Settings
 from pipeline.spend.batch import PreparedBatch, prepare
 from pipeline.spend.reference import ReferenceData
 from pipeline.spend.sink import SpendSink
+from pipeline.stream import live_metrics as live
 from pipeline.stream.dead_letter import DeadLetter, PublishDead, headers
 from pipeline.stream.line_sink import LineSink
 from pipeline.stream.message import Message
@@ -77,6 +78,10 @@ def attach_spend_agent(
         fault_hook("before_commit")
         applied = await sink.apply(p.batch, p.book)
         fault_hook("after_commit")
+        if applied.accepted:
+            live.FRESHNESS.observe_many(
+                sink.topic, live.event_ages(p.batch.events["ts"], datetime.now(UTC))
+            )
         stats.messages += len(messages)
         stats.accepted += applied.accepted
         stats.duplicates += applied.duplicates
@@ -97,7 +102,7 @@ def attach_spend_agent(
 
     @app.agent(topic, name="spend")
     async def spend(stream: Any) -> None:
-        clock = stats.stages.setdefault("spend", StageClock())
+        clock = stats.stages.setdefault("spend", StageClock("spend"))
         await run_stages(stream, settings.stages, prepare_batch, commit_batch, clock, first_batch)
 
 

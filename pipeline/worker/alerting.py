@@ -16,6 +16,7 @@ from sqlalchemy import Engine
 from pipeline.alerts.evaluator import evaluate
 from pipeline.alerts.webhook import Webhook
 from pipeline.settings import Settings
+from pipeline.worker.metrics import ALERT_EVALUATIONS
 
 log = logging.getLogger(__name__)
 
@@ -46,6 +47,7 @@ class RuleRunner:
         except Exception:
             log.exception("fault alert_evaluation")
             return
+        ALERT_EVALUATIONS.inc()
         for message in published:
             await self._topic.send(key=message.key, value=message.value)
             body = json.loads(message.value)

@@ -10,7 +10,7 @@ import os
 import signal
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from datetime import timedelta
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import faust
@@ -23,10 +23,11 @@ from pipeline.settings import Settings
 from pipeline.spend.price_store import reprice
 from pipeline.spend.reference import ReferenceData, ReferenceReader
 from pipeline.spend.sink import SpendSink
-from pipeline.storage import db
+from pipeline.storage import db, retention
 from pipeline.stream.offsets import OffsetSink
 from pipeline.stream.pg import PgSession
 from pipeline.stream.stages import StageClock
+from pipeline.worker import metrics
 from pipeline.worker.agents import attach_line_agent, attach_spend_agent, dead_letter_topic
 from pipeline.worker.alerting import RuleRunner
 from pipeline.worker.app import Topics, build_app
@@ -40,6 +41,9 @@ CRASH_ENV = "FINOPS_TEST_CRASH_AT"
 # Test-only: seconds the claim waits on assignment, widening the window in
 # which faust already delivers the new partitions' messages.
 CLAIM_DELAY_ENV = "FINOPS_TEST_CLAIM_DELAY_S"
+# How often a worker makes the coming partitions and drops those past their
+# horizon (pipeline/storage/retention.py); and once as it starts.
+RETENTION_EVERY_S = 3600.0
 
 
 @dataclass
@@ -105,7 +109,22 @@ def assemble(settings: Settings, kafka_url: str, database_url: str) -> Assembly:
     async def run_rules() -> None:
         await parts.rules.evaluate(limit=60)
 
+    @app.task  # type: ignore[untyped-decorator]
+    async def keep_storage_bounded() -> None:
+        while True:
+            await asyncio.to_thread(_retention, settings, engine)
+            await asyncio.sleep(RETENTION_EVERY_S)
+
+    metrics.attach(app, parts.sinks, engine, lambda: parts.faults)
     return parts
+
+
+def _retention(settings: Settings, engine: Engine) -> None:
+    now = datetime.now(UTC)
+    try:
+        retention.run(engine, settings.horizons(now), now)
+    except Exception:  # another worker's at the same moment, or PostgreSQL is away
+        log.warning("retention did not finish; again in an hour", exc_info=True)
 
 
 def _join_side_topics(parts: Assembly, settings: Settings, database_url: str) -> None:
@@ -122,7 +141,7 @@ def _join_side_topics(parts: Assembly, settings: Settings, database_url: str) ->
         ("telemetry", topics.telemetry, telemetry),
         ("cache", topics.cache, cache),
     ):
-        clock = parts.stats.stages.setdefault(name, StageClock())
+        clock = parts.stats.stages.setdefault(name, StageClock(name))
         attach_line_agent(parts.app, name, topic, sink, settings, clock)
     finalizer = EnergyFinalizer(database_url, timedelta(seconds=settings.energy_finalize_after_s))
     parts.sinks += [telemetry, cache]

@@ -25,6 +25,7 @@ from pipeline.energy.finalizer import EnergyFinalizer
 from pipeline.energy.telemetry_sink import TelemetrySink
 from pipeline.settings import Settings
 from pipeline.spend.sink import SpendSink
+from pipeline.stream import live_metrics
 from pipeline.stream.kafka import end_offsets, ensure_topics
 from pipeline.stream.offsets import OffsetSink
 from pipeline.worker.assembly import Assembly, assemble
@@ -65,6 +66,7 @@ def run_worker(
     # asyncio.run() above leaves no current loop; faust and mode want one.
     asyncio.set_event_loop(asyncio.new_event_loop())
     parts = assemble(settings, kafka_url, database_url)
+    live_metrics.serve(settings.metrics_port, settings.metrics_host)
     worker = faust.Worker(parts.app, loglevel=loglevel, quiet=True, redirect_stdouts=False)
 
     def write_stats() -> None:

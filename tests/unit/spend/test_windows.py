@@ -11,7 +11,7 @@ from hypothesis import strategies as st
 from models.contracts import SERVICE_TIERS
 from models.money import TokenCounts, exact
 from models.prices import CSV_HEADER, PriceBook, parse_csv
-from models.tables import KIND_COSTS
+from models.spend_tables import KIND_COSTS
 from pipeline.spend.batch import prepare
 from pipeline.spend.pricing import book_frame
 from pipeline.spend.windows import TOKENS, combine

@@ -53,7 +53,7 @@ def _run(chunks: list[int], commit_delay_s: float) -> tuple[list[int], list[int]
         return ()
 
     config = StageConfig(batch_messages=10, batch_within_s=0.01, shutdown_grace_s=5)
-    clock = StageClock()
+    clock = StageClock("test")
     asyncio.run(run_stages(stream, config, prepare, commit, clock))
     assert stream.acked == list(range(sum(chunks)))
     assert committed == prepared

@@ -1,0 +1,73 @@
+"""Retention, run by the worker every hour and by ``finops db retention``:
+the partitions the next days and months need are made ahead, and those past
+their horizon are dropped: ``seen_event`` days past the dedup horizon
+(:func:`pipeline.storage.partitions.dedup_horizon`), and, when
+``FINOPS_MINUTE_RETENTION_MONTHS`` is set, ``spend_window`` months past it.
+The hourly and daily roll-ups are never dropped: they keep every amount."""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+
+from sqlalchemy import Connection, Engine, text
+
+from models.months import next_month
+from pipeline.storage import partitions as parts
+from pipeline.storage.partitions import Horizons, Partitioned
+
+log = logging.getLogger(__name__)
+
+_CHILDREN = """
+SELECT c.relname FROM pg_inherits i
+JOIN pg_class c ON c.oid = i.inhrelid
+JOIN pg_class p ON p.oid = i.inhparent
+WHERE p.relname = :parent AND p.relnamespace = current_schema()::regnamespace
+"""
+
+
+@dataclass(frozen=True)
+class Retained:
+    horizons: Horizons
+    dropped: dict[str, list[str]]  # table -> partitions dropped (or that would be)
+    kept: dict[str, int]  # table -> partitions left
+
+
+def children(conn: Connection, p: Partitioned) -> list[str]:
+    return sorted(conn.execute(text(_CHILDREN), {"parent": p.table}).scalars())
+
+
+def ensure_ahead(conn: Connection, now: datetime) -> None:
+    """Today's and tomorrow's seen_event days, this and next month's
+    spend_window: writers never wait on making them at midnight."""
+    today = now.date()
+    ahead = {
+        parts.SEEN_EVENT: {today, today + timedelta(days=1)},
+        parts.SPEND_WINDOW: {today, next_month(today.replace(day=1))},
+    }
+    for p, days in ahead.items():
+        for start in parts.needed(p, days):
+            conn.execute(text(parts.create_sql(p, start)))
+
+
+def run(engine: Engine, h: Horizons, now: datetime, *, dry_run: bool = False) -> Retained:
+    dropped: dict[str, list[str]] = {}
+    kept: dict[str, int] = {}
+    with engine.begin() as conn:
+        if not dry_run:
+            ensure_ahead(conn, now)
+    for p, horizon in ((parts.SEEN_EVENT, h.seen_event), (parts.SPEND_WINDOW, h.spend_window)):
+        with engine.connect() as conn:
+            names = children(conn, p)
+        gone = [] if horizon is None else parts.past(p, names, horizon)
+        for name in [] if dry_run else gone:
+            # One short transaction each: DROP locks the parent until COMMIT,
+            # and a sink waiting behind it must not wait long.
+            with engine.begin() as conn:
+                conn.execute(text("SET LOCAL lock_timeout = '10s'"))
+                conn.execute(text(f'DROP TABLE IF EXISTS "{name}"'))
+            log.info("retention: dropped %s", name)
+        dropped[p.table] = gone
+        kept[p.table] = len(names) - len(gone)
+    return Retained(h, dropped, kept)

@@ -1,0 +1,203 @@
+"""The processes' /metrics, scraped by a real Prometheus and read back
+through its HTTP API: a worker's lag rises under a backlog and returns to 0
+once it is applied, its freshness p99 under a steady load stays within 2 s,
+and its counters agree with the database; the front door and the pages
+count their requests by route and status."""
+
+from __future__ import annotations
+
+import json
+import signal
+import subprocess
+import sys
+import time
+from datetime import UTC, datetime
+from pathlib import Path
+
+import httpx
+import pytest
+
+from pipeline.embedded.runtime import free_port
+from pipeline.ingest.client import UsagePublisher
+from tests.factories import event
+from tests.integration.conftest import Env
+from tests.integration.ingest_door import running_door
+from tests.integration.prometheus import Prometheus, prometheus
+from tests.waiting import wait_ready
+
+pytestmark = pytest.mark.integration
+
+PACED_S = 10.0  # the steady load: this long...
+PACED_RATE = 2_000  # ...at this many events a second
+BURST = 30_000  # then a backlog, published as fast as the client can
+
+
+def _now() -> str:
+    return datetime.now(UTC).isoformat().replace("+00:00", "Z")
+
+
+def _lines(prefix: str, start: int, n: int) -> list[bytes]:
+    return [
+        json.dumps(
+            event(
+                event_id=f"{prefix}{i}",
+                request_id=f"{prefix}{i}",
+                tenant=f"t{i % 7}",
+                node_id=f"gw-{i % 5}",
+                ts=_now(),
+            )
+        ).encode()
+        for i in range(start, start + n)
+    ]
+
+
+def _paced(publisher: UsagePublisher) -> int:
+    """PACED_RATE events a second for PACED_S, each stamped when sent."""
+    sent, t0 = 0, time.monotonic()
+    step = PACED_RATE // 10
+    while (elapsed := time.monotonic() - t0) < PACED_S:
+        for line in _lines("p", sent, step):
+            publisher.publish_line(line)
+        sent += step
+        time.sleep(max(0.0, sent / PACED_RATE - elapsed))
+    return sent
+
+
+def test_a_scraped_worker_shows_lag_freshness_and_outcomes(env: Env, tmp_path: Path) -> None:
+    env.finops("db", "upgrade")
+    env.finops("prices", "load", "models/data/default_prices.csv")
+    port = free_port()
+    topic = env.topic
+    worker = env.spawn("worker", extra={"FINOPS_METRICS_PORT": str(port)})
+    try:
+        with prometheus(tmp_path, {"worker": [f"127.0.0.1:{port}"]}) as prom:
+            lag = f'sum(finops_consumer_lag_messages{{topic="{topic}"}})'
+            accepted = f'sum(finops_lines_total{{topic="{topic}",outcome="accepted"}})'
+            prom.until('up{job="worker"}', lambda v: v == 1, 60, "the worker is scraped")
+            prom.until(
+                f'count(finops_consumer_lag_messages{{topic="{topic}"}})',
+                lambda v: v == 3,
+                90,
+                "every usage partition is owned and measured",
+            )
+            assert prom.scalar(lag) == 0
+
+            with UsagePublisher(env.kafka_url, topic, linger_s=0.05) as publisher:
+                paced = _paced(publisher)
+            prom.until(accepted, lambda v: v == paced, 120, "the steady load is applied")
+            time.sleep(2)  # one more scrape after the last commit
+            p99 = prom.scalar(
+                "histogram_quantile(0.99, sum by (le)"
+                f' (finops_event_freshness_seconds_bucket{{topic="{topic}"}}))'
+            )
+            buckets = prom.query(f'finops_event_freshness_seconds_bucket{{topic="{topic}"}}')
+            commit_p99 = prom.scalar(
+                "histogram_quantile(0.99, sum by (le) (finops_commit_duration_seconds_bucket))"
+            )
+            seen = sorted((float(b["le"]), v) for b, v in buckets)
+            assert p99 is not None and 0 < p99 <= 2.0, f"p99 {p99}: {seen}, commit p99 {commit_p99}"
+
+            with UsagePublisher(env.kafka_url, topic, linger_s=0.05) as publisher:
+                for line in [*_lines("b", 0, BURST), b"not json", b'{"event_id": "half"}']:
+                    publisher.publish_line(line)
+            total = paced + BURST
+            prom.until(accepted, lambda v: v == total, 180, "the backlog is applied")
+            prom.until(lag, lambda v: v == 0, 30, "lag returns to 0")
+            peak = prom.scalar(f"max_over_time({lag}[10m:1s])")
+            assert peak is not None and peak > 0, "lag never rose under the backlog"
+
+            dead = prom.query(f'finops_dead_letters_total{{topic="{topic}"}}')
+            assert sum(v for _, v in dead) == 2
+            stored = env.query(
+                "SELECT split_part(reason, ':', 1), count(*) FROM dead_letter"
+                " WHERE topic = %s GROUP BY 1",
+                (topic,),
+            )
+            assert {labels["reason"]: v for labels, v in dead} == {r: n for r, n in stored}
+            (windows,) = env.query("SELECT sum(attempts) FROM spend_window")[0]
+            assert windows == total
+            assert (
+                prom.scalar(f'sum(finops_messages_total{{topic="{topic}"}})')
+                == env.query("SELECT sum(next_offset) FROM sink_offset WHERE sink = 'spend'")[0][0]
+            )
+            assert (prom.scalar('sum(finops_batches_total{agent="spend"})') or 0) > 0
+            busy = prom.scalar('finops_stage_busy_seconds_total{agent="spend",stage="commit"}')
+            assert busy is not None and busy > 0
+            commits = prom.scalar('finops_commit_duration_seconds_count{agent="spend"}')
+            assert commits == prom.scalar('finops_batches_total{agent="spend"}')
+            assert prom.scalar("finops_energy_windows_pending") is not None
+            assert prom.scalar("finops_alert_evaluations_total") is not None
+    finally:
+        worker.send_signal(signal.SIGTERM)
+        worker.wait(60)
+
+
+def _serve_pages(env: Env, port: int, metrics_port: int) -> subprocess.Popen[bytes]:
+    log = env.home / "pages.log"
+    with log.open("w") as out:
+        pages = subprocess.Popen(
+            [sys.executable, "-m", "pipeline.cli", "serve", "--port", str(port)],
+            env={**env.vars, "FINOPS_METRICS_PORT": str(metrics_port)},
+            stdout=out,
+            stderr=subprocess.STDOUT,
+        )
+    wait_ready(f"http://127.0.0.1:{port}/login", pages, log, "finops serve", 60)  # type: ignore[arg-type]
+    return pages
+
+
+def _requests(prom: Prometheus, job: str, metric: str) -> dict[tuple[str, str], float]:
+    return {
+        (labels.get("endpoint") or labels["route"], labels["status"]): v
+        for labels, v in prom.query(f'{metric}{{job="{job}"}}')
+    }
+
+
+def test_the_door_and_the_pages_count_requests_by_route_and_status(
+    env: Env, tmp_path: Path
+) -> None:
+    door_metrics, pages_metrics, pages_port = free_port(), free_port(), free_port()
+    with running_door(env, FINOPS_METRICS_PORT=str(door_metrics)) as door:
+        pages = _serve_pages(env, pages_port, pages_metrics)
+        try:
+            jobs = {"ingest": [f"127.0.0.1:{door_metrics}"], "web": [f"127.0.0.1:{pages_metrics}"]}
+            with prometheus(tmp_path, jobs) as prom:
+                body = b"\n".join(_lines("d", 0, 3)) + b"\nnot json\n"
+                assert door.post("/v1/usage", body, "application/x-ndjson").status_code == 200
+                assert (
+                    door.post("/v1/usage", body, "application/x-ndjson", key="nope").status_code
+                    == 401
+                )
+                assert door.post("/no/such/path", b"", "text/plain").status_code == 404
+                pages_url = f"http://127.0.0.1:{pages_port}"
+                assert httpx.get(f"{pages_url}/api/alerts", timeout=10).status_code == 401
+                assert httpx.get(f"{pages_url}/wp-admin.php", timeout=10).status_code == 404
+
+                prom.until(
+                    'sum(finops_ingest_requests_total{job="ingest",endpoint="/v1/usage"})',
+                    lambda v: v == 2,
+                    60,
+                    "the door's requests are scraped",
+                )
+                door_counts = _requests(prom, "ingest", "finops_ingest_requests_total")
+                assert door_counts[("/v1/usage", "200")] == 1
+                assert door_counts[("/v1/usage", "401")] == 1
+                assert door_counts[("unmatched", "404")] == 1
+                items = {
+                    labels["outcome"]: v
+                    for labels, v in prom.query('finops_ingest_events_total{endpoint="/v1/usage"}')
+                }
+                assert items == {"accepted": 3, "rejected": 1}
+
+                prom.until(
+                    'sum(finops_web_requests_total{job="web",route="/api/alerts"})',
+                    lambda v: v == 1,
+                    60,
+                    "the pages' requests are scraped",
+                )
+                web = _requests(prom, "web", "finops_web_requests_total")
+                assert web[("/api/alerts", "401")] == 1
+                assert web[("unmatched", "404")] == 1
+                assert not any("wp-admin" in route for route, _ in web)
+        finally:
+            pages.send_signal(signal.SIGTERM)
+            pages.wait(30)
