@@ -18,11 +18,22 @@ from typing import Any
 
 import numpy as np
 import polars as pl
-from prometheus_client import REGISTRY, Counter, Gauge, Histogram, start_http_server
+from prometheus_client import (
+    REGISTRY,
+    Counter,
+    Gauge,
+    Histogram,
+    disable_created_metrics,
+    start_http_server,
+)
 from prometheus_client.core import CounterMetricFamily, HistogramMetricFamily, Metric
 from prometheus_client.registry import Collector
 
 from pipeline.stream.dead_letter import DeadLetter
+
+# A `_created` series per counter doubles what is scraped for what `rate`
+# already handles (restarts).
+disable_created_metrics()  # type: ignore[no-untyped-call]
 
 MESSAGES = Counter("finops_messages", "Kafka messages applied, by topic", ["topic"])
 LINES = Counter(

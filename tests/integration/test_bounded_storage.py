@@ -125,7 +125,7 @@ def test_sixty_days_keep_the_horizon_and_the_roll_ups_keep_the_money(
 
     # Close the month, drop its minutes: the roll-ups still give the close's numbers.
     before = _rolled_usage(env, closed)
-    env.finops("month", "close", f"{closed:%Y-%m}")
+    env.finops("month", "close", f"{closed:%Y-%m}", "--out", str(tmp_path / "chargeback"))
     (billed,) = env.query(
         "SELECT sum(effective_cost) FROM invoice_line"
         " WHERE month = %s AND kind IN ('usage', 'retries', 'failed')",

@@ -20,6 +20,7 @@ import pytest
 from pipeline.embedded.runtime import free_port
 from pipeline.ingest.client import UsagePublisher
 from tests.factories import event
+from tests.integration import dashboard
 from tests.integration.conftest import Env
 from tests.integration.ingest_door import running_door
 from tests.integration.prometheus import Prometheus, prometheus
@@ -127,6 +128,8 @@ def test_a_scraped_worker_shows_lag_freshness_and_outcomes(env: Env, tmp_path: P
             assert commits == prom.scalar('finops_batches_total{agent="spend"}')
             assert prom.scalar("finops_energy_windows_pending") is not None
             assert prom.scalar("finops_alert_evaluations_total") is not None
+            for expr in dashboard.promql():  # every panel's query, by the real Prometheus
+                prom.query(expr)
     finally:
         worker.send_signal(signal.SIGTERM)
         worker.wait(60)
