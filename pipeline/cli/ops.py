@@ -147,6 +147,9 @@ def bench(
     rounds: Annotated[
         int, typer.Option(min=1, help="measure the shapes this many times, interleaved")
     ] = 1,
+    workers: Annotated[
+        int, typer.Option(min=1, help="worker processes in the pipeline's consumer group")
+    ] = 1,
 ) -> None:
     """Pipeline throughput against a raw aiokafka consumer, same events, same run."""
     from pipeline.testbed.bench import SHAPES, run_bench
@@ -158,4 +161,9 @@ def bench(
         raise typer.BadParameter(
             f"unknown {', '.join(unknown)}; choose from {', '.join(SHAPES)}", param_hint="--shapes"
         )
-    run_bench(settings, found, events, shape_names, console, rounds)
+    if workers > settings.partitions:
+        raise typer.BadParameter(
+            f"{workers} workers share {settings.partitions} partitions: some would idle",
+            param_hint="--workers",
+        )
+    run_bench(settings, found, events, shape_names, console, rounds, workers)

@@ -13,7 +13,7 @@ from datetime import datetime, timedelta
 
 from sqlalchemy import Connection, Engine, text
 
-from models.months import next_month
+from models.months import midnight, next_month
 from pipeline.storage import partitions as parts
 from pipeline.storage.partitions import Horizons, Partitioned
 
@@ -51,6 +51,22 @@ def ensure_ahead(conn: Connection, now: datetime) -> None:
             conn.execute(text(parts.create_sql(p, start)))
 
 
+def _awaits_a_price(engine: Engine, p: Partitioned, name: str) -> bool:
+    """Does a month of minutes still hold events without a price? Kept
+    until they are repriced: a reprice adds to the minutes (and through
+    them to the roll-ups), so it needs the month's rows."""
+    start = parts.starts_of(name, p)
+    assert start is not None
+    with engine.connect() as conn:
+        waiting = conn.execute(
+            text("SELECT EXISTS (SELECT 1 FROM unpriced_event WHERE ts >= :s AND ts < :e)"),
+            {"s": midnight(start), "e": midnight(parts.end_of(p.grain, start))},
+        ).scalar_one()
+    if waiting:
+        log.warning("retention: keeping %s: some of its events wait for a price", name)
+    return bool(waiting)
+
+
 def run(engine: Engine, h: Horizons, now: datetime, *, dry_run: bool = False) -> Retained:
     dropped: dict[str, list[str]] = {}
     kept: dict[str, int] = {}
@@ -61,6 +77,8 @@ def run(engine: Engine, h: Horizons, now: datetime, *, dry_run: bool = False) ->
         with engine.connect() as conn:
             names = children(conn, p)
         gone = [] if horizon is None else parts.past(p, names, horizon)
+        if p is parts.SPEND_WINDOW:
+            gone = [n for n in gone if not _awaits_a_price(engine, p, n)]
         for name in [] if dry_run else gone:
             # One short transaction each: DROP locks the parent until COMMIT,
             # and a sink waiting behind it must not wait long.

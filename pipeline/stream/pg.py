@@ -170,8 +170,11 @@ def merge_sql(table: str, key: tuple[str, ...], sums: tuple[str, ...], extra: st
     meet in an upsert, so every worker writes its share independently.
     ``extra`` is appended to the update (``updated_at = now()``)."""
     cols = ", ".join((*key, *sums))
+    # In key order: workers merging into the same rows lock them in one
+    # order, so they wait for each other instead of deadlocking.
     return (
         f"INSERT INTO {table} ({cols}) SELECT {cols} FROM stage_{table} "
+        f"ORDER BY {', '.join(key)} "
         f"ON CONFLICT ({', '.join(key)}) DO UPDATE SET "
         + ", ".join(
             [*(f"{c} = {table}.{c} + excluded.{c}" for c in sums), *([extra] if extra else [])]

@@ -27,8 +27,12 @@ event per operation). Lines per second counts every input line of the shape
 (usage, telemetry and cache), the work the joined pipeline really does.
 A second table shows how long each agent's prepare and commit stages were
 busy, as a share of the drain: the stage near 100% is the one that sets the
-pace. ``rounds`` measures every shape that many times, interleaved (batched,
-joined, batched, joined, ...), and reports the median ratio and each round's:
+pace (summed over the workers). ``workers`` runs that many worker processes
+in one consumer group over the same topics, and a third table gives the CPU
+seconds per million usage events of the workers, PostgreSQL and the broker
+(read from /proc when they are the embedded ones). ``rounds`` measures every
+shape that many times, interleaved (batched, joined, batched, joined, ...),
+and reports the median ratio and each round's:
 these machines are shared, and a single pair of runs can differ by a fifth.
 """
 
@@ -55,11 +59,13 @@ from rich.console import Console
 from rich.progress import Progress, TaskID
 from rich.table import Table
 
+from pipeline.embedded import runtime
 from pipeline.embedded.endpoints import Endpoints
 from pipeline.settings import Settings
 from pipeline.storage import db
 from pipeline.stream.kafka import bootstrap, delete_topics, end_offsets, ensure_topics
 from pipeline.stream.producer import BatchingPublisher
+from pipeline.testbed.cpu import postmaster_pid, tree_cpu_s
 from pipeline.testbed.simulate import side as simulate_side
 from pipeline.testbed.simulate.usage import SimConfig, generate
 
@@ -74,8 +80,12 @@ class Run:
     events: int
     seconds: float
     startup_s: float
-    # The pipeline's agents: name -> the worker's StageClock fields.
+    # The pipeline's agents: name -> the worker's StageClock fields (summed
+    # over the workers).
     stages: dict[str, dict[str, float]] = field(default_factory=dict)
+    # The pipeline's CPU seconds: "worker" (all of them), "postgres" and
+    # "broker" (when embedded, so their processes are known).
+    cpu: dict[str, float] = field(default_factory=dict)
 
     @property
     def rate(self) -> float:
@@ -134,13 +144,20 @@ def _drop_database(database_url: str, name: str) -> None:
 
 
 def pipeline_drain(
-    settings: Settings, found: Endpoints, topic: str, database_url: str, joins: bool
+    settings: Settings,
+    found: Endpoints,
+    topic: str,
+    database_url: str,
+    joins: bool,
+    workers: int = 1,
 ) -> Run:
+    """``workers`` ``finops worker --drain`` processes in one consumer group;
+    each stops once every partition is applied, whoever applied it."""
     from pipeline.spend.price_store import default_prices, load_entries
 
     load_entries(db.engine(database_url), default_prices(), "default")
+    watched = _service_pids(settings) if found.embedded else {}
     with tempfile.TemporaryDirectory() as tmp:
-        stats_file = Path(tmp) / "stats.json"
         env = {
             **os.environ,
             "FINOPS_KAFKA_URL": found.kafka_url,
@@ -153,23 +170,43 @@ def pipeline_drain(
             "FINOPS_PARTITIONS": str(settings.partitions),
             "FINOPS_JOINS": str(joins).lower(),
         }
+        files = [Path(tmp) / f"stats-{i}.json" for i in range(workers)]
+        before = {name: tree_cpu_s(pid) for name, pid in watched.items()}
         t0 = time.time()
-        subprocess.run(
-            [
-                sys.executable,
-                "-m",
-                "pipeline.cli",
-                "worker",
-                "--drain",
-                "--stats-file",
-                str(stats_file),
-            ],
-            env=env,
-            check=True,
-        )
-        stats = json.loads(stats_file.read_text())
-    first, last = stats["first_message_at"], stats["drained_at"]
-    return Run(stats["accepted"], last - first, first - t0, stats["stages"])
+        command = [sys.executable, "-m", "pipeline.cli", "worker", "--drain", "--stats-file"]
+        procs = [subprocess.Popen([*command, str(f)], env=env) for f in files]
+        cpu = {"worker": sum(_wait(p) for p in procs)}
+        time.sleep(1.0)  # the workers' backends end after them; then they count
+        for name, pid in watched.items():
+            start, end = before[name], tree_cpu_s(pid)
+            if start is not None and end is not None:
+                cpu[name] = end - start
+        stats = [json.loads(f.read_text()) for f in files]
+    first = min(s["first_message_at"] for s in stats if s["first_message_at"] is not None)
+    last = max(s["drained_at"] for s in stats)
+    stages: dict[str, dict[str, float]] = {}
+    for s in stats:
+        for agent, clock in s["stages"].items():
+            into = stages.setdefault(agent, {})
+            for k, v in clock.items():
+                if isinstance(v, int | float):
+                    into[k] = into.get(k, 0) + v
+    return Run(sum(s["accepted"] for s in stats), last - first, first - t0, stages, cpu)
+
+
+def _service_pids(settings: Settings) -> dict[str, int | None]:
+    state = runtime.load_state(settings.home)
+    pgdata = Path(state.pgdata) if state.pgdata else settings.home / "pgdata"
+    return {"postgres": postmaster_pid(pgdata), "broker": state.broker_pid}
+
+
+def _wait(proc: subprocess.Popen[bytes]) -> float:
+    """Wait for a worker; its CPU seconds (it must exit 0)."""
+    _, status, usage = os.wait4(proc.pid, 0)
+    proc.returncode = os.waitstatus_to_exitcode(status)
+    if proc.returncode != 0:
+        raise subprocess.CalledProcessError(proc.returncode, proc.args)
+    return usage.ru_utime + usage.ru_stime
 
 
 def _busy(seconds: float, of: float) -> str:
@@ -187,6 +224,7 @@ def run_bench(
     shapes: tuple[str, ...],
     console: Console,
     rounds: int = 1,
+    workers: int = 1,
 ) -> None:
     run_id = uuid.uuid4().hex[:8]
     console.print(f"generating {n:,} simulated events ...")
@@ -227,7 +265,18 @@ def run_bench(
         "pipeline/raw",
         "raw start-up s",
         "pipeline start-up s",
-        title=f"finops bench, {n:,} usage events per shape, {os.cpu_count()} cores",
+        title=(
+            f"finops bench, {n:,} usage events per shape, {workers} worker"
+            f"{'s' if workers > 1 else ''}, {os.cpu_count()} cores"
+        ),
+    )
+    cpu = Table(
+        "shape",
+        "workers",
+        "worker CPU s / M events",
+        "PostgreSQL CPU s / M",
+        "broker CPU s / M",
+        title="CPU seconds per million usage events, per process kind (the pipeline's drain)",
     )
     ratios: dict[str, list[float]] = {}
     rates: dict[str, list[float]] = {}
@@ -254,6 +303,7 @@ def run_bench(
                 shape,
                 events,
                 sides.get(shape, {}),
+                workers,
             )
             if raw.events != n or pipe.events != n:
                 raise RuntimeError(
@@ -272,6 +322,12 @@ def run_bench(
                         _busy(clock["prepare_s"], pipe.seconds),
                         _busy(clock["commit_s"], pipe.seconds),
                     )
+            per_m = {k: f"{v / n * 1e6:,.1f}" for k, v in pipe.cpu.items()}
+            cpu.add_row(
+                label,
+                str(workers),
+                *(per_m.get(k, "n/a") for k in ("worker", "postgres", "broker")),
+            )
             table.add_row(
                 label,
                 f"{n:,}",
@@ -285,6 +341,7 @@ def run_bench(
             )
     console.print(table)
     console.print(busy)
+    console.print(cpu)
     if "batched" in ratios:
         console.print(f"batched-shape ratio pipeline/raw: {median(ratios['batched']):.2f}")
     for shape in JOINED:
@@ -311,6 +368,7 @@ def _measure(
     shape: str,
     events: list[bytes],
     side: dict[str, list[bytes]],
+    workers: int = 1,
 ) -> tuple[Run, Run, int, int]:
     """Publish one shape's traffic to fresh topics, time the raw consumer and
     the pipeline on it, and delete the topics (the embedded broker keeps every
@@ -346,7 +404,7 @@ def _measure(
         db_name = f"finops_bench_{topic.removeprefix('bench-').replace('-', '_')}"
         database_url = _fresh_database(found.database_url, db_name)
         try:
-            pipe = pipeline_drain(settings, found, topic, database_url, joins)
+            pipe = pipeline_drain(settings, found, topic, database_url, joins, workers)
         finally:
             _drop_database(found.database_url, db_name)
     finally:
