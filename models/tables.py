@@ -190,6 +190,7 @@ node_energy_window = Table(
     Column("final", Boolean, nullable=False, server_default="false"),
     count_column("splits"),
     Index("node_energy_window_open", "final", postgresql_where=text("NOT final")),
+    postgresql_partition_by="RANGE (window_start)",  # by month (migration 0018)
 )
 
 # The last sample seen per GPU: the start of the next measured interval.
@@ -217,6 +218,7 @@ energy_window = Table(
     count_column("output_tokens"),
     count_column("cache_read_tokens"),
     count_column("energy_mj"),
+    postgresql_partition_by="RANGE (window_start)",  # by month (migration 0018)
 )
 
 cache_window = Table(
@@ -235,6 +237,7 @@ cache_window = Table(
     count_column("miss_tokens"),
     count_column("inserts"),
     count_column("hit_output_tokens"),
+    postgresql_partition_by="RANGE (window_start)",  # by month (migration 0018)
 )
 
 cache_eviction_window = Table(
@@ -249,6 +252,7 @@ cache_eviction_window = Table(
     count_column("evictions"),
     count_column("evicted_tokens"),
     count_column("evicted_output_tokens"),
+    postgresql_partition_by="RANGE (window_start)",  # by month (migration 0018)
 )
 
 # Carbon reference data, loaded like prices: a version is never rewritten.
@@ -363,6 +367,7 @@ latency_window = Table(
     Column("model", Text, primary_key=True),
     Column("bucket", SmallInteger, primary_key=True),
     count_column("calls"),
+    postgresql_partition_by="RANGE (window_start)",  # by month (migration 0018)
 )
 
 # Attempts over their route's token caps (pipeline/spend/budgets.py), for the
@@ -377,6 +382,7 @@ budget_window = Table(
     count_column("over_input"),
     count_column("over_output"),
     count_column("over_tokens"),
+    postgresql_partition_by="RANGE (window_start)",  # by month (migration 0018)
 )
 
 # The running retry cost of each retried request (attempts after the first),

@@ -10,6 +10,7 @@ import polars as pl
 
 from pipeline.cache.codec import CACHE
 from pipeline.cache.windows import EVICTION_KEY, WINDOW_KEY, window_frames
+from pipeline.storage import partitions
 from pipeline.stream.dead_letter import DeadLetter, PublishDead, table_only
 from pipeline.stream.line_sink import LineSink
 from pipeline.stream.message import Message, Position, count_by_partition
@@ -49,10 +50,17 @@ class CacheSink(LineSink[CacheBatch]):
         self, database_url: str, topic: str, *, publish_dead: PublishDead = table_only
     ) -> None:
         super().__init__(database_url, topic, SINK, publish_dead)
+        self._partitions = partitions.Made()
 
     def prepare(self, messages: Sequence[Message]) -> CacheBatch:
         decoded = CACHE.decode(messages)
         return _batch(decoded.events, decoded.dead)
+
+    async def before_commit(self, batch: CacheBatch) -> None:
+        days = batch.events["ts"].dt.date().unique().to_list() if batch.events.height else []
+        todo = self._partitions.todo(days)
+        await self.create_each([sql for _, sql in todo])
+        self._partitions.made(key for key, _ in todo)
 
     def lines_of(self, batch: CacheBatch) -> list[Position]:
         return [(int(p), int(o), int(n)) for p, o, n in batch.events.select(*POSITION).iter_rows()]

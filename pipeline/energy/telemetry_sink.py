@@ -14,11 +14,12 @@ from __future__ import annotations
 
 from collections import Counter, defaultdict
 from collections.abc import Collection, Sequence
-from datetime import timedelta
+from datetime import UTC, timedelta
 from decimal import Decimal
 
 from models.contracts import GpuTelemetrySample
 from pipeline.energy.attribution import Sample, measure
+from pipeline.storage import partitions
 from pipeline.stream.dead_letter import DeadLetter, PublishDead, table_only
 from pipeline.stream.line_sink import LineSink
 from pipeline.stream.message import Message, Position
@@ -57,9 +58,17 @@ class TelemetrySink(LineSink[Decoded]):
     ) -> None:
         super().__init__(database_url, topic, SINK, publish_dead)
         self._max_gap = max_gap
+        self._partitions = partitions.Made()
 
     def prepare(self, messages: Sequence[Message]) -> Decoded:
         return decode_lines(GpuTelemetrySample, messages)
+
+    async def before_commit(self, batch: Decoded) -> None:
+        # A measured interval starts at the GPU's last sample, whose month
+        # was made when that sample came.
+        todo = self._partitions.todo({line.value.ts.astimezone(UTC).date() for line in batch[0]})
+        await self.create_each([sql for _, sql in todo])
+        self._partitions.made(key for key, _ in todo)
 
     def lines_of(self, batch: Decoded) -> list[Position]:
         return [(v.partition, v.offset, v.line) for v in batch[0]]

@@ -18,9 +18,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Mapping
-from contextlib import suppress
 from dataclasses import dataclass
-from datetime import date
 
 import polars as pl
 import psycopg
@@ -191,7 +189,7 @@ class SpendSink(OffsetSink):
     ) -> None:
         super().__init__(database_url, topic, sink, publish_dead)
         self._recent = RecentKeys(recent_keys)
-        self._partitions: set[tuple[str, date]] = set()  # known to exist
+        self._partitions = partitions.Made()
 
     async def apply(self, batch: PreparedBatch, book: PriceBook) -> Applied:
         await self._ensure_partitions(batch.events)
@@ -226,29 +224,10 @@ class SpendSink(OffsetSink):
         )
 
     async def _ensure_partitions(self, events: pl.DataFrame) -> None:
-        """Create the seen_event days and spend_window months the batch
-        needs, each in its own short transaction before the batch's (DDL
-        there would hold the parent's lock until COMMIT)."""
-        days = set(events["ts"].dt.date().unique().to_list())
-        missing = [
-            (p, start)
-            for p in partitions.ALL
-            for start in partitions.needed(p, days)
-            if (p.table, start) not in self._partitions
-        ]
-        if not missing:
-            return
-
-        async def once() -> None:
-            conn = await self._connection()
-            for p, start in missing:
-                # Another worker may be making the same one: then it exists.
-                with suppress(psycopg.errors.DuplicateTable, psycopg.errors.UniqueViolation):
-                    async with conn.transaction():
-                        await conn.execute(partitions.create_sql(p, start))
-
-        await self._retrying(once)
-        self._partitions.update((p.table, start) for p, start in missing)
+        """The seen_event days and window months the batch needs."""
+        todo = self._partitions.todo(events["ts"].dt.date().unique().to_list())
+        await self.create_each([sql for _, sql in todo])
+        self._partitions.made(key for key, _ in todo)
 
     async def _write(self, conn: Conn, s: Settled) -> None:
         async with conn.cursor() as cur:

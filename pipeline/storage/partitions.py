@@ -8,6 +8,7 @@ retention drops whole partitions, never rows."""
 from __future__ import annotations
 
 import re
+from collections.abc import Iterable
 from dataclasses import dataclass
 from datetime import date, datetime, timedelta
 from math import ceil
@@ -27,9 +28,27 @@ class Partitioned:
 
 SEEN_EVENT: Final = Partitioned("seen_event", "day", "event_day")
 SPEND_WINDOW: Final = Partitioned("spend_window", "month", "window_start")
-ALL: Final = (SEEN_EVENT, SPEND_WINDOW)
+# The other window tables (migration 0018): partitioned the same way, kept
+# whole by retention (nothing rolls them up yet).
+WINDOWS: Final = (
+    SPEND_WINDOW,
+    *(
+        Partitioned(t, "month", "window_start")
+        for t in (
+            "energy_window",
+            "node_energy_window",
+            "cache_window",
+            "cache_eviction_window",
+            "latency_window",
+            "budget_window",
+        )
+    ),
+)
+# Every writer makes the partitions of all of them for the days it writes:
+# one month made for every window table at once, whichever sink saw it first.
+ALL: Final = (SEEN_EVENT, *WINDOWS)
 
-_NAME: Final = re.compile(r"^(?P<table>[a-z_]+)_p(?P<y>\d{4})(?P<m>\d{2})(?P<d>\d{2})?$")
+_NAME: Final = re.compile(r"^(?P<table>[a-z_]+?)_p(?P<y>\d{4})(?P<m>\d{2})(?P<d>\d{2})?$")
 
 
 def start_of(grain: Grain, day: date) -> date:
@@ -116,3 +135,26 @@ def horizons(
         dedup_horizon(now, max_event_age, max_future),
         None if minute_months is None else minute_horizon(now, minute_months),
     )
+
+
+class Made:
+    """The partitions this process made (or found made), so each batch asks
+    only for the ones its days add. Retention drops only days no admitted
+    event can have, so a partition known here is never one it dropped."""
+
+    def __init__(self) -> None:
+        self._known: set[tuple[str, date]] = set()
+
+    def todo(self, days: Iterable[date]) -> list[tuple[tuple[str, date], str]]:
+        """(key, CREATE statement) of every partition ``days`` need that this
+        process has not made yet."""
+        wanted = set(days)
+        return [
+            ((p.table, start), create_sql(p, start))
+            for p in ALL
+            for start in sorted(needed(p, wanted))
+            if (p.table, start) not in self._known
+        ]
+
+    def made(self, keys: Iterable[tuple[str, date]]) -> None:
+        self._known.update(keys)

@@ -39,15 +39,13 @@ def children(conn: Connection, p: Partitioned) -> list[str]:
 
 
 def ensure_ahead(conn: Connection, now: datetime) -> None:
-    """Today's and tomorrow's seen_event days, this and next month's
-    spend_window: writers never wait on making them at midnight."""
+    """Today's and tomorrow's seen_event days, this and next month of every
+    window table: writers never wait on making them at midnight."""
     today = now.date()
-    ahead = {
-        parts.SEEN_EVENT: {today, today + timedelta(days=1)},
-        parts.SPEND_WINDOW: {today, next_month(today.replace(day=1))},
-    }
-    for p, days in ahead.items():
-        for start in parts.needed(p, days):
+    days = {today, today + timedelta(days=1)}
+    months = {today, next_month(today.replace(day=1))}
+    for p in parts.ALL:
+        for start in parts.needed(p, days if p.grain == "day" else months):
             conn.execute(text(parts.create_sql(p, start)))
 
 

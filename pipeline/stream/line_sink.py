@@ -53,9 +53,15 @@ class LineSink(OffsetSink, Generic[B]):
     async def write(self, conn: Conn, batch: B) -> tuple[Counter[int], list[DeadLetter]]:
         raise NotImplementedError
 
+    async def before_commit(self, batch: B) -> None:
+        """What must exist before ``batch``'s transaction (its partitions)."""
+
     async def apply(self, messages: Sequence[Message], prepared: B | None = None) -> LinesApplied:
         """Apply ``messages``; ``prepared`` is ``prepare(messages)`` when the
         caller already ran it (it is used only if every message is fresh)."""
+        if prepared is None:
+            prepared = await asyncio.to_thread(self.prepare, messages)
+        await self.before_commit(prepared)
         first: dict[int, int] = {}
         last: dict[int, int] = {}
         for m in messages:

@@ -182,6 +182,22 @@ class OffsetSink(PgSession):
         log.info("claimed partitions %s (epochs %s)", sorted(epochs), epochs)
         return epochs
 
+    async def create_each(self, statements: Sequence[str]) -> None:
+        """Run each CREATE in a short transaction of its own, before a batch's
+        (DDL in the batch's would hold the parent table's lock to its
+        COMMIT); retried like a write. One another worker made at the same
+        moment exists, which is all that was wanted."""
+
+        async def once() -> None:
+            conn = await self._connection()
+            for sql in statements:
+                with suppress(psycopg.errors.DuplicateTable, psycopg.errors.UniqueViolation):
+                    async with conn.transaction():
+                        await conn.execute(sql)
+
+        if statements:
+            await self._retrying(once)
+
     async def commit(
         self,
         first: Mapping[int, int],

@@ -11,13 +11,14 @@ import sys
 import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass
+from datetime import date
 from pathlib import Path
 
 import psycopg
 import pytest
 
 from pipeline.embedded import runtime as embedded
-from pipeline.storage import db
+from pipeline.storage import db, partitions
 
 pytestmark = pytest.mark.integration
 
@@ -78,6 +79,14 @@ class Env:
     def query(self, sql: str, params: tuple[object, ...] = ()) -> list[tuple[object, ...]]:
         with psycopg.connect(self.database_url) as conn:
             return conn.execute(sql, params).fetchall()  # type: ignore[arg-type]
+
+
+def make_partitions(database_url: str, *days: date) -> None:
+    """What the sinks make before they write, for a test that writes rows
+    itself: every partitioned table's partition holding each of ``days``."""
+    with psycopg.connect(database_url) as conn:
+        for _, sql in partitions.Made().todo(days):
+            conn.execute(sql)  # type: ignore[arg-type]
 
 
 def private_env(home: Path) -> dict[str, str]:

@@ -79,7 +79,7 @@ def test_sixty_days_keep_the_horizon_and_the_roll_ups_keep_the_money(
         "--duration",
         str(DAYS * 86_400 - 3600),
         "--rate",
-        "0.004",
+        "0.0015",
         "--no-side",
     )
     inside = event(event_id="inside", request_id="inside", ts=_iso(now - timedelta(days=10)))

@@ -25,7 +25,7 @@ from pipeline.spend.sink import SpendSink
 from pipeline.stream.line_sink import LineSink
 from pipeline.stream.message import Message
 from tests.factories import ADMISSION, event, line
-from tests.integration.conftest import Env
+from tests.integration.conftest import Env, make_partitions
 
 pytestmark = pytest.mark.integration
 
@@ -237,6 +237,7 @@ def test_the_database_splits_as_largest_remainder_does(
     """The finalizer's split runs in SQL; pipeline.energy.attribution.largest_remainder is
     the definition it must match, share for share, with several rows per
     key (energy_usage is append-only), zero weights and ties."""
+    make_partitions(env.database_url, T0.date())
     with psycopg.connect(env.database_url) as conn:
         conn.execute("TRUNCATE node_energy_window, energy_usage, energy_window")
         conn.execute(
@@ -293,6 +294,7 @@ def test_a_split_the_database_keeps_rejecting_stalls_rather_than_retrying_for_ev
     """The drain ends with ``split_all``: a statement that can never succeed
     (here its table is gone) must give up after the stall limit, and the same
     call splits the window once the table is back."""
+    make_partitions(env.database_url, T0.date())
     with psycopg.connect(env.database_url) as conn:
         conn.execute(
             "INSERT INTO node_energy_window (window_start, node_id, measured_mj, unmeasured_ms,"

@@ -8,15 +8,14 @@ from __future__ import annotations
 import re
 from datetime import UTC, date, datetime, timedelta
 
-import psycopg
 import pytest
 from fastapi.testclient import TestClient
 
-from pipeline.storage import db, partitions
+from pipeline.storage import db
 from pipeline.web import access
 from pipeline.web.app import create_app
 from pipeline.web.security import WebConfig
-from tests.integration.conftest import Env
+from tests.integration.conftest import Env, make_partitions
 
 pytestmark = pytest.mark.integration
 
@@ -28,8 +27,7 @@ DEV = WebConfig(insecure_cookies=True)
 def _app(env: Env, config: WebConfig = DEV) -> TestClient:
     # Secure cookies come back over HTTPS only.
     base = "http://testserver" if config.insecure_cookies else "https://testserver"
-    with psycopg.connect(env.database_url) as conn:  # the sink makes its months; here, by hand
-        conn.execute(partitions.create_sql(partitions.SPEND_WINDOW, date(2026, 9, 1)))
+    make_partitions(env.database_url, date(2026, 9, 1))  # as the sink would
     env.query(
         "INSERT INTO spend_window (window_start, tenant, route, feature, provider, model,"
         " attempts, requests) VALUES ('2026-09-01T10:00Z', 'acme', '/r', 'f', 'p', 'm', 1, 1)"

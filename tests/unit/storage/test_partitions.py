@@ -65,3 +65,16 @@ def test_minute_retention_keeps_the_current_month_and_n_before(now: datetime, n:
     assert p.past(p.SPEND_WINDOW, [p.name(p.SPEND_WINDOW, before)], first) == [
         p.name(p.SPEND_WINDOW, before)
     ]
+
+
+def test_made_asks_once_for_each_partition_of_every_table() -> None:
+    made = p.Made()
+    todo = made.todo([date(2026, 11, 30), date(2026, 12, 1), date(2026, 12, 1)])
+    tables = {key[0] for key, _ in todo}
+    assert tables == {t.table for t in p.ALL}
+    assert sum(key[0] == "seen_event" for key, _ in todo) == 2  # two days
+    assert sum(key[0] == "energy_window" for key, _ in todo) == 2  # two months
+    made.made(key for key, _ in todo)
+    assert made.todo([date(2026, 12, 1)]) == []
+    again = made.todo([date(2026, 12, 2)])
+    assert [key for key, _ in again] == [("seen_event", date(2026, 12, 2))]
