@@ -30,9 +30,9 @@ from tests.waiting import wait_ready
 
 pytestmark = pytest.mark.integration
 
-PACED_S = 10.0  # the steady load: this long...
+PACED_S = 8.0  # the steady load: this long...
 PACED_RATE = 1_000  # ...at this many events a second
-BURST = 30_000  # then a backlog, published as fast as the client can
+BURST = 20_000  # then a backlog, published as fast as the client can
 
 
 def _now() -> str:
