@@ -58,9 +58,7 @@ class CacheSink(LineSink[CacheBatch]):
 
     async def before_commit(self, batch: CacheBatch) -> None:
         days = batch.events["ts"].dt.date().unique().to_list() if batch.events.height else []
-        todo = self._partitions.todo(days)
-        await self.create_each([sql for _, sql in todo])
-        self._partitions.made(key for key, _ in todo)
+        await self._partitions.ensure(days, self.create_each)
 
     def lines_of(self, batch: CacheBatch) -> list[Position]:
         return [(int(p), int(o), int(n)) for p, o, n in batch.events.select(*POSITION).iter_rows()]

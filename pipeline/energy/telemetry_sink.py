@@ -66,9 +66,8 @@ class TelemetrySink(LineSink[Decoded]):
     async def before_commit(self, batch: Decoded) -> None:
         # A measured interval starts at the GPU's last sample, whose month
         # was made when that sample came.
-        todo = self._partitions.todo({line.value.ts.astimezone(UTC).date() for line in batch[0]})
-        await self.create_each([sql for _, sql in todo])
-        self._partitions.made(key for key, _ in todo)
+        days = {line.value.ts.astimezone(UTC).date() for line in batch[0]}
+        await self._partitions.ensure(days, self.create_each)
 
     def lines_of(self, batch: Decoded) -> list[Position]:
         return [(v.partition, v.offset, v.line) for v in batch[0]]

@@ -192,7 +192,9 @@ class SpendSink(OffsetSink):
         self._partitions = partitions.Made()
 
     async def apply(self, batch: PreparedBatch, book: PriceBook) -> Applied:
-        await self._ensure_partitions(batch.events)
+        # The seen_event days and window months the batch needs.
+        days = batch.events["ts"].dt.date().unique().to_list()
+        await self._partitions.ensure(days, self.create_each)
 
         async def write(
             conn: Conn, floor: Mapping[int, int], refused: Mapping[Position, str]
@@ -222,12 +224,6 @@ class SpendSink(OffsetSink):
             conflicts=settled.conflicts,
             fenced=fenced,
         )
-
-    async def _ensure_partitions(self, events: pl.DataFrame) -> None:
-        """The seen_event days and window months the batch needs."""
-        todo = self._partitions.todo(events["ts"].dt.date().unique().to_list())
-        await self.create_each([sql for _, sql in todo])
-        self._partitions.made(key for key, _ in todo)
 
     async def _write(self, conn: Conn, s: Settled) -> None:
         async with conn.cursor() as cur:

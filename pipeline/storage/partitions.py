@@ -8,7 +8,7 @@ retention drops whole partitions, never rows."""
 from __future__ import annotations
 
 import re
-from collections.abc import Iterable
+from collections.abc import Awaitable, Callable, Iterable
 from dataclasses import dataclass
 from datetime import date, datetime, timedelta
 from math import ceil
@@ -158,3 +158,11 @@ class Made:
 
     def made(self, keys: Iterable[tuple[str, date]]) -> None:
         self._known.update(keys)
+
+    async def ensure(
+        self, days: Iterable[date], create_each: Callable[[list[str]], Awaitable[None]]
+    ) -> None:
+        """Make what ``days`` need through a sink's ``create_each``, then know it."""
+        todo = self.todo(days)
+        await create_each([sql for _, sql in todo])
+        self.made(key for key, _ in todo)

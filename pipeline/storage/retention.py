@@ -68,8 +68,8 @@ def _awaits_a_price(engine: Engine, p: Partitioned, name: str) -> bool:
 def run(engine: Engine, h: Horizons, now: datetime, *, dry_run: bool = False) -> Retained:
     dropped: dict[str, list[str]] = {}
     kept: dict[str, int] = {}
-    with engine.begin() as conn:
-        if not dry_run:
+    if not dry_run:
+        with engine.begin() as conn:
             ensure_ahead(conn, now)
     for p, horizon in ((parts.SEEN_EVENT, h.seen_event), (parts.SPEND_WINDOW, h.spend_window)):
         with engine.connect() as conn:

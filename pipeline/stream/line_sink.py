@@ -59,9 +59,10 @@ class LineSink(OffsetSink, Generic[B]):
     async def apply(self, messages: Sequence[Message], prepared: B | None = None) -> LinesApplied:
         """Apply ``messages``; ``prepared`` is ``prepare(messages)`` when the
         caller already ran it (it is used only if every message is fresh)."""
-        if prepared is None:
-            prepared = await asyncio.to_thread(self.prepare, messages)
-        await self.before_commit(prepared)
+        ready = (
+            prepared if prepared is not None else await asyncio.to_thread(self.prepare, messages)
+        )
+        await self.before_commit(ready)
         first: dict[int, int] = {}
         last: dict[int, int] = {}
         for m in messages:
@@ -74,8 +75,8 @@ class LineSink(OffsetSink, Generic[B]):
             conn: Conn, floor: Mapping[int, int], refused: Mapping[Position, str]
         ) -> LinesWritten:
             fresh = [m for m in messages if m.offset >= floor[m.partition]]
-            batch = prepared
-            if batch is None or len(fresh) < len(messages):
+            batch = ready
+            if len(fresh) < len(messages):
                 # A redelivery or a fenced partition: only the rest counts.
                 batch = await asyncio.to_thread(self.prepare, fresh)
             fresh_batch[:] = [batch]

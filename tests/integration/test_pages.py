@@ -6,8 +6,6 @@ row-level security, and the OpenAPI spec fuzzed by schemathesis."""
 from __future__ import annotations
 
 import json
-import subprocess
-import sys
 import urllib.error
 import urllib.request
 from collections.abc import Iterator
@@ -19,12 +17,11 @@ import pytest
 import schemathesis
 from hypothesis import HealthCheck, given, settings
 
-from pipeline.embedded.runtime import free_port
 from pipeline.web import access
 from tests.integration.browser import chromium
 from tests.integration.conftest import Env, Stack, new_env
+from tests.integration.pages_server import running_pages
 from tests.integration.test_alerts import _run
-from tests.waiting import wait_ready
 
 pytestmark = pytest.mark.integration
 
@@ -58,23 +55,10 @@ def site(stack: Stack, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Sit
         _token(env, "--tenant", TENANT),
         _token(env, "--tenant", OTHER),
     )
-    port = free_port()
     log = env.home / "serve.log"
-    with log.open("w") as out:
-        server = subprocess.Popen(
-            [sys.executable, "-m", "pipeline.cli", "serve", "--port", str(port)],
-            # Plain HTTP on 127.0.0.1: a Secure cookie would never come back.
-            env={**env.vars, "FINOPS_WEB_INSECURE_COOKIES": "true"},
-            stdout=out,
-            stderr=subprocess.STDOUT,
-        )
-    url = f"http://127.0.0.1:{port}"
-    try:
-        wait_ready(f"{url}/healthz", server, log, "finops serve", 60)
+    # Plain HTTP on 127.0.0.1: a Secure cookie would never come back.
+    with running_pages(env, log, FINOPS_WEB_INSECURE_COOKIES="true") as url:
         yield Site(env, url, admin, tenant, other, log)
-    finally:
-        server.terminate()
-        server.wait(15)
 
 
 def _get(url: str, token: str | None = None) -> tuple[int, bytes]:

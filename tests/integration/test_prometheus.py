@@ -25,8 +25,8 @@ from tests.factories import event
 from tests.integration import dashboard
 from tests.integration.conftest import Env
 from tests.integration.ingest_door import running_door
+from tests.integration.pages_server import running_pages
 from tests.integration.prometheus import Prometheus, prometheus
-from tests.waiting import wait_ready
 
 pytestmark = pytest.mark.integration
 
@@ -152,19 +152,6 @@ def test_a_scraped_worker_shows_lag_freshness_and_outcomes(env: Env, tmp_path: P
         worker.wait(60)
 
 
-def _serve_pages(env: Env, port: int, metrics_port: int) -> subprocess.Popen[bytes]:
-    log = env.home / "pages.log"
-    with log.open("w") as out:
-        pages = subprocess.Popen(
-            [sys.executable, "-m", "pipeline.cli", "serve", "--port", str(port)],
-            env={**env.vars, "FINOPS_METRICS_PORT": str(metrics_port)},
-            stdout=out,
-            stderr=subprocess.STDOUT,
-        )
-    wait_ready(f"http://127.0.0.1:{port}/login", pages, log, "finops serve", 60)  # type: ignore[arg-type]
-    return pages
-
-
 def _requests(prom: Prometheus, job: str, metric: str) -> dict[tuple[str, str], float]:
     return {
         (labels.get("endpoint") or labels["route"], labels["status"]): v
@@ -175,49 +162,46 @@ def _requests(prom: Prometheus, job: str, metric: str) -> dict[tuple[str, str], 
 def test_the_door_and_the_pages_count_requests_by_route_and_status(
     env: Env, tmp_path: Path
 ) -> None:
-    door_metrics, pages_metrics, pages_port = free_port(), free_port(), free_port()
-    with running_door(env, FINOPS_METRICS_PORT=str(door_metrics)) as door:
-        pages = _serve_pages(env, pages_port, pages_metrics)
-        try:
-            jobs = {"ingest": [f"127.0.0.1:{door_metrics}"], "web": [f"127.0.0.1:{pages_metrics}"]}
-            with prometheus(tmp_path, jobs) as prom:
-                body = b"\n".join(_lines("d", 0, 3)) + b"\nnot json\n"
-                assert door.post("/v1/usage", body, "application/x-ndjson").status_code == 200
-                assert (
-                    door.post("/v1/usage", body, "application/x-ndjson", key="nope").status_code
-                    == 401
-                )
-                assert door.post("/no/such/path", b"", "text/plain").status_code == 404
-                pages_url = f"http://127.0.0.1:{pages_port}"
-                assert httpx.get(f"{pages_url}/api/alerts", timeout=10).status_code == 401
-                assert httpx.get(f"{pages_url}/wp-admin.php", timeout=10).status_code == 404
+    door_metrics, pages_metrics = free_port(), free_port()
+    pages_log = env.home / "pages.log"
+    with (
+        running_door(env, FINOPS_METRICS_PORT=str(door_metrics)) as door,
+        running_pages(env, pages_log, FINOPS_METRICS_PORT=str(pages_metrics)) as pages_url,
+    ):
+        jobs = {"ingest": [f"127.0.0.1:{door_metrics}"], "web": [f"127.0.0.1:{pages_metrics}"]}
+        with prometheus(tmp_path, jobs) as prom:
+            body = b"\n".join(_lines("d", 0, 3)) + b"\nnot json\n"
+            assert door.post("/v1/usage", body, "application/x-ndjson").status_code == 200
+            assert (
+                door.post("/v1/usage", body, "application/x-ndjson", key="nope").status_code == 401
+            )
+            assert door.post("/no/such/path", b"", "text/plain").status_code == 404
+            assert httpx.get(f"{pages_url}/api/alerts", timeout=10).status_code == 401
+            assert httpx.get(f"{pages_url}/wp-admin.php", timeout=10).status_code == 404
 
-                prom.until(
-                    'sum(finops_ingest_requests_total{job="ingest",endpoint="/v1/usage"})',
-                    lambda v: v == 2,
-                    60,
-                    "the door's requests are scraped",
-                )
-                door_counts = _requests(prom, "ingest", "finops_ingest_requests_total")
-                assert door_counts[("/v1/usage", "200")] == 1
-                assert door_counts[("/v1/usage", "401")] == 1
-                assert door_counts[("unmatched", "404")] == 1
-                items = {
-                    labels["outcome"]: v
-                    for labels, v in prom.query('finops_ingest_events_total{endpoint="/v1/usage"}')
-                }
-                assert items == {"accepted": 3, "rejected": 1}
+            prom.until(
+                'sum(finops_ingest_requests_total{job="ingest",endpoint="/v1/usage"})',
+                lambda v: v == 2,
+                60,
+                "the door's requests are scraped",
+            )
+            door_counts = _requests(prom, "ingest", "finops_ingest_requests_total")
+            assert door_counts[("/v1/usage", "200")] == 1
+            assert door_counts[("/v1/usage", "401")] == 1
+            assert door_counts[("unmatched", "404")] == 1
+            items = {
+                labels["outcome"]: v
+                for labels, v in prom.query('finops_ingest_events_total{endpoint="/v1/usage"}')
+            }
+            assert items == {"accepted": 3, "rejected": 1}
 
-                prom.until(
-                    'sum(finops_web_requests_total{job="web",route="/api/alerts"})',
-                    lambda v: v == 1,
-                    60,
-                    "the pages' requests are scraped",
-                )
-                web = _requests(prom, "web", "finops_web_requests_total")
-                assert web[("/api/alerts", "401")] == 1
-                assert web[("unmatched", "404")] == 1
-                assert not any("wp-admin" in route for route, _ in web)
-        finally:
-            pages.send_signal(signal.SIGTERM)
-            pages.wait(30)
+            prom.until(
+                'sum(finops_web_requests_total{job="web",route="/api/alerts"})',
+                lambda v: v == 1,
+                60,
+                "the pages' requests are scraped",
+            )
+            web = _requests(prom, "web", "finops_web_requests_total")
+            assert web[("/api/alerts", "401")] == 1
+            assert web[("unmatched", "404")] == 1
+            assert not any("wp-admin" in route for route, _ in web)
