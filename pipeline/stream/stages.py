@@ -108,10 +108,7 @@ async def run_stages(
                     break
                 events += more
             t0 = time.perf_counter()
-            messages = [
-                Message(e.message.partition, e.message.offset, e.message.value or b"")
-                for e in events
-            ]
+            messages = _distinct(events)
             prepared = await prepare(messages)
             clock.prepared(time.perf_counter() - t0)
             await to_commit.put((events, messages, prepared))
@@ -137,6 +134,23 @@ async def run_stages(
             await to_prepare.put(list(events))
     finally:
         await _wind_down(stages, to_prepare, config.shutdown_grace_s)
+
+
+def _distinct(events: list[Any]) -> list[Message]:
+    """The batch's messages, each position once. After a rebalance the
+    consumer seeks back to the group's committed offset, so a message still
+    queued here can arrive again and be merged into the same batch: a second
+    copy of one message is not a second event (it would count as a
+    duplicate), and the offset transaction skips only what earlier batches
+    applied."""
+    seen: set[tuple[int, int]] = set()
+    messages = []
+    for e in events:
+        m = e.message
+        if (m.partition, m.offset) not in seen:
+            seen.add((m.partition, m.offset))
+            messages.append(Message(m.partition, m.offset, m.value or b""))
+    return messages
 
 
 async def _wind_down(

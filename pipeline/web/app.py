@@ -13,8 +13,8 @@ Headers, cookies and CSRF: :mod:`pipeline.web.security`.
 
 from __future__ import annotations
 
-from collections.abc import Iterator
-from contextlib import contextmanager
+from collections.abc import AsyncIterator, Iterator
+from contextlib import asynccontextmanager, contextmanager
 from datetime import UTC, datetime, timedelta
 from typing import Annotated, Literal
 from urllib.parse import quote
@@ -99,7 +99,14 @@ def create_app(database_url: str, config: WebConfig | None = None) -> FastAPI:
     config = config or WebConfig()
     engine = db.engine(database_url)
     public = config.public_docs
+
+    @asynccontextmanager
+    async def lifespan(_: FastAPI) -> AsyncIterator[None]:
+        yield
+        engine.dispose()  # the pool's connections close now, not in finalizers
+
     app = FastAPI(
+        lifespan=lifespan,
         title="finops",
         summary="Spend, cache, retry and energy windows per tenant, and the alerts on them.",
         version="1",

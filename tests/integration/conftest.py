@@ -16,6 +16,7 @@ from pathlib import Path
 
 import psycopg
 import pytest
+from sqlalchemy import Engine
 
 from pipeline.embedded import runtime as embedded
 from pipeline.storage import db, partitions
@@ -147,3 +148,17 @@ def new_env(stack: Stack, home: Path) -> Env:
 @pytest.fixture
 def env(stack: Stack, tmp_path: Path) -> Env:
     return new_env(stack, tmp_path)
+
+
+@pytest.fixture
+def engine(env: Env) -> Iterator[Engine]:
+    """An engine on the test's database, disposed when the test ends. An
+    engine left to the garbage collector closes its connections in
+    finalizers, at any allocation of a later test; on CPython 3.11 a
+    finalizer that runs inside an import can break that import
+    (python/cpython#91351, fixed in 3.12)."""
+    made = db.engine(env.database_url)
+    try:
+        yield made
+    finally:
+        made.dispose()

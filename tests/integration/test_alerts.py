@@ -13,10 +13,10 @@ from pathlib import Path
 
 import psycopg
 import pytest
+from sqlalchemy import Engine
 
 from models.catalog import parse_yaml
 from pipeline.alerts.evaluator import MINUTE, evaluate
-from pipeline.storage import db
 from pipeline.stream.kafka import read_topic
 from tests.integration.conftest import Env
 from tests.integration.test_webhook import Hook
@@ -146,12 +146,11 @@ def _through(env: Env) -> object:
     return t
 
 
-def test_a_waiting_evaluation_goes_on_after_the_one_under_way(env: Env) -> None:
+def test_a_waiting_evaluation_goes_on_after_the_one_under_way(env: Env, engine: Engine) -> None:
     """A drain's last evaluation waits for the timer's one instead of
     skipping it: it blocks on the watermark row, meets the other's update
     (its snapshot is older) and evaluates again from the new watermark."""
     now = _judged_through(env, 30 * MINUTE)
-    engine = db.engine(env.database_url)
     catalog = parse_yaml(Path("models/data/route_catalog.yaml").read_text())
 
     def run(wait: bool) -> float:
@@ -173,12 +172,11 @@ def test_a_waiting_evaluation_goes_on_after_the_one_under_way(env: Env) -> None:
         finishing.start()
         waited = run(wait=True)
         finishing.join()
-    engine.dispose()
     assert waited >= 0.9
     assert _through(env) == now - 2 * MINUTE  # every minute closed by the watermark
 
 
-def test_an_acknowledgement_during_an_evaluation_is_kept(env: Env) -> None:
+def test_an_acknowledgement_during_an_evaluation_is_kept(env: Env, engine: Engine) -> None:
     """On-call acknowledges a firing alert while an evaluation is resolving
     it: the evaluation's snapshot predates the acknowledgement, so its update
     meets a serialization failure; it evaluates again from a fresh snapshot
@@ -194,7 +192,6 @@ def test_an_acknowledgement_during_an_evaluation_is_kept(env: Env) -> None:
             " RETURNING id",
             (now - 9 * MINUTE, now - 8 * MINUTE, now - 8 * MINUTE),
         ).fetchall()
-    engine = db.engine(env.database_url)
     catalog = parse_yaml(Path("models/data/route_catalog.yaml").read_text())
 
     with psycopg.connect(env.database_url) as acker:
@@ -218,7 +215,6 @@ def test_an_acknowledgement_during_an_evaluation_is_kept(env: Env) -> None:
         acking.start()
         evaluate(engine, lateness=2 * MINUTE, cooldown=MINUTE, catalog=catalog)
         acking.join()
-    engine.dispose()
     rows = env.query("SELECT status, acked_by, resolved_at FROM alert WHERE id = %s", (alert_id,))
     ((status, acked_by, resolved_at),) = rows
     assert (status, acked_by) == ("resolved", "dana"), rows

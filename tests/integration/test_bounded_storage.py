@@ -14,12 +14,11 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from sqlalchemy import text
+from sqlalchemy import Engine, text
 
 from models.months import bounds
 from pipeline.finance.close import daily_spend, key_usage, sku_usage
 from pipeline.finance.lines import KeyUsage, key_lines
-from pipeline.storage import db
 from pipeline.storage.partitions import SEEN_EVENT, dedup_horizon, starts_of
 from pipeline.storage.retention import children
 from pipeline.stream.admission import TOO_OLD
@@ -44,10 +43,10 @@ def _month_start(t: datetime, back: int) -> date:
     return first
 
 
-def _minute_usage(env: Env, m: date) -> list[tuple[Any, ...]]:
+def _minute_usage(engine: Engine, m: date) -> list[tuple[Any, ...]]:
     """What key_usage reads, summed straight from the minutes."""
     s, e = bounds(m)
-    with db.engine(env.database_url).connect() as conn:
+    with engine.connect() as conn:
         return [
             tuple(r)
             for r in conn.execute(
@@ -64,13 +63,13 @@ def _minute_usage(env: Env, m: date) -> list[tuple[Any, ...]]:
         ]
 
 
-def _rolled_usage(env: Env, m: date) -> list[tuple[Any, ...]]:
-    with db.engine(env.database_url).connect() as conn:
+def _rolled_usage(engine: Engine, m: date) -> list[tuple[Any, ...]]:
+    with engine.connect() as conn:
         return sorted(astuple(k) for k in key_usage(conn, m))
 
 
 def test_sixty_days_keep_the_horizon_and_the_roll_ups_keep_the_money(
-    env: Env, tmp_path: Path
+    env: Env, engine: Engine, tmp_path: Path
 ) -> None:
     now = datetime.now(UTC)
     env.finops("db", "upgrade")
@@ -98,15 +97,15 @@ def test_sixty_days_keep_the_horizon_and_the_roll_ups_keep_the_money(
 
     # The minutes and the roll-ups agree, for a whole month and a ragged range.
     closed = _month_start(now, 2)  # partly simulated; its minutes get dropped below
-    assert _rolled_usage(env, closed) == _minute_usage(env, closed)
-    assert _rolled_usage(env, closed), "the month has spend"
-    _page_matches_minutes(env, _month_start(now, 1))
+    assert _rolled_usage(engine, closed) == _minute_usage(engine, closed)
+    assert _rolled_usage(engine, closed), "the month has spend"
+    _page_matches_minutes(engine, _month_start(now, 1))
 
     # Retention under the real bound: only the horizon's days are left.
     bound = {"FINOPS_MAX_EVENT_AGE_DAYS": str(AGE_DAYS)}
     env.finops("db", "retention", extra=bound)
     horizon = dedup_horizon(datetime.now(UTC), timedelta(days=AGE_DAYS), timedelta(minutes=5))
-    with db.engine(env.database_url).connect() as conn:
+    with engine.connect() as conn:
         left = [starts_of(n, SEEN_EVENT) for n in children(conn, SEEN_EVENT)]
     assert left and all(d is not None and d >= horizon for d in left)
     assert min(d for (d,) in env.query("SELECT min(event_day) FROM seen_event")) >= horizon
@@ -122,13 +121,13 @@ def test_sixty_days_keep_the_horizon_and_the_roll_ups_keep_the_money(
     assert any(r.startswith(TOO_OLD) for r in reasons), reasons
 
     # Drop the month's minutes: the month close reads the same numbers.
-    before = _close_reads(env, closed)
+    before = _close_reads(engine, closed)
     env.finops("db", "retention", extra={**bound, "FINOPS_MINUTE_RETENTION_MONTHS": "1"})
     s, e = bounds(closed)
     assert env.query(
         "SELECT count(*) FROM spend_window WHERE window_start >= %s AND window_start < %s", (s, e)
     ) == [(0,)]
-    assert _close_reads(env, closed) == before
+    assert _close_reads(engine, closed) == before
     keys, _, _ = before
     # Its chargeback lines bill exactly the month's cost, which the roll-ups still hold.
     lines = [line for k in keys for line in key_lines(KeyUsage(*k))]
@@ -136,9 +135,9 @@ def test_sixty_days_keep_the_horizon_and_the_roll_ups_keep_the_money(
     assert billed == sum((k[9] for k in keys), Decimal(0)) > 0
 
 
-def _close_reads(env: Env, m: date) -> tuple[list[Any], Any, Any]:
+def _close_reads(engine: Engine, m: date) -> tuple[list[Any], Any, Any]:
     """What closing month ``m`` reads: the keys' sums, the SKUs' and the days'."""
-    with db.engine(env.database_url).connect() as conn:
+    with engine.connect() as conn:
         return (
             sorted(astuple(k) for k in key_usage(conn, m)),
             sku_usage(conn, m),
@@ -146,12 +145,12 @@ def _close_reads(env: Env, m: date) -> tuple[list[Any], Any, Any]:
         )
 
 
-def _page_matches_minutes(env: Env, month: date) -> None:
+def _page_matches_minutes(engine: Engine, month: date) -> None:
     """The tenant page over a ragged range (it reads days, hours and minutes)
     shows the sums the minutes hold."""
     since = datetime.combine(month, datetime.min.time(), UTC) + timedelta(hours=5, minutes=17)
     until = since + timedelta(days=9, hours=7, minutes=31)
-    with db.engine(env.database_url).connect() as conn:
+    with engine.connect() as conn:
         (tenant,) = conn.execute(
             text("SELECT tenant FROM spend_window GROUP BY 1 ORDER BY sum(cost_usd) DESC LIMIT 1")
         ).one()

@@ -9,8 +9,8 @@ from decimal import Decimal
 from pathlib import Path
 
 import pytest
+from sqlalchemy import Engine
 
-from pipeline.storage import db
 from pipeline.testbed.demo_hours import DemoRun, HeldHour
 from pipeline.testbed.demo_store import claim_hour, demo_at, mark_published
 from pipeline.testbed.simulate.usage import TENANTS, THRASHER
@@ -94,12 +94,11 @@ def test_demo_with_the_cache_thrash_incident_names_the_evicting_tenant(tmp_path:
         run_cli(("down",), env, check=False)
 
 
-def test_a_demo_cut_short_is_not_published_again(env: Env) -> None:
+def test_a_demo_cut_short_is_not_published_again(env: Env, engine: Engine) -> None:
     """The hour is claimed before its traffic is published and complete only
     after: a demo that died in between left an unknown part of the hour, and
     a re-run refuses rather than send it twice."""
     env.finops("db", "upgrade")
-    engine = db.engine(env.database_url)
     run = DemoRun(Decimal("3.0"), None)
     _clear_of_the_hour_boundary(60)
     hour = datetime.now(UTC).replace(minute=0, second=0, microsecond=0) - timedelta(hours=1)

@@ -14,9 +14,9 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from sqlalchemy import Engine
 
 from pipeline.energy.footprint import GRAMS
-from pipeline.storage import db
 from pipeline.worker.assembly import CLAIM_DELAY_ENV
 from reports.cache import evictors, provider_prefix_rates, savings
 from reports.carbon import carbon
@@ -52,7 +52,9 @@ def _usage(tenant: str, out: int, inp: int, cached: int, **kw: Any) -> dict[str,
     )
 
 
-def test_energy_is_split_exactly_and_late_usage_is_an_adjustment(env: Env, tmp_path: Path) -> None:
+def test_energy_is_split_exactly_and_late_usage_is_an_adjustment(
+    env: Env, engine: Engine, tmp_path: Path
+) -> None:
     env.finops("db", "upgrade")
     env.finops("prices", "load", "models/data/default_prices.csv")
     usage = [
@@ -144,7 +146,6 @@ def test_energy_is_split_exactly_and_late_usage_is_an_adjustment(env: Env, tmp_p
     ) == [(1,)]
 
     # The providers' own prefix cache, from usage: tokens read / input tokens.
-    engine = db.engine(env.database_url)
     rates = {
         (r.tenant, r.model): r.rate
         for r in provider_prefix_rates(engine, W, W + timedelta(hours=1))
@@ -184,8 +185,6 @@ def test_energy_is_split_exactly_and_late_usage_is_an_adjustment(env: Env, tmp_p
         assert acme.sci_per_1k_tokens == acme.carbon_g * 1000 / (4000 + 500)
     out = env.finops("energy", "--by", "tenant", "--method").stdout
     assert "SCI" in out and "fleet SCI" in out and "Carbon method" in out
-
-    engine.dispose()
 
     # Usage for the window arrives after it was split: split again, exactly.
     # One late attempt has acme's attribution key: energy_usage gets a row

@@ -13,8 +13,8 @@ from pathlib import Path
 
 import pytest
 from fastapi.testclient import TestClient
+from sqlalchemy import Engine
 
-from pipeline.storage import db
 from pipeline.web import access
 from pipeline.web.app import create_app
 from pipeline.web.security import WebConfig
@@ -39,7 +39,9 @@ HOSTILE = [
 ]
 
 
-def test_a_month_of_hostile_names_closes_renders_and_serves(env: Env, tmp_path: Path) -> None:
+def test_a_month_of_hostile_names_closes_renders_and_serves(
+    env: Env, engine: Engine, tmp_path: Path
+) -> None:
     events = [
         event(
             event_id=f"h{i}",
@@ -81,7 +83,6 @@ def test_a_month_of_hostile_names_closes_renders_and_serves(env: Env, tmp_path: 
                "--tenant", "../x", "--out", str(tmp_path / "again"))  # fmt: skip
     assert (tmp_path / "again" / "2026-09" / f"chargeback-2026-09-{file_slug('../x')}.pdf").exists()
 
-    engine = db.engine(env.database_url)
     _, admin = access.create_token(engine, None)
     with TestClient(create_app(env.database_url, WebConfig())) as client:
         for name in HOSTILE:

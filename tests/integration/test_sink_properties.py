@@ -17,6 +17,7 @@ from alembic.autogenerate import compare_metadata
 from alembic.migration import MigrationContext
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
+from sqlalchemy import Engine
 
 from models.prices import PriceBook
 from models.tables import metadata
@@ -24,7 +25,6 @@ from pipeline.spend.batch import prepare
 from pipeline.spend.price_store import default_prices
 from pipeline.spend.pricing import book_frame
 from pipeline.spend.sink import SpendSink
-from pipeline.storage import db
 from pipeline.storage.partitions import is_partition
 from pipeline.stream import pg_binary
 from tests.factories import ADMISSION, event, messages, utc_datetimes
@@ -37,8 +37,8 @@ FRAME = book_frame(BOOK)
 TABLES = ("spend_window", "seen_event", "sink_offset", "unpriced_event", "dead_letter")
 
 
-def test_migrations_create_exactly_the_declared_tables(env: Env) -> None:
-    with db.engine(env.database_url).connect() as conn:
+def test_migrations_create_exactly_the_declared_tables(engine: Engine) -> None:
+    with engine.connect() as conn:
         # The partitions (pipeline/storage/partitions.py) are made at run time.
         opts = {
             "compare_type": True,

@@ -10,8 +10,8 @@ from datetime import UTC, date, datetime, timedelta
 
 import pytest
 from fastapi.testclient import TestClient
+from sqlalchemy import Engine
 
-from pipeline.storage import db
 from pipeline.web import access
 from pipeline.web.app import create_app
 from pipeline.web.security import WebConfig
@@ -46,8 +46,8 @@ def _login(client: TestClient, token: str, origin: str | None = None) -> object:
     )
 
 
-def test_every_answer_carries_the_security_headers(env: Env) -> None:
-    _, token = access.create_token(db.engine(env.database_url), "acme")
+def test_every_answer_carries_the_security_headers(env: Env, engine: Engine) -> None:
+    _, token = access.create_token(engine, "acme")
     with _app(env) as client:
         for answer in (
             client.get("/login"),
@@ -62,8 +62,7 @@ def test_every_answer_carries_the_security_headers(env: Env) -> None:
             assert answer.headers["cache-control"] == "no-store"
 
 
-def test_the_login_cookie_is_a_server_side_session(env: Env) -> None:
-    engine = db.engine(env.database_url)
+def test_the_login_cookie_is_a_server_side_session(env: Env, engine: Engine) -> None:
     _, token = access.create_token(engine, "acme")
     with _app(env, WebConfig()) as client:  # the default: Secure cookies
         done = _login(client, token)
@@ -86,8 +85,8 @@ def test_the_login_cookie_is_a_server_side_session(env: Env) -> None:
         assert client.get("/tenants/acme").status_code == 303
 
 
-def test_a_cross_site_login_is_refused(env: Env) -> None:
-    _, token = access.create_token(db.engine(env.database_url), "acme")
+def test_a_cross_site_login_is_refused(env: Env, engine: Engine) -> None:
+    _, token = access.create_token(engine, "acme")
     with _app(env) as client:
         # Another site's form: no CSRF cookie comes with it (SameSite=Strict).
         forged = client.post("/login", data={"token": token, "csrf": "guess", "next": "/"})
@@ -119,8 +118,8 @@ def test_tokens_expire_and_revoking_one_ends_its_sessions(env: Env) -> None:
         assert client.get("/api/tenants", headers=bearer).status_code == 401
 
 
-def test_the_api_docs_need_a_token_unless_configured_public(env: Env) -> None:
-    _, token = access.create_token(db.engine(env.database_url), None)
+def test_the_api_docs_need_a_token_unless_configured_public(env: Env, engine: Engine) -> None:
+    _, token = access.create_token(engine, None)
     with _app(env) as client:
         assert client.get("/openapi.json").status_code == 401
         assert client.get("/docs").status_code == 303  # a page: to the login form

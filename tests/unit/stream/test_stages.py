@@ -74,3 +74,32 @@ def test_full_batches_are_not_merged_and_a_fast_pipeline_keeps_the_intake_batche
     assert full == [10] * 5
     fast, _, _ = _run([3, 4, 5], commit_delay_s=0)
     assert sum(fast) == 12 and max(fast) <= 20
+
+
+class _SeekingBackStream(_Stream):
+    """A stream whose consumer seeks back after a rebalance: offsets taken
+    but not yet acked arrive a second time, behind their first copies."""
+
+    async def noack_take(self, n: int, within: float) -> AsyncIterator[list[_Event]]:
+        for offsets in ([0], [1], [2], [3, 4], [3, 4, 5], [6]):
+            yield [_Event(Message(0, o, b"{}")) for o in offsets]
+            await asyncio.sleep(0)
+
+
+def test_a_message_delivered_twice_into_one_batch_is_prepared_once() -> None:
+    stream = _SeekingBackStream([])
+    prepared: list[list[int]] = []
+
+    async def prepare(messages: list[Message]) -> None:
+        prepared.append([m.offset for m in messages])
+
+    async def commit(messages: list[Message], _: None) -> Collection[int]:
+        await asyncio.sleep(0.05)  # slow, so the intake's batches queue up and merge
+        return ()
+
+    config = StageConfig(batch_messages=10, batch_within_s=0.01, shutdown_grace_s=5)
+    asyncio.run(run_stages(stream, config, prepare, commit, StageClock("test")))
+    assert len(prepared) < 6, "the batches were expected to merge"
+    assert all(len(batch) == len(set(batch)) for batch in prepared), prepared
+    assert sorted({o for batch in prepared for o in batch}) == list(range(7))
+    assert set(stream.acked) == set(range(7))
