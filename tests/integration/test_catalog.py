@@ -7,16 +7,16 @@ from importlib import resources
 from pathlib import Path
 
 import pytest
+from sqlalchemy import Engine
 
 from models.catalog import parse_yaml
 from pipeline.alerts.catalog_store import read_catalog
-from pipeline.storage import db
 from tests.integration.conftest import Env
 
 pytestmark = pytest.mark.integration
 
 
-def test_catalog_round_trip_and_refusal(env: Env, tmp_path: Path) -> None:
+def test_catalog_round_trip_and_refusal(env: Env, engine: Engine, tmp_path: Path) -> None:
     env.finops("db", "upgrade")
     out = env.finops("catalog", "load").stdout
     assert "6 routes, 12 rules enabled" in out
@@ -26,20 +26,16 @@ def test_catalog_round_trip_and_refusal(env: Env, tmp_path: Path) -> None:
     bundled = parsed.model_copy(
         update={"routes": tuple(sorted(parsed.routes, key=lambda r: r.route))}
     )
-    engine = db.engine(env.database_url)
-    try:
-        assert read_catalog(engine) == bundled
+    assert read_catalog(engine) == bundled
 
-        bad = tmp_path / "bad.yaml"
-        bad.write_text(
-            "routes:\n  - route: /v1/x\n    token_budget: {input_cap: 0, output_cap: 5}\n"
-            "    latency_budget: {p50_ms: 1, p95_ms: 2, p99_ms: 3}\n    max_retries: 1\n"
-        )
-        refused = env.finops("catalog", "load", str(bad), check=False)
-        assert refused.returncode == 1
-        assert "routes[0].token_budget.input_cap" in refused.stdout
-        assert read_catalog(engine) == bundled  # nothing replaced
-    finally:
-        engine.dispose()
+    bad = tmp_path / "bad.yaml"
+    bad.write_text(
+        "routes:\n  - route: /v1/x\n    token_budget: {input_cap: 0, output_cap: 5}\n"
+        "    latency_budget: {p50_ms: 1, p95_ms: 2, p99_ms: 3}\n    max_retries: 1\n"
+    )
+    refused = env.finops("catalog", "load", str(bad), check=False)
+    assert refused.returncode == 1
+    assert "routes[0].token_budget.input_cap" in refused.stdout
+    assert read_catalog(engine) == bundled  # nothing replaced
     shown = env.finops("catalog", "show").stdout
     assert "/v1/agent" in shown and "tenant_spend_spike" in shown
