@@ -51,8 +51,10 @@ class Settings(BaseSettings):
     # set it in the environment only).
     alert_webhook_url: str | None = None
 
-    # Messages per stream batch, and the wait that closes a partial batch.
-    batch_messages: int = Field(default=400, ge=1)
+    # A stream batch's bounds (messages, bytes of message values), and the
+    # wait that closes a partial batch.
+    batch_messages: int = Field(default=20_000, ge=1)
+    batch_bytes: int = Field(default=8_000_000, ge=1)
     batch_within_s: float = Field(default=0.3, gt=0)
     # What our producers pack into one NDJSON message.
     events_per_message: int = Field(default=100, ge=1)
@@ -121,7 +123,9 @@ class Settings(BaseSettings):
 
     @property
     def stages(self) -> StageConfig:
-        return StageConfig(self.batch_messages, self.batch_within_s, self.shutdown_grace_s)
+        return StageConfig(
+            self.batch_messages, self.batch_within_s, self.shutdown_grace_s, self.batch_bytes
+        )
 
     def horizons(self, now: datetime) -> Horizons:
         """What retention keeps at ``now``."""

@@ -8,8 +8,7 @@ name where every event came from, for offsets and dead letters.
 from __future__ import annotations
 
 from collections import Counter
-from dataclasses import dataclass
-from typing import Final
+from typing import Final, NamedTuple
 
 import polars as pl
 
@@ -18,8 +17,9 @@ JSON_WS: Final = b" \t\r\n"
 Position = tuple[int, int, int]
 
 
-@dataclass(frozen=True)
-class Message:
+class Message(NamedTuple):
+    # A tuple: the fetcher makes one per record, and a tuple is made in a
+    # fraction of a frozen dataclass's time.
     partition: int
     offset: int
     value: bytes

@@ -1,20 +1,23 @@
-"""How every agent of this pipeline consumes its topic: three stages joined
-by small bounded queues, so each overlaps the others.
+"""How every consumed topic is worked: three stages joined by small bounded
+queues, so each overlaps the others.
 
-intake (the agent loop) -> prepare (the pure work; polars in a thread)
--> commit (the sink transaction) -> ack.
+intake (from the topic's inbox) -> prepare (the pure work; polars in a
+thread) -> commit (the sink transaction) -> ack.
 
-Batches queued for the prepare stage are merged (up to twice the batch
-size), so back-pressure makes batches fuller rather than more numerous.
+A batch closes at ``batch_bytes`` of message values or ``batch_messages``
+messages, or when nothing more arrived within ``batch_within_s`` of its
+first message: sized by bytes, one-event messages amortize the columnar
+path as NDJSON messages do. Batches queued for the prepare stage are merged
+(up to the same bounds), so back-pressure makes batches fuller rather than
+more numerous.
 
-``noack_take`` refills its buffer only when the loop asks for the next batch,
-so the loop hands a batch over and comes straight back: faust's per-message
-intake is the largest cost of small messages, and it now runs while the
-previous batches are decoded and committed. Each stage is one task taking
-batches in order, so commits and acks stay in log order. A full queue blocks
-the stage before it: back-pressure. Nothing is acked before its commit, and a
-partition the commit reports fenced (another worker owns it now) is not acked
-at all, so the group never commits past what this worker did not apply.
+The fetcher fills the inbox while the previous batches are decoded and
+committed (:mod:`pipeline.stream.bulk_intake`). Each stage is one task
+taking batches in order, so commits and acks stay in log order. A full queue
+blocks the stage before it, down to the fetcher: back-pressure. Nothing is
+acked before its commit, and a partition the commit reports fenced (another
+worker owns it now) is not acked at all, so the group never commits past
+what this worker did not apply.
 """
 
 from __future__ import annotations
@@ -23,12 +26,13 @@ import asyncio
 import logging
 import os
 import time
-from collections.abc import Awaitable, Callable, Collection
+from collections.abc import Awaitable, Callable, Collection, Mapping
 from contextlib import suppress
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, TypeVar
 
 from pipeline.stream import live_metrics as live
+from pipeline.stream.bulk_intake import Inbox
 from pipeline.stream.message import Message
 
 log = logging.getLogger(__name__)
@@ -37,6 +41,8 @@ T = TypeVar("T")
 Prepare = Callable[[list[Message]], Awaitable[T]]
 # Applies a prepared batch; returns the partitions it found fenced.
 Commit = Callable[[list[Message], T], Awaitable[Collection[int]]]
+# Acks a committed batch: each partition's (first, last) offset.
+Ack = Callable[[Mapping[int, tuple[int, int]]], None]
 
 
 # Exit status of a worker whose stage failed (EX_SOFTWARE): nothing it held
@@ -48,9 +54,10 @@ STAGE_FAILED = 70
 class StageConfig:
     """How the stages batch and stop (from ``Settings.stages``)."""
 
-    batch_messages: int = 400  # messages per batch the intake takes
+    batch_messages: int = 20_000  # at most this many messages a batch
     batch_within_s: float = 0.3  # the wait that closes a partial batch
     shutdown_grace_s: float = 10.0  # on a stop, how long taken batches may take to commit
+    batch_bytes: int = 8_000_000  # at most this many bytes of message values a batch
 
 
 @dataclass
@@ -79,64 +86,103 @@ class StageClock:
         live.BATCH_MESSAGES.labels(self.agent).observe(messages)
 
 
+@dataclass
+class _Batch:
+    messages: list[Message] = field(default_factory=list)
+    nbytes: int = 0
+
+    def add(self, run: list[Message], nbytes: int) -> None:
+        self.messages += run
+        self.nbytes += nbytes
+
+    def full(self, config: StageConfig) -> bool:
+        return self.nbytes >= config.batch_bytes or len(self.messages) >= config.batch_messages
+
+
 async def run_stages(
-    stream: Any,
+    inbox: Inbox,
     config: StageConfig,
     prepare: Prepare[T],
     commit: Commit[T],
+    ack: Ack,
     clock: StageClock,
     on_batch: Callable[[], None] = lambda: None,
 ) -> None:
-    """Consume ``stream`` in batches of ``config.batch_messages`` through
-    ``prepare`` and ``commit`` (both given the batch's messages), acking each
-    event once its batch committed; ``clock`` adds up each stage's time."""
-    to_prepare: asyncio.Queue[list[Any] | None] = asyncio.Queue(maxsize=2)
-    to_commit: asyncio.Queue[tuple[list[Any], list[Message], T] | None] = asyncio.Queue(maxsize=1)
+    """Consume ``inbox`` in batches through ``prepare`` and ``commit`` (both
+    given the batch's messages), acking each batch once it committed;
+    ``clock`` adds up each stage's time. Runs until cancelled."""
+    to_prepare: asyncio.Queue[_Batch | None] = asyncio.Queue(maxsize=2)
+    to_commit: asyncio.Queue[tuple[list[Message], T] | None] = asyncio.Queue(maxsize=1)
 
     async def preparing() -> None:
         ended = False
-        while not ended and (events := await to_prepare.get()) is not None:
+        while not ended and (batch := await to_prepare.get()) is not None:
             # When a later stage falls behind, the intake's batches queue up
             # here (often short ones, cut by ``batch_within_s``): take the
-            # queued ones along, up to twice the batch size, so a busy stage
+            # queued ones along, up to the batch bounds, so a busy stage
             # meets fewer, fuller batches instead of paying its per-batch
             # cost (a transaction and its fixed statements) for each.
-            while len(events) < config.batch_messages and not to_prepare.empty():
+            while not batch.full(config) and not to_prepare.empty():
                 more = to_prepare.get_nowait()
                 if more is None:
                     ended = True
                     break
-                events += more
+                batch.add(more.messages, more.nbytes)
             t0 = time.perf_counter()
-            messages = _distinct(events)
+            messages = _distinct(batch.messages)
             prepared = await prepare(messages)
             clock.prepared(time.perf_counter() - t0)
-            await to_commit.put((events, messages, prepared))
+            await to_commit.put((messages, prepared))
         await to_commit.put(None)
 
     async def committing() -> None:
         while (item := await to_commit.get()) is not None:
-            events, messages, batch = item
+            messages, prepared = item
             t0 = time.perf_counter()
-            fenced = await commit(messages, batch)
+            fenced = await commit(messages, prepared)
             clock.committed(time.perf_counter() - t0, len(messages))
-            for e in events:
-                if e.message.partition not in fenced:
-                    await stream.ack(e)
+            ack({p: span for p, span in _spans(messages).items() if p not in fenced})
 
     stages = [
         asyncio.create_task(_fatal_on_error(preparing())),
         asyncio.create_task(_fatal_on_error(committing())),
     ]
     try:
-        async for events in stream.noack_take(config.batch_messages, within=config.batch_within_s):
+        while True:
+            await to_prepare.put(await _take(inbox, config))
             on_batch()
-            await to_prepare.put(list(events))
     finally:
         await _wind_down(stages, to_prepare, config.shutdown_grace_s)
 
 
-def _distinct(events: list[Any]) -> list[Message]:
+async def _take(inbox: Inbox, config: StageConfig) -> _Batch:
+    """The next batch: waits for a first run of messages, then takes what
+    arrives until the batch is full or ``batch_within_s`` passed."""
+    batch = _Batch()
+    first = await inbox.get()
+    assert first is not None  # no timeout: get waits for a run
+    batch.add(*first)
+    deadline = time.monotonic() + config.batch_within_s
+    while not batch.full(config):
+        run = inbox.get_nowait() or await inbox.get(timeout=deadline - time.monotonic())
+        if run is None:
+            break
+        batch.add(*run)
+    return batch
+
+
+def _spans(messages: list[Message]) -> dict[int, tuple[int, int]]:
+    """Each partition's lowest and highest offset in a batch: a batch holds
+    every message of that range the fetcher read (a seek back after a
+    rebalance adds lower offsets after higher ones)."""
+    spans: dict[int, tuple[int, int]] = {}
+    for m in messages:
+        first, last = spans.get(m.partition, (m.offset, m.offset))
+        spans[m.partition] = (min(first, m.offset), max(last, m.offset))
+    return spans
+
+
+def _distinct(messages: list[Message]) -> list[Message]:
     """The batch's messages, each position once. After a rebalance the
     consumer seeks back to the group's committed offset, so a message still
     queued here can arrive again and be merged into the same batch: a second
@@ -144,23 +190,22 @@ def _distinct(events: list[Any]) -> list[Message]:
     duplicate), and the offset transaction skips only what earlier batches
     applied."""
     seen: set[tuple[int, int]] = set()
-    messages = []
-    for e in events:
-        m = e.message
+    distinct = []
+    for m in messages:
         if (m.partition, m.offset) not in seen:
             seen.add((m.partition, m.offset))
-            messages.append(Message(m.partition, m.offset, m.value or b""))
-    return messages
+            distinct.append(m)
+    return distinct
 
 
 async def _wind_down(
-    stages: list[asyncio.Task[None]], inbox: asyncio.Queue[Any], grace_s: float
+    stages: list[asyncio.Task[None]], to_prepare: asyncio.Queue[Any], grace_s: float
 ) -> None:
     """Graceful stop (SIGTERM): let the batches already taken commit and ack,
     for up to ``grace_s``, then cancel the rest. What is cancelled was never
     acked, so it is redelivered; what committed is not re-read."""
     with suppress(TimeoutError):
-        await asyncio.wait_for(inbox.put(None), timeout=grace_s)
+        await asyncio.wait_for(to_prepare.put(None), timeout=grace_s)
         done, _ = await asyncio.wait(stages, timeout=grace_s)
         log.info("shutdown: %d of %d stages finished their batches", len(done), len(stages))
     for task in stages:

@@ -65,7 +65,7 @@ from pipeline.settings import Settings
 from pipeline.storage import db
 from pipeline.stream.kafka import bootstrap, delete_topics, end_offsets, ensure_topics
 from pipeline.stream.producer import BatchingPublisher
-from pipeline.testbed.cpu import postmaster_pid, tree_cpu_s
+from pipeline.testbed.cpu import RssSampler, postmaster_pid, tree_cpu_s
 from pipeline.testbed.simulate import side as simulate_side
 from pipeline.testbed.simulate.usage import SimConfig, generate
 
@@ -86,6 +86,10 @@ class Run:
     # The pipeline's CPU seconds: "worker" (all of them), "postgres" and
     # "broker" (when embedded, so their processes are known).
     cpu: dict[str, float] = field(default_factory=dict)
+    # The workers' resident memory: its peak, and its growth over the
+    # second half of the drain (flat memory grows by about nothing).
+    rss_peak_mb: float = 0.0
+    rss_growth_mb: float = 0.0
 
     @property
     def rate(self) -> float:
@@ -94,8 +98,9 @@ class Run:
 
 async def raw_consume(kafka_url: str, topics: list[str]) -> Run:
     """The baseline: read everything, json.loads every line, nothing else.
-    Counts the lines of the first topic (usage) as its events."""
-    t0 = time.time()
+    Counts the lines of the first topic (usage) as its events; its CPU is
+    this process's."""
+    t0, cpu0 = time.time(), time.process_time()
     ends = {t: await end_offsets(kafka_url, t) for t in topics}
     consumer = AIOKafkaConsumer(
         bootstrap_servers=bootstrap(kafka_url),
@@ -127,7 +132,8 @@ async def raw_consume(kafka_url: str, topics: list[str]) -> Run:
     finally:
         await consumer.stop()
     done = time.time()
-    return Run(events, done - (first or done), (first or done) - t0)
+    cpu = {"raw": time.process_time() - cpu0}
+    return Run(events, done - (first or done), (first or done) - t0, cpu=cpu)
 
 
 def _fresh_database(database_url: str, name: str) -> str:
@@ -175,7 +181,11 @@ def pipeline_drain(
         t0 = time.time()
         command = [sys.executable, "-m", "pipeline.cli", "worker", "--drain", "--stats-file"]
         procs = [subprocess.Popen([*command, str(f)], env=env) for f in files]
-        cpu = {"worker": sum(_wait(p) for p in procs)}
+        rss = RssSampler([p.pid for p in procs])
+        try:
+            cpu = {"worker": sum(_wait(p) for p in procs)}
+        finally:
+            rss.stop()
         time.sleep(1.0)  # the workers' backends end after them; then they count
         for name, pid in watched.items():
             start, end = before[name], tree_cpu_s(pid)
@@ -191,7 +201,15 @@ def pipeline_drain(
             for k, v in clock.items():
                 if isinstance(v, int | float):
                     into[k] = into.get(k, 0) + v
-    return Run(sum(s["accepted"] for s in stats), last - first, first - t0, stages, cpu)
+    return Run(
+        sum(s["accepted"] for s in stats),
+        last - first,
+        first - t0,
+        stages,
+        cpu,
+        rss.peak_mb,
+        rss.second_half_growth_mb,
+    )
 
 
 def _service_pids(settings: Settings) -> dict[str, int | None]:
@@ -273,10 +291,16 @@ def run_bench(
     cpu = Table(
         "shape",
         "workers",
+        "raw consumer CPU s / M",
         "worker CPU s / M events",
         "PostgreSQL CPU s / M",
         "broker CPU s / M",
-        title="CPU seconds per million usage events, per process kind (the pipeline's drain)",
+        "worker RSS peak MB",
+        "RSS growth, 2nd half MB",
+        title=(
+            "CPU seconds per million usage events, per process kind (the pipeline's drain),"
+            " and the workers' memory"
+        ),
     )
     ratios: dict[str, list[float]] = {}
     rates: dict[str, list[float]] = {}
@@ -322,11 +346,13 @@ def run_bench(
                         _busy(clock["prepare_s"], pipe.seconds),
                         _busy(clock["commit_s"], pipe.seconds),
                     )
-            per_m = {k: f"{v / n * 1e6:,.1f}" for k, v in pipe.cpu.items()}
+            per_m = {k: f"{v / n * 1e6:,.1f}" for k, v in (raw.cpu | pipe.cpu).items()}
             cpu.add_row(
                 label,
                 str(workers),
-                *(per_m.get(k, "n/a") for k in ("worker", "postgres", "broker")),
+                *(per_m.get(k, "n/a") for k in ("raw", "worker", "postgres", "broker")),
+                f"{pipe.rss_peak_mb:,.0f}",
+                f"{pipe.rss_growth_mb:+,.0f}",
             )
             table.add_row(
                 label,

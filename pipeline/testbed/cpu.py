@@ -1,11 +1,12 @@
-"""CPU seconds of the processes a bench measures, from Linux's /proc: a
-process's own time and that of its children, live or reaped (PostgreSQL's
-backends come and go with the connections; their time stays with the
-postmaster once they exit)."""
+"""CPU seconds and memory of the processes a bench measures, from Linux's
+/proc: a process's own time and that of its children, live or reaped
+(PostgreSQL's backends come and go with the connections; their time stays
+with the postmaster once they exit), and resident memory over a run."""
 
 from __future__ import annotations
 
 import os
+import threading
 from pathlib import Path
 
 _TICK = os.sysconf("SC_CLK_TCK")
@@ -42,3 +43,49 @@ def postmaster_pid(pgdata: Path) -> int | None:
         return int((pgdata / "postmaster.pid").read_text().splitlines()[0])
     except (OSError, ValueError, IndexError):
         return None
+
+
+_PAGE = os.sysconf("SC_PAGE_SIZE")
+
+
+def rss_mb(pid: int) -> float | None:
+    """Resident memory of ``pid`` now, in MB (None: no such process)."""
+    try:
+        resident = int(Path(f"/proc/{pid}/statm").read_text().split()[1])
+    except (OSError, ValueError, IndexError):
+        return None
+    return resident * _PAGE / 1e6
+
+
+class RssSampler:
+    """Samples the resident memory of some processes every ``every_s`` in a
+    thread, until :meth:`stop`: its peak, and how much it grew over the
+    second half of the samples (flat memory grows by about nothing)."""
+
+    def __init__(self, pids: list[int], every_s: float = 0.5) -> None:
+        self._pids = pids
+        self._every_s = every_s
+        self.samples: list[float] = []  # the sum over the processes
+        self._done = threading.Event()
+        self._thread = threading.Thread(target=self._run, daemon=True)
+        self._thread.start()
+
+    def _run(self) -> None:
+        while not self._done.wait(self._every_s):
+            now = [r for p in self._pids if (r := rss_mb(p)) is not None]
+            if now:
+                self.samples.append(sum(now))
+
+    def stop(self) -> None:
+        self._done.set()
+        self._thread.join()
+
+    @property
+    def peak_mb(self) -> float:
+        return max(self.samples, default=0.0)
+
+    @property
+    def second_half_growth_mb(self) -> float:
+        if len(self.samples) < 2:
+            return 0.0
+        return self.samples[-1] - self.samples[len(self.samples) // 2]

@@ -1,4 +1,5 @@
-"""The agents: thin, on purpose. Each consumes its topic through
+"""The agents: thin, on purpose. Each consumes its topic's inbox
+(:mod:`pipeline.stream.bulk_intake`) through
 :func:`pipeline.stream.stages.run_stages`: the pure work of a batch runs in a
 thread (polars releases the GIL, so faust keeps fetching meanwhile), the sink
 commits it in the offset transaction, which publishes its dead letters to
@@ -13,9 +14,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from functools import partial
-from typing import Any
-
-import faust
+from typing import Any, TypeVar
 
 from models.prices import PriceBook
 from pipeline.settings import Settings
@@ -23,11 +22,14 @@ from pipeline.spend.batch import PreparedBatch, prepare
 from pipeline.spend.reference import ReferenceData
 from pipeline.spend.sink import SpendSink
 from pipeline.stream import live_metrics as live
+from pipeline.stream.bulk_intake import BulkApp
 from pipeline.stream.dead_letter import DeadLetter, PublishDead, headers
 from pipeline.stream.line_sink import LineSink
 from pipeline.stream.message import Message
-from pipeline.stream.stages import StageClock, run_stages
+from pipeline.stream.stages import Commit, Prepare, StageClock, run_stages
 from pipeline.worker.stats import AgentStats
+
+T = TypeVar("T")
 
 
 def dead_letter_topic(topic: Any) -> PublishDead:
@@ -50,8 +52,27 @@ class _Prepared:
     revision: int
 
 
+def _consume(
+    app: BulkApp,
+    topic: Any,
+    settings: Settings,
+    prepare: Prepare[T],
+    commit: Commit[T],
+    clock: StageClock,
+    on_batch: Callable[[], None] = lambda: None,
+) -> None:
+    """Runs the stages on ``topic``'s inbox for as long as the app runs."""
+    inbox = app.inbox(topic, max_bytes=settings.batch_bytes)
+    ack = partial(app.ack_through, inbox.topic)
+
+    async def agent() -> None:
+        await run_stages(inbox, settings.stages, prepare, commit, ack, clock, on_batch)
+
+    app.task(agent)
+
+
 def attach_spend_agent(
-    app: faust.App,
+    app: BulkApp,
     topic: Any,
     settings: Settings,
     sink: SpendSink,
@@ -100,15 +121,12 @@ def attach_spend_agent(
         if stats.first_message_at is None:
             stats.first_message_at = time.time()
 
-    @app.agent(topic, name="spend")
-    async def spend(stream: Any) -> None:
-        clock = stats.stages.setdefault("spend", StageClock("spend"))
-        await run_stages(stream, settings.stages, prepare_batch, commit_batch, clock, first_batch)
+    clock = stats.stages.setdefault("spend", StageClock("spend"))
+    _consume(app, topic, settings, prepare_batch, commit_batch, clock, first_batch)
 
 
 def attach_line_agent(
-    app: faust.App,
-    name: str,
+    app: BulkApp,
     topic: Any,
     sink: LineSink[Any],
     settings: Settings,
@@ -123,6 +141,4 @@ def attach_line_agent(
     async def commit_batch(messages: list[Message], prepared: Any) -> tuple[int, ...]:
         return (await sink.apply(messages, prepared)).fenced
 
-    @app.agent(topic, name=name)
-    async def agent(stream: Any) -> None:
-        await run_stages(stream, settings.stages, prepare_batch, commit_batch, clock)
+    _consume(app, topic, settings, prepare_batch, commit_batch, clock)

@@ -9,9 +9,8 @@ import logging
 from dataclasses import dataclass
 from typing import Any
 
-import faust
-
 from pipeline.settings import Settings
+from pipeline.stream.bulk_intake import BulkApp
 from pipeline.stream.kafka import faust_broker
 
 
@@ -40,9 +39,10 @@ class _SilenceFirstRebalanceNoise(logging.Filter):
 _FAUST_NOISE = _SilenceFirstRebalanceNoise()
 
 
-def build_app(settings: Settings, kafka_url: str) -> tuple[faust.App, Topics]:
-    logging.getLogger("faust.app.base").addFilter(_FAUST_NOISE)  # once, however often called
-    app = faust.App(
+def build_app(settings: Settings, kafka_url: str) -> tuple[BulkApp, Topics]:
+    # The app logs under its class's module; once, however often called.
+    logging.getLogger(BulkApp.__module__).addFilter(_FAUST_NOISE)
+    app = BulkApp(
         settings.group_id,
         broker=faust_broker(kafka_url),
         # No faust tables: window state lives in the idempotent Postgres sink.
@@ -60,7 +60,6 @@ def build_app(settings: Settings, kafka_url: str) -> tuple[faust.App, Topics]:
         broker_rebalance_timeout=20.0,
         broker_commit_interval=1.0,
         broker_max_poll_records=500,
-        stream_buffer_maxsize=max(4096, settings.batch_messages * 4),
         # The sink is idempotent, so a stop or a revocation need not wait for
         # the batches in flight (faust's default waits for their acks, and
         # forever if the database refuses them); the stages' own graceful

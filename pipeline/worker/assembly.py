@@ -24,6 +24,7 @@ from pipeline.spend.price_store import reprice
 from pipeline.spend.reference import ReferenceData, ReferenceReader
 from pipeline.spend.sink import SpendSink
 from pipeline.storage import db, retention
+from pipeline.stream.bulk_intake import BulkApp
 from pipeline.stream.offsets import OffsetSink
 from pipeline.stream.pg import PgSession
 from pipeline.stream.stages import StageClock
@@ -48,7 +49,7 @@ RETENTION_EVERY_S = 3600.0
 
 @dataclass
 class Assembly:
-    app: faust.App
+    app: BulkApp
     topics: Topics
     sinks: list[OffsetSink]  # spend first, then the joined topics'
     sessions: list[PgSession]  # every connection whose faults the stats report
@@ -142,7 +143,7 @@ def _join_side_topics(parts: Assembly, settings: Settings, database_url: str) ->
         ("cache", topics.cache, cache),
     ):
         clock = parts.stats.stages.setdefault(name, StageClock(name))
-        attach_line_agent(parts.app, name, topic, sink, settings, clock)
+        attach_line_agent(parts.app, topic, sink, settings, clock)
     finalizer = EnergyFinalizer(database_url, timedelta(seconds=settings.energy_finalize_after_s))
     parts.sinks += [telemetry, cache]
     parts.sessions += [telemetry, cache, finalizer]
