@@ -73,6 +73,11 @@ class Inbox:
         self._bytes += nbytes
         self._readable.set()
 
+    def unget(self, run: list[Message], nbytes: int) -> None:
+        """Put the rest of a run taken in part back in front."""
+        self._runs.appendleft((run, nbytes))
+        self._bytes += nbytes
+
     def get_nowait(self) -> tuple[list[Message], int] | None:
         if not self._runs:
             return None
@@ -118,6 +123,7 @@ class BulkConsumer(faust_aiokafka.Consumer):
     async def _drain_messages(self, fetcher: Any) -> None:
         inboxes = self.inboxes()
         read_offset = self._read_offset
+        new = tuple.__new__
         try:
             while not (self.should_stop or fetcher.should_stop):
                 records, active = await self._wait_next_records(timeout=1.0)
@@ -139,8 +145,11 @@ class BulkConsumer(faust_aiokafka.Consumer):
                     ):
                         continue
                     floor = read_offset[tp]
+                    p = tp.partition
+                    # tuple.__new__ makes a Message in C; a NamedTuple's own
+                    # constructor is a Python function, a tenth of the drain.
                     run = [
-                        Message(tp.partition, r.offset, r.value or b"")
+                        new(Message, (p, r.offset, r.value or b""))
                         for r in batch
                         if floor is None or r.offset >= floor
                     ]

@@ -95,6 +95,12 @@ class _Batch:
         self.messages += run
         self.nbytes += nbytes
 
+    def fits(self, other: _Batch, config: StageConfig) -> bool:
+        return (
+            self.nbytes + other.nbytes <= config.batch_bytes
+            and len(self.messages) + len(other.messages) <= config.batch_messages
+        )
+
     def full(self, config: StageConfig) -> bool:
         return self.nbytes >= config.batch_bytes or len(self.messages) >= config.batch_messages
 
@@ -111,21 +117,29 @@ async def run_stages(
     """Consume ``inbox`` in batches through ``prepare`` and ``commit`` (both
     given the batch's messages), acking each batch once it committed;
     ``clock`` adds up each stage's time. Runs until cancelled."""
-    to_prepare: asyncio.Queue[_Batch | None] = asyncio.Queue(maxsize=2)
+    to_prepare: asyncio.Queue[_Batch | None] = asyncio.Queue(maxsize=1)
     to_commit: asyncio.Queue[tuple[list[Message], T] | None] = asyncio.Queue(maxsize=1)
 
     async def preparing() -> None:
+        carried: _Batch | None = None
         ended = False
-        while not ended and (batch := await to_prepare.get()) is not None:
+        while not ended:
+            batch = carried if carried is not None else await to_prepare.get()
+            carried = None
+            if batch is None:
+                break
             # When a later stage falls behind, the intake's batches queue up
             # here (often short ones, cut by ``batch_within_s``): take the
-            # queued ones along, up to the batch bounds, so a busy stage
-            # meets fewer, fuller batches instead of paying its per-batch
-            # cost (a transaction and its fixed statements) for each.
-            while not batch.full(config) and not to_prepare.empty():
+            # queued ones along while they fit the batch bounds, so a busy
+            # stage meets fewer, fuller batches instead of paying its
+            # per-batch cost (a transaction and its fixed statements) for each.
+            while not to_prepare.empty():
                 more = to_prepare.get_nowait()
                 if more is None:
                     ended = True
+                    break
+                if not batch.fits(more, config):
+                    carried = more
                     break
                 batch.add(more.messages, more.nbytes)
             t0 = time.perf_counter()
@@ -157,18 +171,42 @@ async def run_stages(
 
 async def _take(inbox: Inbox, config: StageConfig) -> _Batch:
     """The next batch: waits for a first run of messages, then takes what
-    arrives until the batch is full or ``batch_within_s`` passed."""
+    arrives until the batch is full or ``batch_within_s`` passed. A run
+    that would overfill the batch is split, its rest left in the inbox (one
+    partition's fetch can hold more than a batch: fetch sizes count
+    compressed bytes)."""
     batch = _Batch()
     first = await inbox.get()
     assert first is not None  # no timeout: get waits for a run
-    batch.add(*first)
     deadline = time.monotonic() + config.batch_within_s
-    while not batch.full(config):
-        run = inbox.get_nowait() or await inbox.get(timeout=deadline - time.monotonic())
-        if run is None:
+    run: tuple[list[Message], int] | None = first
+    while run is not None:
+        messages, nbytes = run
+        bytes_room = config.batch_bytes - batch.nbytes
+        messages_room = config.batch_messages - len(batch.messages)
+        if nbytes <= bytes_room and len(messages) <= messages_room:
+            batch.add(messages, nbytes)
+        else:
+            head, size = _head(messages, bytes_room, messages_room)
+            batch.add(messages[:head], size)
+            if head < len(messages):
+                inbox.unget(messages[head:], nbytes - size)
+        if batch.full(config):
             break
-        batch.add(*run)
+        run = inbox.get_nowait() or await inbox.get(timeout=deadline - time.monotonic())
     return batch
+
+
+def _head(messages: list[Message], max_bytes: int, max_messages: int) -> tuple[int, int]:
+    """How many messages of a run fit ``max_bytes`` and ``max_messages``, and
+    their bytes; at least one, so a batch always takes something."""
+    n, size = 0, 0
+    while n < min(len(messages), max_messages) and (
+        n == 0 or size + len(messages[n].value) <= max_bytes
+    ):
+        size += len(messages[n].value)
+        n += 1
+    return n, size
 
 
 def _spans(messages: list[Message]) -> dict[int, tuple[int, int]]:

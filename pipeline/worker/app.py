@@ -9,6 +9,8 @@ import logging
 from dataclasses import dataclass
 from typing import Any
 
+from faust.tables import TableManager
+
 from pipeline.settings import Settings
 from pipeline.stream.bulk_intake import BulkApp
 from pipeline.stream.kafka import faust_broker
@@ -39,6 +41,17 @@ class _SilenceFirstRebalanceNoise(logging.Filter):
 _FAUST_NOISE = _SilenceFirstRebalanceNoise()
 
 
+class _NoTables(TableManager):
+    """faust's table manager sleeps a second at start so that tables
+    declared late can still register; this app declares none, and the
+    consumer's subscription waits for the manager, so that second was a
+    sixth of a worker's start-up."""
+
+    async def on_start(self) -> None:
+        await self._update_channels()
+        await self.recovery.start()
+
+
 def build_app(settings: Settings, kafka_url: str) -> tuple[BulkApp, Topics]:
     # The app logs under its class's module; once, however often called.
     logging.getLogger(BulkApp.__module__).addFilter(_FAUST_NOISE)
@@ -47,6 +60,7 @@ def build_app(settings: Settings, kafka_url: str) -> tuple[BulkApp, Topics]:
         broker=faust_broker(kafka_url),
         # No faust tables: window state lives in the idempotent Postgres sink.
         store="memory://",
+        TableManager=_NoTables,
         datadir=str(settings.home / "faust"),
         web_enabled=False,
         # The leader-election topic costs a topic and a rebalance step we do not use.
@@ -59,14 +73,16 @@ def build_app(settings: Settings, kafka_url: str) -> tuple[BulkApp, Topics]:
         broker_heartbeat_interval=1.0,
         broker_rebalance_timeout=20.0,
         broker_commit_interval=1.0,
-        broker_max_poll_records=500,
+        # Records a fetch hands over: each fetch is a hop to faust's consumer
+        # thread and back, so a backlog of one-event messages wants many.
+        broker_max_poll_records=5000,
         # The sink is idempotent, so a stop or a revocation need not wait for
         # the batches in flight (faust's default waits for their acks, and
         # forever if the database refuses them); the stages' own graceful
         # stop gives them FINOPS_SHUTDOWN_GRACE_S, and the fencing and the
         # sink's offsets keep a batch finished after a revocation exact.
         stream_wait_empty=False,
-        consumer_max_fetch_size=4 * 1024**2,
+        consumer_max_fetch_size=1024**2,
         producer_max_request_size=max(1024**2, settings.max_message_bytes * 2),
         producer_compression_type=settings.kafka_compression,
         loghandlers=[],

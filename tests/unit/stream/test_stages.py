@@ -89,7 +89,7 @@ def test_a_batch_closes_at_its_message_bound_and_every_message_is_acked_once() -
     feed = _Feed(_runs([4] * 10))
     prepared, clock = _run(feed)
     assert feed.acked == list(range(40))
-    assert all(len(p) <= 10 + 4 for p in prepared)  # one run may cross the bound
+    assert all(len(p) <= 10 for p in prepared)
     assert clock.batches == len(prepared) and clock.messages == 40
 
 
@@ -101,6 +101,22 @@ def test_a_batch_closes_at_its_byte_bound() -> None:
     prepared, _ = _run(feed, by_bytes)
     # 2 bytes a message: a batch closes at 12 bytes, two runs of three.
     assert [len(p) for p in prepared] == [6, 6, 6, 6]
+
+
+def test_a_run_larger_than_a_batch_is_split_and_its_rest_comes_next() -> None:
+    # One partition's fetch can hold more than a batch (fetch sizes count
+    # compressed bytes): the batch takes what fits, the rest stays in order.
+    feed = _Feed([list(range(10))])
+    by_bytes = StageConfig(
+        batch_messages=10**6, batch_within_s=0.5, shutdown_grace_s=5, batch_bytes=6
+    )
+    prepared, _ = _run(feed, by_bytes)
+    assert prepared == [[0, 1, 2], [3, 4, 5], [6, 7, 8], [9]]
+    by_messages = StageConfig(
+        batch_messages=4, batch_within_s=0.5, shutdown_grace_s=5, batch_bytes=10**9
+    )
+    prepared, _ = _run(_Feed([list(range(10))]), by_messages)
+    assert prepared == [[0, 1, 2, 3], [4, 5, 6, 7], [8, 9]]
 
 
 def test_a_partial_batch_closes_when_nothing_more_arrives_within_the_wait() -> None:
@@ -116,7 +132,7 @@ def test_short_batches_queued_behind_a_slow_commit_are_merged_within_the_bound()
     prepared, _ = _run(feed, commit_delay_s=0.1)
     assert sum(len(p) for p in prepared) == 36
     assert len(prepared) < 12
-    assert max(len(p) for p in prepared) <= 10 + 3
+    assert max(len(p) for p in prepared) <= 10
 
 
 def test_a_message_delivered_twice_into_one_batch_is_prepared_once() -> None:
