@@ -7,9 +7,10 @@ thread) -> commit (the sink transaction) -> ack.
 A batch closes at ``batch_bytes`` of message values or ``batch_messages``
 messages, or when nothing more arrived within ``batch_within_s`` of its
 first message: sized by bytes, one-event messages amortize the columnar
-path as NDJSON messages do. Batches queued for the prepare stage are merged
-(up to the same bounds), so back-pressure makes batches fuller rather than
-more numerous.
+path as NDJSON messages do. While a later stage is behind, the intake waits
+and fetched runs gather in the inbox, so the next batch takes them at once:
+back-pressure makes batches fuller rather than more numerous, and each pays
+one transaction.
 
 The fetcher fills the inbox while the previous batches are decoded and
 committed (:mod:`pipeline.stream.bulk_intake`). Each stage is one task
@@ -95,12 +96,6 @@ class _Batch:
         self.messages += run
         self.nbytes += nbytes
 
-    def fits(self, other: _Batch, config: StageConfig) -> bool:
-        return (
-            self.nbytes + other.nbytes <= config.batch_bytes
-            and len(self.messages) + len(other.messages) <= config.batch_messages
-        )
-
     def full(self, config: StageConfig) -> bool:
         return self.nbytes >= config.batch_bytes or len(self.messages) >= config.batch_messages
 
@@ -121,27 +116,7 @@ async def run_stages(
     to_commit: asyncio.Queue[tuple[list[Message], T] | None] = asyncio.Queue(maxsize=1)
 
     async def preparing() -> None:
-        carried: _Batch | None = None
-        ended = False
-        while not ended:
-            batch = carried if carried is not None else await to_prepare.get()
-            carried = None
-            if batch is None:
-                break
-            # When a later stage falls behind, the intake's batches queue up
-            # here (often short ones, cut by ``batch_within_s``): take the
-            # queued ones along while they fit the batch bounds, so a busy
-            # stage meets fewer, fuller batches instead of paying its
-            # per-batch cost (a transaction and its fixed statements) for each.
-            while not to_prepare.empty():
-                more = to_prepare.get_nowait()
-                if more is None:
-                    ended = True
-                    break
-                if not batch.fits(more, config):
-                    carried = more
-                    break
-                batch.add(more.messages, more.nbytes)
+        while (batch := await to_prepare.get()) is not None:
             t0 = time.perf_counter()
             messages = _distinct(batch.messages)
             prepared = await prepare(messages)

@@ -133,6 +133,14 @@ def test_bench_measures_its_shapes_and_leaves_no_topics_behind(env: Env) -> None
     for shape, _, messages, *_ in rows:
         committed = sum(int(b[3].replace(",", "")) for b in busy if b[0] == shape)
         assert committed == int(messages.replace(",", ""))
+    # CPU per million events beside the raw consumer's, and the workers'
+    # memory: a worker's imports alone hold over 100 MB resident.
+    cpu = [c for c in cells if len(c) == 8]
+    assert [c[0] for c in cpu] == ["batched", "joined", "per-op"]
+    # (PostgreSQL's and the broker's are n/a here: not the embedded stack's.)
+    for _, _, raw_cpu, worker_cpu, *_, rss_peak, _ in cpu:
+        assert float(raw_cpu.replace(",", "")) > 0 and float(worker_cpu.replace(",", "")) > 0
+        assert 100 < float(rss_peak.replace(",", "")) < 4000
     ratio = re.search(
         r"joins ratio \(joined / spend path alone, pipeline rates\): ([\d.]+)$", out.stdout, re.M
     )

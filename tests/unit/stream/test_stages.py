@@ -1,7 +1,7 @@
 """The staged consumer (pipeline.stream.stages) on an inbox fed in memory:
 every message is acked once, after its batch committed, in log order;
 batches close at their byte and message bounds or when nothing more came
-within the wait; batches that queue up behind a slow commit are merged,
+within the wait; behind a slow commit the runs gather into fuller batches,
 never beyond the bounds."""
 
 from __future__ import annotations
@@ -44,6 +44,8 @@ def _run(
 ) -> tuple[list[list[int]], StageClock]:
     prepared: list[list[int]] = []
     committed: list[int] = []
+    done: set[int] = set()  # the offsets of the batches committed so far
+    acked_early: list[set[int]] = []
     total = len({o for run in feed.runs for o in run})
 
     async def prepare(messages: list[Message]) -> int:
@@ -52,8 +54,11 @@ def _run(
 
     async def commit(messages: list[Message], n: int) -> Collection[int]:
         await asyncio.sleep(commit_delay_s)
-        # Nothing of a batch is acked before its commit returns.
-        assert len(feed.acked) == sum(committed)
+        # Nothing is acked before the commit of its batch returns. (Noted,
+        # not asserted here: a failing stage ends the process.)
+        if set(feed.acked) != done:
+            acked_early.append(set(feed.acked) - done)
+        done.update(m.offset for m in messages)
         committed.append(n)
         return ()
 
@@ -72,6 +77,7 @@ def _run(
             await stages
 
     asyncio.run(main())
+    assert acked_early == []
     assert feed.acked == sorted(feed.acked)
     assert [len(p) for p in prepared] == committed
     return prepared, clock
@@ -127,7 +133,7 @@ def test_a_partial_batch_closes_when_nothing_more_arrives_within_the_wait() -> N
     assert [len(p) for p in prepared] == [2, 3, 1]
 
 
-def test_short_batches_queued_behind_a_slow_commit_are_merged_within_the_bound() -> None:
+def test_behind_a_slow_commit_runs_gather_into_fuller_batches_within_the_bound() -> None:
     feed = _Feed(_runs([3] * 12), gap_s=0.02)
     prepared, _ = _run(feed, commit_delay_s=0.1)
     assert sum(len(p) for p in prepared) == 36
@@ -138,9 +144,9 @@ def test_short_batches_queued_behind_a_slow_commit_are_merged_within_the_bound()
 def test_a_message_delivered_twice_into_one_batch_is_prepared_once() -> None:
     # A rebalance seeks back to the committed offset: offsets taken but not
     # yet acked arrive a second time, behind their first copies.
-    feed = _Feed([[0], [1], [2], [3, 4], [3, 4, 5], [6]], gap_s=0.02)
+    feed = _Feed([[0], [1], [2], [3, 4], [3, 4, 5], [6]])
     prepared, _ = _run(feed, commit_delay_s=0.1)
-    assert len(prepared) < 6, "the batches were expected to merge"
+    assert any(3 in batch and 5 in batch for batch in prepared), prepared  # both copies met
     assert all(len(batch) == len(set(batch)) for batch in prepared), prepared
     assert sorted({o for batch in prepared for o in batch}) == list(range(7))
     assert feed.acked == list(range(7))
