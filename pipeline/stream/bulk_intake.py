@@ -25,18 +25,15 @@ and none of a partition no longer assigned.
 from __future__ import annotations
 
 import asyncio
-import logging
 from collections import deque
 from collections.abc import Iterable, Mapping
-from typing import Any
+from typing import Any, cast
 
 import faust
 from faust.transport.drivers import aiokafka as faust_aiokafka
 from faust.types import TP
 
 from pipeline.stream.message import Message
-
-log = logging.getLogger(__name__)
 
 
 class Inbox:
@@ -117,11 +114,8 @@ class BulkConsumer(faust_aiokafka.Consumer):
     """faust's aiokafka consumer with the drain loop replaced (see the
     module's docstring)."""
 
-    def inboxes(self) -> Mapping[str, Inbox]:
-        return getattr(self.app, "inboxes", {})
-
     async def _drain_messages(self, fetcher: Any) -> None:
-        inboxes = self.inboxes()
+        inboxes = cast(BulkApp, self.app).inboxes
         read_offset = self._read_offset
         new = tuple.__new__
         try:

@@ -42,6 +42,8 @@ T = TypeVar("T")
 Prepare = Callable[[list[Message]], Awaitable[T]]
 # Applies a prepared batch; returns the partitions it found fenced.
 Commit = Callable[[list[Message], T], Awaitable[Collection[int]]]
+# A batch's lowest and highest offset in each partition.
+_Spans = dict[int, tuple[int, int]]
 # Acks a committed batch: each partition's (first, last) offset.
 Ack = Callable[[Mapping[int, tuple[int, int]]], None]
 
@@ -113,24 +115,24 @@ async def run_stages(
     given the batch's messages), acking each batch once it committed;
     ``clock`` adds up each stage's time. Runs until cancelled."""
     to_prepare: asyncio.Queue[_Batch | None] = asyncio.Queue(maxsize=1)
-    to_commit: asyncio.Queue[tuple[list[Message], T] | None] = asyncio.Queue(maxsize=1)
+    to_commit: asyncio.Queue[tuple[list[Message], _Spans, T] | None] = asyncio.Queue(maxsize=1)
 
     async def preparing() -> None:
         while (batch := await to_prepare.get()) is not None:
             t0 = time.perf_counter()
-            messages = _distinct(batch.messages)
+            messages, spans = _distinct(batch.messages)
             prepared = await prepare(messages)
             clock.prepared(time.perf_counter() - t0)
-            await to_commit.put((messages, prepared))
+            await to_commit.put((messages, spans, prepared))
         await to_commit.put(None)
 
     async def committing() -> None:
         while (item := await to_commit.get()) is not None:
-            messages, prepared = item
+            messages, spans, prepared = item
             t0 = time.perf_counter()
             fenced = await commit(messages, prepared)
             clock.committed(time.perf_counter() - t0, len(messages))
-            ack({p: span for p, span in _spans(messages).items() if p not in fenced})
+            ack({p: span for p, span in spans.items() if p not in fenced})
 
     stages = [
         asyncio.create_task(_fatal_on_error(preparing())),
@@ -184,31 +186,26 @@ def _head(messages: list[Message], max_bytes: int, max_messages: int) -> tuple[i
     return n, size
 
 
-def _spans(messages: list[Message]) -> dict[int, tuple[int, int]]:
-    """Each partition's lowest and highest offset in a batch: a batch holds
-    every message of that range the fetcher read (a seek back after a
-    rebalance adds lower offsets after higher ones)."""
-    spans: dict[int, tuple[int, int]] = {}
-    for m in messages:
-        first, last = spans.get(m.partition, (m.offset, m.offset))
-        spans[m.partition] = (min(first, m.offset), max(last, m.offset))
-    return spans
+def _distinct(messages: list[Message]) -> tuple[list[Message], _Spans]:
+    """The batch's messages, each position once, and each partition's lowest
+    and highest offset (one pass: it runs per message on the event loop).
 
-
-def _distinct(messages: list[Message]) -> list[Message]:
-    """The batch's messages, each position once. After a rebalance the
-    consumer seeks back to the group's committed offset, so a message still
-    queued here can arrive again and be merged into the same batch: a second
-    copy of one message is not a second event (it would count as a
-    duplicate), and the offset transaction skips only what earlier batches
-    applied."""
+    After a rebalance the consumer seeks back to the group's committed
+    offset, so a message still queued here can arrive again and be merged
+    into the same batch: a second copy of one message is not a second event
+    (it would count as a duplicate), and the offset transaction skips only
+    what earlier batches applied. The span covers every message of its range
+    the fetcher read (a seek back adds lower offsets after higher ones)."""
     seen: set[tuple[int, int]] = set()
     distinct = []
+    spans: _Spans = {}
     for m in messages:
         if (m.partition, m.offset) not in seen:
             seen.add((m.partition, m.offset))
             distinct.append(m)
-    return distinct
+            first, last = spans.get(m.partition, (m.offset, m.offset))
+            spans[m.partition] = (min(first, m.offset), max(last, m.offset))
+    return distinct, spans
 
 
 async def _wind_down(
