@@ -1,6 +1,6 @@
 """The processes' /metrics, scraped by a real Prometheus and read back
 through its HTTP API: a worker's lag rises under a backlog and returns to 0
-once it is applied, its freshness p99 under a steady 1,000 events/s stays within 2 s,
+once it is applied, its freshness p99 under a steady 1,000 events/s stays under 1 s,
 and its counters agree with the database; the front door and the pages
 count their requests by route and status."""
 
@@ -113,7 +113,7 @@ def test_a_scraped_worker_shows_lag_freshness_and_outcomes(env: Env, tmp_path: P
                 "histogram_quantile(0.99, sum by (le) (finops_commit_duration_seconds_bucket))"
             )
             seen = sorted((float(b["le"]), v) for b, v in buckets)
-            assert p99 is not None and 0 < p99 <= 2.0, f"p99 {p99}: {seen}, commit p99 {commit_p99}"
+            assert p99 is not None and 0 < p99 < 1.0, f"p99 {p99}: {seen}, commit p99 {commit_p99}"
 
             with UsagePublisher(env.kafka_url, topic, linger_s=0.05) as publisher:
                 for line in [*_lines("b", 0, BURST), b"not json", b'{"event_id": "half"}']:
