@@ -150,8 +150,17 @@ def bench(
     workers: Annotated[
         int, typer.Option(min=1, help="worker processes in the pipeline's consumer group")
     ] = 1,
+    paced_s: Annotated[
+        float,
+        typer.Option(
+            min=0,
+            help="seconds of steady load at half the measured rate, for freshness"
+            " (the spend-path shapes; 0: none)",
+        ),
+    ] = 15.0,
 ) -> None:
-    """Pipeline throughput against a raw aiokafka consumer, same events, same run."""
+    """Pipeline throughput against a raw aiokafka consumer, same events, same run;
+    then freshness under a steady load at half that rate."""
     from pipeline.testbed.bench import SHAPES, run_bench
 
     settings, found = services()
@@ -166,4 +175,4 @@ def bench(
             f"{workers} workers share {settings.partitions} partitions: some would idle",
             param_hint="--workers",
         )
-    run_bench(settings, found, events, shape_names, console, rounds, workers)
+    run_bench(settings, found, events, shape_names, console, rounds, workers, paced_s)

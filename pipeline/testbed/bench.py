@@ -34,6 +34,10 @@ seconds per million usage events of the workers, PostgreSQL and the broker
 shape that many times, interleaved (batched, joined, batched, joined, ...),
 and reports the median ratio and each round's:
 these machines are shared, and a single pair of runs can differ by a fifth.
+Last, for the spend-path shapes (``batched``, ``single``), one live worker
+takes a steady load at half the pipeline rate just measured for ``paced_s``
+seconds, and a fourth table gives its freshness, event time to committed
+window, from the worker's own histogram (:mod:`.freshness`).
 """
 
 from __future__ import annotations
@@ -46,12 +50,14 @@ import sys
 import tempfile
 import time
 import uuid
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from functools import partial
 from pathlib import Path
 from statistics import median
-from typing import Final
+from typing import Any, Final
 
 import psycopg
 from aiokafka import AIOKafkaConsumer, TopicPartition
@@ -65,6 +71,7 @@ from pipeline.settings import Settings
 from pipeline.storage import db
 from pipeline.stream.kafka import bootstrap, delete_topics, end_offsets, ensure_topics
 from pipeline.stream.producer import BatchingPublisher
+from pipeline.testbed import freshness
 from pipeline.testbed.cpu import RssSampler, postmaster_pid, tree_cpu_s
 from pipeline.testbed.simulate import side as simulate_side
 from pipeline.testbed.simulate.usage import SimConfig, generate
@@ -136,17 +143,47 @@ async def raw_consume(kafka_url: str, topics: list[str]) -> Run:
     return Run(events, done - (first or done), (first or done) - t0, cpu=cpu)
 
 
-def _fresh_database(database_url: str, name: str) -> str:
+@contextmanager
+def _database(database_url: str, topic: str) -> Iterator[str]:
+    """A fresh database for one measurement, migrated and with the default
+    prices, dropped after."""
+    from pipeline.spend.price_store import default_prices, load_entries
+
+    name = f"finops_bench_{topic.removeprefix('bench-').replace('-', '_')}"
     with psycopg.connect(database_url, autocommit=True) as conn:
         conn.execute(f'CREATE DATABASE "{name}"')
-    url = db.with_database(database_url, name)
-    db.upgrade(url)
-    return url
+    try:
+        url = db.with_database(database_url, name)
+        db.upgrade(url)
+        load_entries(db.engine(url), default_prices(), "default")
+        yield url
+    finally:
+        with psycopg.connect(database_url, autocommit=True) as conn:
+            conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
 
 
-def _drop_database(database_url: str, name: str) -> None:
-    with psycopg.connect(database_url, autocommit=True) as conn:
-        conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+def _topics(topic: str) -> list[str]:
+    """Every topic a worker on usage topic ``topic`` reads or writes: its
+    side topics even when its joins are off, and their dead letters."""
+    topics = [topic, *(f"{topic}-{k}" for k in ("telemetry", "cache"))]
+    return topics + [f"{t}-dlq" for t in topics]
+
+
+def _worker_env(
+    settings: Settings, found: Endpoints, topic: str, database_url: str, joins: bool
+) -> dict[str, str]:
+    return {
+        **os.environ,
+        "FINOPS_KAFKA_URL": found.kafka_url,
+        "FINOPS_DATABASE_URL": database_url,
+        "FINOPS_USAGE_TOPIC": topic,
+        "FINOPS_USAGE_DLQ_TOPIC": f"{topic}-dlq",
+        "FINOPS_TELEMETRY_TOPIC": f"{topic}-telemetry",
+        "FINOPS_CACHE_TOPIC": f"{topic}-cache",
+        "FINOPS_GROUP_ID": f"bench-{uuid.uuid4().hex[:8]}",
+        "FINOPS_PARTITIONS": str(settings.partitions),
+        "FINOPS_JOINS": str(joins).lower(),
+    }
 
 
 def pipeline_drain(
@@ -159,23 +196,9 @@ def pipeline_drain(
 ) -> Run:
     """``workers`` ``finops worker --drain`` processes in one consumer group;
     each stops once every partition is applied, whoever applied it."""
-    from pipeline.spend.price_store import default_prices, load_entries
-
-    load_entries(db.engine(database_url), default_prices(), "default")
     watched = _service_pids(settings) if found.embedded else {}
     with tempfile.TemporaryDirectory() as tmp:
-        env = {
-            **os.environ,
-            "FINOPS_KAFKA_URL": found.kafka_url,
-            "FINOPS_DATABASE_URL": database_url,
-            "FINOPS_USAGE_TOPIC": topic,
-            "FINOPS_USAGE_DLQ_TOPIC": f"{topic}-dlq",
-            "FINOPS_TELEMETRY_TOPIC": f"{topic}-telemetry",
-            "FINOPS_CACHE_TOPIC": f"{topic}-cache",
-            "FINOPS_GROUP_ID": f"bench-{uuid.uuid4().hex[:8]}",
-            "FINOPS_PARTITIONS": str(settings.partitions),
-            "FINOPS_JOINS": str(joins).lower(),
-        }
+        env = _worker_env(settings, found, topic, database_url, joins)
         files = [Path(tmp) / f"stats-{i}.json" for i in range(workers)]
         before = {name: tree_cpu_s(pid) for name, pid in watched.items()}
         t0 = time.time()
@@ -243,6 +266,7 @@ def run_bench(
     console: Console,
     rounds: int = 1,
     workers: int = 1,
+    paced_s: float = 15.0,
 ) -> None:
     run_id = uuid.uuid4().hex[:8]
     console.print(f"generating {n:,} simulated events ...")
@@ -313,6 +337,19 @@ def run_bench(
         "commit busy",
         title="where the pipeline's time went (stage busy time, share of the drain)",
     )
+    fresh = Table(
+        "shape",
+        "paced events/s",
+        "events",
+        "freshness p50 s",
+        "freshness p99 s",
+        "all within s",
+        "p99 under 1 s",
+        title=(
+            "event time to committed window under a steady load at half the pipeline's rate"
+            " (one live worker)"
+        ),
+    )
     # Rounds interleave the shapes (batched, joined, batched, joined, ...) so
     # a machine that slows down or speeds up mid-run biases no shape.
     for round_no in range(1, rounds + 1):
@@ -354,6 +391,26 @@ def run_bench(
                 f"{pipe.rss_peak_mb:,.0f}",
                 f"{pipe.rss_growth_mb:+,.0f}",
             )
+            if paced_s > 0 and shape not in JOINED:
+                f = _freshness(
+                    settings,
+                    found,
+                    console,
+                    f"bench-{run_id}-{shape}-{round_no}-paced",
+                    shape,
+                    usage,
+                    pipe.rate / 2,
+                    paced_s,
+                )
+                fresh.add_row(
+                    label,
+                    f"{f.rate:,.0f}",
+                    f"{f.events:,}",
+                    _seconds(f.p50_s),
+                    _seconds(f.p99_s),
+                    _seconds(f.all_within_s),
+                    "yes" if f.p99_s is not None and f.p99_s < 1 else "no",
+                )
             table.add_row(
                 label,
                 f"{n:,}",
@@ -368,11 +425,66 @@ def run_bench(
     console.print(table)
     console.print(busy)
     console.print(cpu)
+    if fresh.row_count:
+        console.print(fresh)
     if "batched" in ratios:
         console.print(f"batched-shape ratio pipeline/raw: {median(ratios['batched']):.2f}")
     for shape in JOINED:
         if "batched" in rates and shape in rates:
             console.print(joins_ratio(rates["batched"], rates[shape], shape))
+
+
+def _seconds(s: float | None) -> str:
+    return "n/a" if s is None else f"{s:.2f}"
+
+
+def _freshness(
+    settings: Settings,
+    found: Endpoints,
+    console: Console,
+    topic: str,
+    shape: str,
+    usage: list[dict[str, Any]],
+    rate: float,
+    seconds: float,
+) -> freshness.Freshness:
+    """A live worker under ``rate`` events a second of the shape for about
+    ``seconds`` (fewer when the bench has fewer events), on fresh topics and
+    a fresh database."""
+    events = usage[: max(1, min(len(usage), int(rate * seconds)))]
+    topics = _topics(topic)
+    console.print(f"[{shape}] {len(events):,} events at {rate:,.0f} a second to a live worker ...")
+    try:
+        asyncio.run(ensure_topics(found.kafka_url, topics, settings.partitions))
+        with (
+            _database(found.database_url, topic) as database_url,
+            Progress(console=console, transient=True) as progress,
+        ):
+            task = progress.add_task(f"paced {topic}", total=len(events))
+
+            def publish() -> int:
+                return asyncio.run(
+                    freshness.paced_publish(
+                        found.kafka_url,
+                        topic,
+                        events,
+                        rate,
+                        SHAPES[shape],
+                        settings.max_message_bytes,
+                        settings.kafka_compression,
+                        partial(_advance, progress, task),
+                    )
+                )
+
+            return freshness.under_load(
+                _worker_env(settings, found, topic, database_url, joins=False),
+                topic,
+                settings.partitions,
+                publish,
+                rate,
+            )
+    finally:
+        asyncio.run(delete_topics(found.kafka_url, topics))
 
 
 def joins_ratio(batched: list[float], joined: list[float], shape: str = "joined") -> str:
@@ -401,10 +513,7 @@ def _measure(
     message in memory). Returns both runs, the messages and the input lines."""
     joins = shape in JOINED
     traffic = {topic: events} | ({f"{topic}-{k}": v for k, v in side.items()} if joins else {})
-    # Every topic of the shape, the worker's side topics even when its joins
-    # are off.
-    topics = [topic, *(f"{topic}-{k}" for k in ("telemetry", "cache"))]
-    topics += [f"{t}-dlq" for t in topics]
+    topics = _topics(topic)
     # Side traffic goes in messages as large in bytes as the batched usage
     # messages (a cache event is a third of a usage event's size), the way a
     # producer that batches by size sends it; faust's cost is per message.
@@ -427,12 +536,8 @@ def _measure(
                 )
                 messages += asyncio.run(publisher.publish(rows)).messages
         raw = asyncio.run(raw_consume(found.kafka_url, list(traffic)))
-        db_name = f"finops_bench_{topic.removeprefix('bench-').replace('-', '_')}"
-        database_url = _fresh_database(found.database_url, db_name)
-        try:
+        with _database(found.database_url, topic) as database_url:
             pipe = pipeline_drain(settings, found, topic, database_url, joins, workers)
-        finally:
-            _drop_database(found.database_url, db_name)
     finally:
         asyncio.run(delete_topics(found.kafka_url, topics))
     return raw, pipe, messages, sum(map(len, traffic.values()))

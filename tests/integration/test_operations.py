@@ -97,7 +97,8 @@ def test_dead_letters_are_reviewed_then_replayed_once(env: Env, tmp_path: Path) 
 
 def test_bench_measures_its_shapes_and_leaves_no_topics_behind(env: Env) -> None:
     """A small `finops bench` end to end: every shape drains every event, the
-    last lines are the joins ratios, and its topics and databases are gone
+    last lines are the joins ratios, the spend path's freshness is measured
+    under a steady load, and its topics and databases are gone
     after (the embedded broker keeps every message in memory until then).
     Rounds only repeat this (tests/unit/test_bench_summary.py)."""
     out = env.finops(
@@ -108,6 +109,8 @@ def test_bench_measures_its_shapes_and_leaves_no_topics_behind(env: Env) -> None
         "batched,joined,per-op",
         "--rounds",
         "1",
+        "--paced-s",
+        "2",
         timeout=600,
     )
     cells = [
@@ -141,6 +144,17 @@ def test_bench_measures_its_shapes_and_leaves_no_topics_behind(env: Env) -> None
     for _, _, raw_cpu, worker_cpu, *_, rss_peak, _ in cpu:
         assert float(raw_cpu.replace(",", "")) > 0 and float(worker_cpu.replace(",", "")) > 0
         assert 100 < float(rss_peak.replace(",", "")) < 4000
+    # Freshness under a steady load at half the measured rate, for the spend
+    # path alone: every paced event applied, its quantiles from the worker's
+    # own histogram.
+    fresh = [c for c in cells if len(c) == 7]
+    assert [f[0] for f in fresh] == ["batched"]
+    (_, paced_rate, paced, p50, p99, within, under_1s) = fresh[0]
+    batched_rate = int(rows[0][4].replace(",", ""))
+    assert abs(float(paced_rate.replace(",", "")) - batched_rate / 2) <= 1
+    assert 0 < int(paced.replace(",", "")) <= 3000
+    assert 0 < float(p50) <= float(p99) <= float(within)
+    assert under_1s == ("yes" if float(p99) < 1 else "no")
     ratio = re.search(
         r"joins ratio \(joined / spend path alone, pipeline rates\): ([\d.]+)$", out.stdout, re.M
     )
