@@ -56,6 +56,10 @@ class Settings(BaseSettings):
     batch_messages: int = Field(default=20_000, ge=1)
     batch_bytes: int = Field(default=8_000_000, ge=1)
     batch_within_s: float = Field(default=0.3, gt=0)
+    # Event keys a worker remembers having committed, so a re-send among
+    # them is known as a duplicate without the database (about 160 bytes of
+    # memory each; an older re-send is found by the database instead).
+    recent_keys: int = Field(default=250_000, ge=0)
     # What our producers pack into one NDJSON message.
     events_per_message: int = Field(default=100, ge=1)
     max_message_bytes: int = Field(default=900_000, ge=1024)

@@ -4,8 +4,9 @@ A fast path, never the authority: a key found here was committed to
 ``seen_event`` by this process, so its event is certainly a duplicate; a key
 not found here may still be one, and the database's primary key decides.
 Keys are added only after their transaction committed. The newest keys are
-kept, up to a capacity (about 110 bytes each): re-sends mostly arrive soon
-after the original.
+kept, up to a capacity (about 160 bytes of memory each, measured: a key and
+a payload fingerprint of 72 characters, its set slot and its chunk's):
+re-sends mostly arrive soon after the original.
 """
 
 from __future__ import annotations

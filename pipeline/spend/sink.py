@@ -184,7 +184,7 @@ class SpendSink(OffsetSink):
         topic: str,
         *,
         sink: str = SINK,
-        recent_keys: int = 1_000_000,
+        recent_keys: int = 250_000,
         publish_dead: PublishDead = table_only,
     ) -> None:
         super().__init__(database_url, topic, sink, publish_dead)

@@ -86,7 +86,10 @@ def assemble(settings: Settings, kafka_url: str, database_url: str) -> Assembly:
     app, topics = build_app(settings, kafka_url)
     engine = db.engine(database_url)
     spend = SpendSink(
-        database_url, settings.usage_topic, publish_dead=dead_letter_topic(topics.usage_dlq)
+        database_url,
+        settings.usage_topic,
+        recent_keys=settings.recent_keys,
+        publish_dead=dead_letter_topic(topics.usage_dlq),
     )
 
     async def reprice_now() -> None:
