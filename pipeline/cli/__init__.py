@@ -38,6 +38,7 @@ app.command()(ops.reconcile)
 app.command()(ops.metrics)
 app.command()(ops.chaos)
 app.command()(ops.bench)
+app.command()(ops.soak)
 # Finance and the pages.
 app.command()(finance.forecast)
 app.command()(web.serve)

@@ -176,3 +176,16 @@ def bench(
             param_hint="--workers",
         )
     run_bench(settings, found, events, shape_names, console, rounds, workers, paced_s)
+
+
+def soak(
+    events: Annotated[int, typer.Option(min=1, help="events to publish, then drain")] = 10_000_000,
+    tenants: Annotated[
+        int, typer.Option(min=1, help="simulated tenants: about 20 keys each")
+    ] = 5_000,
+) -> None:
+    """A worker's memory over many events and keys, generated as they are published."""
+    from pipeline.testbed.soak import run_soak
+
+    settings, found = services()
+    run_soak(settings, found, events, tenants, console)

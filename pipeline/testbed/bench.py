@@ -97,6 +97,7 @@ class Run:
     # second half of the drain (flat memory grows by about nothing).
     rss_peak_mb: float = 0.0
     rss_growth_mb: float = 0.0
+    rss: tuple[float, ...] = ()  # the samples, every 0.5 s
 
     @property
     def rate(self) -> float:
@@ -144,7 +145,7 @@ async def raw_consume(kafka_url: str, topics: list[str]) -> Run:
 
 
 @contextmanager
-def _database(database_url: str, topic: str) -> Iterator[str]:
+def database(database_url: str, topic: str) -> Iterator[str]:
     """A fresh database for one measurement, migrated and with the default
     prices, dropped after."""
     from pipeline.spend.price_store import default_prices, load_entries
@@ -162,7 +163,7 @@ def _database(database_url: str, topic: str) -> Iterator[str]:
             conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
 
 
-def _topics(topic: str) -> list[str]:
+def topics_of(topic: str) -> list[str]:
     """Every topic a worker on usage topic ``topic`` reads or writes: its
     side topics even when its joins are off, and their dead letters."""
     topics = [topic, *(f"{topic}-{k}" for k in ("telemetry", "cache"))]
@@ -232,6 +233,7 @@ def pipeline_drain(
         cpu,
         rss.peak_mb,
         rss.second_half_growth_mb,
+        tuple(rss.samples),
     )
 
 
@@ -254,7 +256,7 @@ def _busy(seconds: float, of: float) -> str:
     return f"{seconds:.1f} s ({seconds / of:.0%})" if of > 0 else f"{seconds:.1f} s"
 
 
-def _advance(progress: Progress, task: TaskID, completed: int) -> None:
+def advance(progress: Progress, task: TaskID, completed: int) -> None:
     progress.update(task, completed=completed)
 
 
@@ -452,12 +454,12 @@ def _freshness(
     ``seconds`` (fewer when the bench has fewer events), on fresh topics and
     a fresh database."""
     events = usage[: max(1, min(len(usage), int(rate * seconds)))]
-    topics = _topics(topic)
+    topics = topics_of(topic)
     console.print(f"[{shape}] {len(events):,} events at {rate:,.0f} a second to a live worker ...")
     try:
         asyncio.run(ensure_topics(found.kafka_url, topics, settings.partitions))
         with (
-            _database(found.database_url, topic) as database_url,
+            database(found.database_url, topic) as database_url,
             Progress(console=console, transient=True) as progress,
         ):
             task = progress.add_task(f"paced {topic}", total=len(events))
@@ -472,7 +474,7 @@ def _freshness(
                         SHAPES[shape],
                         settings.max_message_bytes,
                         settings.kafka_compression,
-                        partial(_advance, progress, task),
+                        partial(advance, progress, task),
                     )
                 )
 
@@ -513,7 +515,7 @@ def _measure(
     message in memory). Returns both runs, the messages and the input lines."""
     joins = shape in JOINED
     traffic = {topic: events} | ({f"{topic}-{k}": v for k, v in side.items()} if joins else {})
-    topics = _topics(topic)
+    topics = topics_of(topic)
     # Side traffic goes in messages as large in bytes as the batched usage
     # messages (a cache event is a third of a usage event's size), the way a
     # producer that batches by size sends it; faust's cost is per message.
@@ -531,12 +533,12 @@ def _measure(
                     max_message_bytes=(
                         settings.max_message_bytes if name == topic else side_message_bytes
                     ),
-                    on_progress=partial(_advance, progress, task),
+                    on_progress=partial(advance, progress, task),
                     compression=settings.kafka_compression,
                 )
                 messages += asyncio.run(publisher.publish(rows)).messages
         raw = asyncio.run(raw_consume(found.kafka_url, list(traffic)))
-        with _database(found.database_url, topic) as database_url:
+        with database(found.database_url, topic) as database_url:
             pipe = pipeline_drain(settings, found, topic, database_url, joins, workers)
     finally:
         asyncio.run(delete_topics(found.kafka_url, topics))

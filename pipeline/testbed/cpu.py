@@ -72,7 +72,8 @@ class RssSampler:
 
     def _run(self) -> None:
         while not self._done.wait(self._every_s):
-            now = [r for p in self._pids if (r := rss_mb(p)) is not None]
+            # A process that exited but is not yet reaped has no memory: 0.
+            now = [r for p in self._pids if (r := rss_mb(p))]
             if now:
                 self.samples.append(sum(now))
 

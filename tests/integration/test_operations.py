@@ -166,6 +166,12 @@ def test_bench_measures_its_shapes_and_leaves_no_topics_behind(env: Env) -> None
     seconds = {r[0]: 3000 / int(r[4].replace(",", "")) for r in rows}
     assert lines["joined"] * seconds["joined"] < lines["per-op"] * seconds["per-op"]
 
+    assert _bench_leftovers(env) == ([], [])
+
+
+def _bench_leftovers(env: Env) -> tuple[list[str], list[tuple[str]]]:
+    """The topics and databases a bench or soak left behind."""
+
     async def bench_topics() -> list[str]:
         admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap(env.kafka_url))
         await admin.start()
@@ -174,9 +180,29 @@ def test_bench_measures_its_shapes_and_leaves_no_topics_behind(env: Env) -> None
         finally:
             await admin.close()
 
-    assert asyncio.run(bench_topics()) == []
     bench_dbs = "SELECT datname FROM pg_database WHERE starts_with(datname, %s)"
-    assert env.query(bench_dbs, ("finops_bench_",)) == []
+    return asyncio.run(bench_topics()), env.query(bench_dbs, ("finops_bench_",))
+
+
+def test_soak_drains_every_event_over_many_keys_and_shows_the_workers_memory(env: Env) -> None:
+    """A small `finops soak`: its events are generated as they are published,
+    spread over many tenants' keys, all applied, and the worker's memory is
+    shown at each tenth of its run; nothing is left behind."""
+    out = env.finops("soak", "--events", "4000", "--tenants", "300", timeout=600)
+    published = re.search(r"published ([\d,]+) events of ([\d,]+) distinct", out.stdout)
+    assert published is not None
+    assert published.group(1) == "4,000"
+    assert int(published.group(2).replace(",", "")) > 300  # several keys a tenant
+    rows = [
+        [c.strip() for c in r.split("│")[1:-1]]
+        for r in out.stdout.splitlines()
+        if r.startswith("│")
+    ]
+    assert [r[0] for r in rows] == [f"{t}%" for t in range(10, 101, 10)]
+    # Sampled from the worker's start; its imports alone hold over 100 MB.
+    mb = [float(r[1].replace(",", "")) for r in rows]
+    assert all(m > 10 for m in mb) and 100 < max(mb) < 4000
+    assert _bench_leftovers(env) == ([], [])
 
 
 def _refuse_spend_commits(env: Env) -> None:
