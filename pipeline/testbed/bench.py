@@ -45,34 +45,24 @@ from __future__ import annotations
 import asyncio
 import json
 import os
-import subprocess
-import sys
-import tempfile
 import time
 import uuid
-from collections.abc import Iterator
-from contextlib import contextmanager
-from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from functools import partial
-from pathlib import Path
 from statistics import median
-from typing import Any, Final
+from typing import Final
 
-import psycopg
 from aiokafka import AIOKafkaConsumer, TopicPartition
 from rich.console import Console
-from rich.progress import Progress, TaskID
+from rich.progress import Progress
 from rich.table import Table
 
-from pipeline.embedded import runtime
 from pipeline.embedded.endpoints import Endpoints
 from pipeline.settings import Settings
-from pipeline.storage import db
 from pipeline.stream.kafka import bootstrap, delete_topics, end_offsets, ensure_topics
 from pipeline.stream.producer import BatchingPublisher
 from pipeline.testbed import freshness
-from pipeline.testbed.cpu import RssSampler, postmaster_pid, tree_cpu_s
+from pipeline.testbed.drain_run import Run, advance, database, pipeline_drain, topics_of
 from pipeline.testbed.simulate import side as simulate_side
 from pipeline.testbed.simulate.usage import SimConfig, generate
 
@@ -80,28 +70,6 @@ SHAPES = {"batched": 100, "joined": 100, "per-op": 100, "single": 1}
 # The shapes with the joins on, and whether their cache nodes send
 # per-minute counters (True) or one event per operation.
 JOINED: Final = {"joined": True, "per-op": False}
-
-
-@dataclass(frozen=True)
-class Run:
-    events: int
-    seconds: float
-    startup_s: float
-    # The pipeline's agents: name -> the worker's StageClock fields (summed
-    # over the workers).
-    stages: dict[str, dict[str, float]] = field(default_factory=dict)
-    # The pipeline's CPU seconds: "worker" (all of them), "postgres" and
-    # "broker" (when embedded, so their processes are known).
-    cpu: dict[str, float] = field(default_factory=dict)
-    # The workers' resident memory: its peak, and its growth over the
-    # second half of the drain (flat memory grows by about nothing).
-    rss_peak_mb: float = 0.0
-    rss_growth_mb: float = 0.0
-    rss: tuple[float, ...] = ()  # the samples, every 0.5 s
-
-    @property
-    def rate(self) -> float:
-        return self.events / self.seconds if self.seconds > 0 else float("inf")
 
 
 async def raw_consume(kafka_url: str, topics: list[str]) -> Run:
@@ -144,120 +112,8 @@ async def raw_consume(kafka_url: str, topics: list[str]) -> Run:
     return Run(events, done - (first or done), (first or done) - t0, cpu=cpu)
 
 
-@contextmanager
-def database(database_url: str, topic: str) -> Iterator[str]:
-    """A fresh database for one measurement, migrated and with the default
-    prices, dropped after."""
-    from pipeline.spend.price_store import default_prices, load_entries
-
-    name = f"finops_bench_{topic.removeprefix('bench-').replace('-', '_')}"
-    with psycopg.connect(database_url, autocommit=True) as conn:
-        conn.execute(f'CREATE DATABASE "{name}"')
-    try:
-        url = db.with_database(database_url, name)
-        db.upgrade(url)
-        load_entries(db.engine(url), default_prices(), "default")
-        yield url
-    finally:
-        with psycopg.connect(database_url, autocommit=True) as conn:
-            conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
-
-
-def topics_of(topic: str) -> list[str]:
-    """Every topic a worker on usage topic ``topic`` reads or writes: its
-    side topics even when its joins are off, and their dead letters."""
-    topics = [topic, *(f"{topic}-{k}" for k in ("telemetry", "cache"))]
-    return topics + [f"{t}-dlq" for t in topics]
-
-
-def _worker_env(
-    settings: Settings, found: Endpoints, topic: str, database_url: str, joins: bool
-) -> dict[str, str]:
-    return {
-        **os.environ,
-        "FINOPS_KAFKA_URL": found.kafka_url,
-        "FINOPS_DATABASE_URL": database_url,
-        "FINOPS_USAGE_TOPIC": topic,
-        "FINOPS_USAGE_DLQ_TOPIC": f"{topic}-dlq",
-        "FINOPS_TELEMETRY_TOPIC": f"{topic}-telemetry",
-        "FINOPS_CACHE_TOPIC": f"{topic}-cache",
-        "FINOPS_GROUP_ID": f"bench-{uuid.uuid4().hex[:8]}",
-        "FINOPS_PARTITIONS": str(settings.partitions),
-        "FINOPS_JOINS": str(joins).lower(),
-    }
-
-
-def pipeline_drain(
-    settings: Settings,
-    found: Endpoints,
-    topic: str,
-    database_url: str,
-    joins: bool,
-    workers: int = 1,
-) -> Run:
-    """``workers`` ``finops worker --drain`` processes in one consumer group;
-    each stops once every partition is applied, whoever applied it."""
-    watched = _service_pids(settings) if found.embedded else {}
-    with tempfile.TemporaryDirectory() as tmp:
-        env = _worker_env(settings, found, topic, database_url, joins)
-        files = [Path(tmp) / f"stats-{i}.json" for i in range(workers)]
-        before = {name: tree_cpu_s(pid) for name, pid in watched.items()}
-        t0 = time.time()
-        command = [sys.executable, "-m", "pipeline.cli", "worker", "--drain", "--stats-file"]
-        procs = [subprocess.Popen([*command, str(f)], env=env) for f in files]
-        rss = RssSampler([p.pid for p in procs])
-        try:
-            cpu = {"worker": sum(_wait(p) for p in procs)}
-        finally:
-            rss.stop()
-        time.sleep(1.0)  # the workers' backends end after them; then they count
-        for name, pid in watched.items():
-            start, end = before[name], tree_cpu_s(pid)
-            if start is not None and end is not None:
-                cpu[name] = end - start
-        stats = [json.loads(f.read_text()) for f in files]
-    first = min(s["first_message_at"] for s in stats if s["first_message_at"] is not None)
-    last = max(s["drained_at"] for s in stats)
-    stages: dict[str, dict[str, float]] = {}
-    for s in stats:
-        for agent, clock in s["stages"].items():
-            into = stages.setdefault(agent, {})
-            for k, v in clock.items():
-                if isinstance(v, int | float):
-                    into[k] = into.get(k, 0) + v
-    return Run(
-        sum(s["accepted"] for s in stats),
-        last - first,
-        first - t0,
-        stages,
-        cpu,
-        rss.peak_mb,
-        rss.second_half_growth_mb,
-        tuple(rss.samples),
-    )
-
-
-def _service_pids(settings: Settings) -> dict[str, int | None]:
-    state = runtime.load_state(settings.home)
-    pgdata = Path(state.pgdata) if state.pgdata else settings.home / "pgdata"
-    return {"postgres": postmaster_pid(pgdata), "broker": state.broker_pid}
-
-
-def _wait(proc: subprocess.Popen[bytes]) -> float:
-    """Wait for a worker; its CPU seconds (it must exit 0)."""
-    _, status, usage = os.wait4(proc.pid, 0)
-    proc.returncode = os.waitstatus_to_exitcode(status)
-    if proc.returncode != 0:
-        raise subprocess.CalledProcessError(proc.returncode, proc.args)
-    return usage.ru_utime + usage.ru_stime
-
-
 def _busy(seconds: float, of: float) -> str:
     return f"{seconds:.1f} s ({seconds / of:.0%})" if of > 0 else f"{seconds:.1f} s"
-
-
-def advance(progress: Progress, task: TaskID, completed: int) -> None:
-    progress.update(task, completed=completed)
 
 
 def run_bench(
@@ -394,12 +250,13 @@ def run_bench(
                 f"{pipe.rss_growth_mb:+,.0f}",
             )
             if paced_s > 0 and shape not in JOINED:
-                f = _freshness(
+                f = freshness.paced_run(
                     settings,
                     found,
                     console,
                     f"bench-{run_id}-{shape}-{round_no}-paced",
                     shape,
+                    SHAPES[shape],
                     usage,
                     pipe.rate / 2,
                     paced_s,
@@ -438,55 +295,6 @@ def run_bench(
 
 def _seconds(s: float | None) -> str:
     return "n/a" if s is None else f"{s:.2f}"
-
-
-def _freshness(
-    settings: Settings,
-    found: Endpoints,
-    console: Console,
-    topic: str,
-    shape: str,
-    usage: list[dict[str, Any]],
-    rate: float,
-    seconds: float,
-) -> freshness.Freshness:
-    """A live worker under ``rate`` events a second of the shape for about
-    ``seconds`` (fewer when the bench has fewer events), on fresh topics and
-    a fresh database."""
-    events = usage[: max(1, min(len(usage), int(rate * seconds)))]
-    topics = topics_of(topic)
-    console.print(f"[{shape}] {len(events):,} events at {rate:,.0f} a second to a live worker ...")
-    try:
-        asyncio.run(ensure_topics(found.kafka_url, topics, settings.partitions))
-        with (
-            database(found.database_url, topic) as database_url,
-            Progress(console=console, transient=True) as progress,
-        ):
-            task = progress.add_task(f"paced {topic}", total=len(events))
-
-            def publish() -> int:
-                return asyncio.run(
-                    freshness.paced_publish(
-                        found.kafka_url,
-                        topic,
-                        events,
-                        rate,
-                        SHAPES[shape],
-                        settings.max_message_bytes,
-                        settings.kafka_compression,
-                        partial(advance, progress, task),
-                    )
-                )
-
-            return freshness.under_load(
-                _worker_env(settings, found, topic, database_url, joins=False),
-                topic,
-                settings.partitions,
-                publish,
-                rate,
-            )
-    finally:
-        asyncio.run(delete_topics(found.kafka_url, topics))
 
 
 def joins_ratio(batched: list[float], joined: list[float], shape: str = "joined") -> str:

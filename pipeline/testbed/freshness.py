@@ -23,13 +23,20 @@ import urllib.request
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
+from functools import partial
 from pathlib import Path
 from typing import Any, Final
 
 from prometheus_client.parser import text_string_to_metric_families
+from rich.console import Console
+from rich.progress import Progress
 
+from pipeline.embedded.endpoints import Endpoints
 from pipeline.embedded.runtime import free_port
+from pipeline.settings import Settings
+from pipeline.stream.kafka import delete_topics, ensure_topics
 from pipeline.stream.producer import new_producer
+from pipeline.testbed import drain_run
 
 LINGER_S: Final = 0.1
 TICK_S: Final = 0.01
@@ -234,3 +241,53 @@ def under_load(
     return Freshness(
         rate, sent, quantile(buckets, 0.5), quantile(buckets, 0.99), all_within(buckets)
     )
+
+
+def paced_run(
+    settings: Settings,
+    found: Endpoints,
+    console: Console,
+    topic: str,
+    shape: str,
+    per_message: int,
+    usage: list[dict[str, Any]],
+    rate: float,
+    seconds: float,
+) -> Freshness:
+    """A live worker under ``rate`` events a second of ``shape`` (that many
+    events ``per_message``) for about ``seconds`` (fewer when ``usage`` has
+    fewer events), on fresh topics and a fresh database."""
+    events = usage[: max(1, min(len(usage), int(rate * seconds)))]
+    topics = drain_run.topics_of(topic)
+    console.print(f"[{shape}] {len(events):,} events at {rate:,.0f} a second to a live worker ...")
+    try:
+        asyncio.run(ensure_topics(found.kafka_url, topics, settings.partitions))
+        with (
+            drain_run.database(found.database_url, topic) as database_url,
+            Progress(console=console, transient=True) as progress,
+        ):
+            task = progress.add_task(f"paced {topic}", total=len(events))
+
+            def publish() -> int:
+                return asyncio.run(
+                    paced_publish(
+                        found.kafka_url,
+                        topic,
+                        events,
+                        rate,
+                        per_message,
+                        settings.max_message_bytes,
+                        settings.kafka_compression,
+                        partial(drain_run.advance, progress, task),
+                    )
+                )
+
+            return under_load(
+                drain_run.worker_env(settings, found, topic, database_url, joins=False),
+                topic,
+                settings.partitions,
+                publish,
+                rate,
+            )
+    finally:
+        asyncio.run(delete_topics(found.kafka_url, topics))

@@ -28,7 +28,7 @@ from pipeline.embedded.endpoints import Endpoints
 from pipeline.settings import Settings
 from pipeline.stream.kafka import delete_topics, ensure_topics
 from pipeline.stream.producer import BatchingPublisher
-from pipeline.testbed import bench
+from pipeline.testbed import drain_run
 from pipeline.testbed.simulate import side as simulate_side
 from pipeline.testbed.simulate.usage import SimConfig, generate
 
@@ -54,7 +54,7 @@ def run_soak(settings: Settings, found: Endpoints, n: int, tenants: int, console
         max_events=n,
     )
     keys: set[tuple[str, ...]] = set()
-    topics = bench.topics_of(topic)
+    topics = drain_run.topics_of(topic)
     try:
         asyncio.run(ensure_topics(found.kafka_url, topics, settings.partitions))
         with Progress(console=console, transient=True) as progress:
@@ -65,7 +65,7 @@ def run_soak(settings: Settings, found: Endpoints, n: int, tenants: int, console
                     topic,
                     events_per_message=settings.events_per_message,
                     max_message_bytes=settings.max_message_bytes,
-                    on_progress=partial(bench.advance, progress, task),
+                    on_progress=partial(drain_run.advance, progress, task),
                     compression=settings.kafka_compression,
                 ).publish(simulate_side.lines(_counted(generate(cfg), keys)))
             )
@@ -73,8 +73,8 @@ def run_soak(settings: Settings, found: Endpoints, n: int, tenants: int, console
             f"published {published.events:,} events of {len(keys):,} distinct"
             " (tenant, route, feature, model) keys; the worker drains them ..."
         )
-        with bench.database(found.database_url, topic) as database_url:
-            run = bench.pipeline_drain(settings, found, topic, database_url, joins=False)
+        with drain_run.database(found.database_url, topic) as database_url:
+            run = drain_run.pipeline_drain(settings, found, topic, database_url, joins=False)
     finally:
         asyncio.run(delete_topics(found.kafka_url, topics))
     if run.events != published.events:
