@@ -27,6 +27,7 @@ from __future__ import annotations
 import asyncio
 from collections import deque
 from collections.abc import Iterable, Mapping
+from time import monotonic
 from typing import Any, cast
 
 import faust
@@ -136,6 +137,8 @@ class BulkConsumer(faust_aiokafka.Consumer):
     async def _drain_messages(self, fetcher: Any) -> None:
         inboxes = cast(BulkApp, self.app).inboxes
         read_offset = self._read_offset
+        monitor = self.app.monitor
+        inbound = monitor.stream_inbound_time if monitor is not None else None
         new = tuple.__new__
         try:
             while not (self.should_stop or fetcher.should_stop):
@@ -179,6 +182,13 @@ class BulkConsumer(faust_aiokafka.Consumer):
                     else:
                         inbox.put_nowait(run, nbytes)
                     read_offset[tp] = run[-1].offset
+                    # faust's stall check reads when a partition's stream last
+                    # took a record: without it every partition with a
+                    # backlog is logged as stalled after 5 minutes. A run
+                    # put here is taken; stuck stages fill the inbox, the
+                    # puts stop, and faust's check then rightly fires.
+                    if inbound is not None:
+                        inbound[tp] = monotonic()
         except BaseException as exc:
             stopped = isinstance(exc, (asyncio.CancelledError, *self.consumer_stopped_errors))
             if stopped and self.transport.app.should_stop:
