@@ -41,7 +41,6 @@ def key(env: Env, *args: str) -> str:
 
 @contextmanager
 def running_door(env: Env, **settings: str) -> Iterator[Door]:
-    env.finops("db", "upgrade")
     any_key = key(env, "--source", "tests")
     acme_key = key(env, "--source", "acme-gateway", "--tenant", "acme")
     port = free_port()

@@ -40,7 +40,6 @@ def _run(
     extra = {"FINOPS_ALERTS_TOPIC": alerts_topic, "FINOPS_ALERT_LATENESS_S": "60"}
     if webhook:
         extra["FINOPS_ALERT_WEBHOOK_URL"] = webhook
-    env.finops("db", "upgrade")
     env.finops("prices", "load", "models/data/default_prices.csv")
     env.finops("catalog", "load")
     env.finops(

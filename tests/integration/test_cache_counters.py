@@ -28,7 +28,6 @@ SUMS = "hits, misses, hit_tokens, miss_tokens, inserts, hit_output_tokens"
 def test_counters_store_the_windows_of_the_events_they_count(
     env: Env, flag: tuple[str, ...]
 ) -> None:
-    env.finops("db", "upgrade")
     args = ("--rate", "6", "--duration", "1200", "--start", START.isoformat())
     env.finops("simulate", *args, "--incident", "cache-thrash", *flag)
     env.finops("worker", "--drain")

@@ -17,7 +17,6 @@ pytestmark = pytest.mark.integration
 
 
 def test_catalog_round_trip_and_refusal(env: Env, engine: Engine, tmp_path: Path) -> None:
-    env.finops("db", "upgrade")
     out = env.finops("catalog", "load").stdout
     assert "6 routes, 12 rules enabled" in out
     text = resources.files("models").joinpath("data/route_catalog.yaml").read_text()

@@ -79,7 +79,6 @@ def test_every_door_lands_exactly_and_a_resent_batch_counts_once(env: Env) -> No
                  "completion_tokens": 40, "total_tokens": 340},
     }  # fmt: skip
     payloads = json.loads((DATA / "litellm_payloads.json").read_text())
-    env.finops("db", "upgrade")
     env.finops("prices", "load", "models/data/default_prices.csv")
     with running_door(env) as door:
         body = b"\n".join([*map(line, usage), b'{"event_id": "bad", "tenant": "acme"}'])
@@ -211,7 +210,6 @@ def _genai(model: str, provider: str, inp: int, out: int, read: int = 0, write: 
 def test_the_opentelemetry_sdk_exports_usage_that_lands_exactly(env: Env, encoding: str) -> None:
     from tests.peers.otel_venv import export
 
-    env.finops("db", "upgrade")
     env.finops("prices", "load", "models/data/default_prices.csv")
     traces = [
         # A retry: the first call failed, the second answered from the cache.
@@ -295,7 +293,6 @@ def test_cache_scrape_publishes_counter_growth_across_a_reset(env: Env) -> None:
     server = http.server.ThreadingHTTPServer(("127.0.0.1", port), Metrics)
     threading.Thread(target=server.serve_forever, daemon=True).start()
     try:
-        env.finops("db", "upgrade")
         env.finops("cache", "scrape", f"http://127.0.0.1:{port}/metrics", "--node", "gpu-a1",
                    "--interval", "0.2", "--count", "3")  # fmt: skip
     finally:

@@ -52,7 +52,6 @@ SUMS = (
 
 
 def import_litellm_prices(env: Env) -> None:
-    env.finops("db", "upgrade")
     env.finops("prices", "import-litellm", str(bundled_map(proxy_python())),
                "--effective-from", "2025-01-01")  # fmt: skip
 

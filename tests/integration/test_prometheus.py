@@ -73,7 +73,6 @@ def _first_in_line() -> None:
 
 
 def test_a_scraped_worker_shows_lag_freshness_and_outcomes(env: Env, tmp_path: Path) -> None:
-    env.finops("db", "upgrade")
     env.finops("prices", "load", "models/data/default_prices.csv")
     port = free_port()
     topic = env.topic

@@ -29,7 +29,6 @@ def job(*args: str) -> dict[str, Any]:
 
 
 def test_queued_events_land_once_in_batched_messages(env: Env) -> None:
-    env.finops("db", "upgrade")
     result = job("publish", env.kafka_url, env.topic)
     assert result == {"first_id_stable": True, "published": 301, "failed": 0}
     assert published(env, env.topic) < 301  # many events per message
