@@ -40,7 +40,7 @@ def _run(
     extra = {"FINOPS_ALERTS_TOPIC": alerts_topic, "FINOPS_ALERT_LATENESS_S": "60"}
     if webhook:
         extra["FINOPS_ALERT_WEBHOOK_URL"] = webhook
-    env.finops("prices", "load", "models/data/default_prices.csv")
+    env.load_default_prices()
     env.finops("catalog", "load")
     env.finops(
         "simulate", "--rate", "3", "--duration", str(hours * 3600), "--start", start.isoformat(),

@@ -72,7 +72,7 @@ def test_sixty_days_keep_the_horizon_and_the_roll_ups_keep_the_money(
     env: Env, engine: Engine, tmp_path: Path
 ) -> None:
     now = datetime.now(UTC)
-    env.finops("prices", "load", "models/data/default_prices.csv")
+    env.load_default_prices()
     env.finops(
         "simulate",
         "--start",

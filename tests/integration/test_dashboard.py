@@ -59,7 +59,7 @@ def test_every_promql_names_an_exported_metric_and_every_metric_has_a_panel() ->
 
 def test_every_sql_panel_runs_against_the_schema(env: Env, tmp_path: Path) -> None:
     now = datetime.now(UTC).replace(second=0, microsecond=0)
-    env.finops("prices", "load", "models/data/default_prices.csv")
+    env.load_default_prices()
     at = [(now - timedelta(hours=2, minutes=i)).isoformat() for i in range(30)]
     lines = [
         json.dumps(event(event_id=f"g{i}", request_id=f"g{i}", tenant=f"t{i % 3}", ts=ts))

@@ -165,7 +165,7 @@ def test_a_worker_publishes_every_topics_dead_letters_with_their_headers(
         f"{env.topic}-telemetry": samples,
         f"{env.topic}-cache": caches,
     }
-    env.finops("prices", "load", "models/data/default_prices.csv")
+    env.load_default_prices()
     for i, (topic, lines) in enumerate(topics.items()):
         path = tmp_path / f"{i}.jsonl"
         path.write_bytes(b"\n".join(lines) + b"\n")

@@ -55,7 +55,7 @@ def _usage(tenant: str, out: int, inp: int, cached: int, **kw: Any) -> dict[str,
 def test_energy_is_split_exactly_and_late_usage_is_an_adjustment(
     env: Env, engine: Engine, tmp_path: Path
 ) -> None:
-    env.finops("prices", "load", "models/data/default_prices.csv")
+    env.load_default_prices()
     usage = [
         _usage("acme", 500, 4000, 3000),
         _usage("globex", 100, 1000, 0),
@@ -250,7 +250,7 @@ def test_telemetry_ingest_reads_a_dcgm_exporter_endpoint(env: Env) -> None:
 def test_with_joins_off_the_spend_path_runs_alone(env: Env, tmp_path: Path) -> None:
     """FINOPS_JOINS=false: spend is counted, no energy is attributed and the
     side topics are left unread (the bench's spend-path baseline)."""
-    env.finops("prices", "load", "models/data/default_prices.csv")
+    env.load_default_prices()
     env.finops("replay", _write(tmp_path / "u.jsonl", [_usage("solo", 77, 700, 0)]))
     env.finops("worker", "--drain", extra={"FINOPS_JOINS": "false"})
     assert env.query("SELECT sum(attempts) FROM spend_window WHERE tenant = 'solo'") == [(1,)]
@@ -269,7 +269,7 @@ def test_messages_delivered_before_the_claim_are_applied_once_it_is_done(
     messages can reach the agents while the claim is still running (here it
     is held for 3 s). Their batches wait for it: the drain applies every
     topic instead of fencing them and waiting out its stall limit."""
-    env.finops("prices", "load", "models/data/default_prices.csv")
+    env.load_default_prices()
     env.finops("replay", _write(tmp_path / "u.jsonl", [_usage("acme", 500, 4000, 0)]))
     telemetry = [
         {"node_id": "gpu-a1", "gpu": "0", "ts": _ts(s), "power_w": 700.0,
@@ -294,7 +294,7 @@ def test_a_span_that_continues_the_last_one_repeats_no_telemetry_instant(env: En
     third does not, so its baseline sample repeats the second span's last
     instant and exactly that sample per GPU is dead-lettered. Either way the
     boundaries are measured: no millisecond is left without telemetry."""
-    env.finops("prices", "load", "models/data/default_prices.csv")
+    env.load_default_prices()
     start = (datetime.now(UTC) - timedelta(hours=2)).replace(minute=0, second=0, microsecond=0)
     for k, extra in enumerate(((), ("--continues",), ())):
         at = (start + timedelta(seconds=300 * k)).isoformat()

@@ -55,7 +55,7 @@ def test_a_month_of_hostile_names_closes_renders_and_serves(
     refused = line(event(event_id="bidi", tenant="ev\u202eil", ts="2026-09-20T10:00:00Z"))
     source = tmp_path / "hostile.jsonl"
     source.write_bytes(b"\n".join([*(line(e) for e in events), refused]) + b"\n")
-    env.finops("prices", "load", "models/data/default_prices.csv")
+    env.load_default_prices()
     env.finops("replay", str(source))
     env.finops("worker", "--drain")
     assert env.query("SELECT split_part(reason, ':', 1) FROM dead_letter") == [("bad_identifier",)]

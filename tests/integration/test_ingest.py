@@ -79,7 +79,7 @@ def test_every_door_lands_exactly_and_a_resent_batch_counts_once(env: Env) -> No
                  "completion_tokens": 40, "total_tokens": 340},
     }  # fmt: skip
     payloads = json.loads((DATA / "litellm_payloads.json").read_text())
-    env.finops("prices", "load", "models/data/default_prices.csv")
+    env.load_default_prices()
     with running_door(env) as door:
         body = b"\n".join([*map(line, usage), b'{"event_id": "bad", "tenant": "acme"}'])
         r = door.post("/v1/usage", body, NDJSON)
@@ -210,7 +210,7 @@ def _genai(model: str, provider: str, inp: int, out: int, read: int = 0, write: 
 def test_the_opentelemetry_sdk_exports_usage_that_lands_exactly(env: Env, encoding: str) -> None:
     from tests.peers.otel_venv import export
 
-    env.finops("prices", "load", "models/data/default_prices.csv")
+    env.load_default_prices()
     traces = [
         # A retry: the first call failed, the second answered from the cache.
         [{"name": "chat gpt-4o", "attributes": _genai("gpt-4o", "openai", 1200, 0), "error": True},

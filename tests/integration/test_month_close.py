@@ -55,7 +55,7 @@ def _month_of_calls(start: date, cached: bool) -> list[dict[str, object]]:
 
 
 def test_the_worked_example_closes_to_the_cent(env: Env, tmp_path: Path) -> None:
-    env.finops("prices", "load", "models/data/default_prices.csv")
+    env.load_default_prices()
     _publish(env, tmp_path / "nov.jsonl", _month_of_calls(date(2025, 11, 1), cached=False))
     _publish(env, tmp_path / "apr.jsonl", _month_of_calls(date(2026, 4, 1), cached=True))
     env.finops("worker", "--drain")
@@ -75,7 +75,7 @@ def test_the_worked_example_closes_to_the_cent(env: Env, tmp_path: Path) -> None
 
 
 def _simulated_month(env: Env, start: datetime) -> None:
-    env.finops("prices", "load", "models/data/default_prices.csv")
+    env.load_default_prices()
     env.finops("carbon", "load")
     env.finops(
         "simulate", "--rate", "4", "--duration", "1800", "--start", start.isoformat(), "--side"

@@ -27,7 +27,7 @@ def _ts(delta: timedelta) -> str:
 
 def _setup(env: Env, tmp_path: Path, lines: list[bytes]) -> None:
     (tmp_path / "events.jsonl").write_bytes(b"\n".join(lines) + b"\n")
-    env.finops("prices", "load", "models/data/default_prices.csv")
+    env.load_default_prices()
     env.finops("replay", str(tmp_path / "events.jsonl"))
 
 

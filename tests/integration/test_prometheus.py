@@ -73,7 +73,7 @@ def _first_in_line() -> None:
 
 
 def test_a_scraped_worker_shows_lag_freshness_and_outcomes(env: Env, tmp_path: Path) -> None:
-    env.finops("prices", "load", "models/data/default_prices.csv")
+    env.load_default_prices()
     port = free_port()
     topic = env.topic
     # The suite runs three test processes on two cores: the worker under test
