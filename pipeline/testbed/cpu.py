@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import os
 import threading
+from collections.abc import Sequence
 from pathlib import Path
 
 _TICK = os.sysconf("SC_CLK_TCK")
@@ -83,10 +84,20 @@ class RssSampler:
 
     @property
     def peak_mb(self) -> float:
-        return max(self.samples, default=0.0)
+        return peak_mb(self.samples)
 
     @property
     def second_half_growth_mb(self) -> float:
-        if len(self.samples) < 2:
-            return 0.0
-        return self.samples[-1] - self.samples[len(self.samples) // 2]
+        return second_half_growth_mb(self.samples)
+
+
+def peak_mb(samples: Sequence[float]) -> float:
+    return max(samples, default=0.0)
+
+
+def second_half_growth_mb(samples: Sequence[float]) -> float:
+    """How much memory grew from the middle sample to the last (flat memory
+    grows by about nothing)."""
+    if len(samples) < 2:
+        return 0.0
+    return samples[-1] - samples[len(samples) // 2]

@@ -23,7 +23,13 @@ from pipeline.embedded import runtime
 from pipeline.embedded.endpoints import Endpoints
 from pipeline.settings import Settings
 from pipeline.storage import db
-from pipeline.testbed.cpu import RssSampler, postmaster_pid, tree_cpu_s
+from pipeline.testbed.cpu import (
+    RssSampler,
+    peak_mb,
+    postmaster_pid,
+    second_half_growth_mb,
+    tree_cpu_s,
+)
 
 
 @dataclass(frozen=True)
@@ -37,15 +43,21 @@ class Run:
     # The pipeline's CPU seconds: "worker" (all of them), "postgres" and
     # "broker" (when embedded, so their processes are known).
     cpu: dict[str, float] = field(default_factory=dict)
-    # The workers' resident memory: its peak, and its growth over the
-    # second half of the drain (flat memory grows by about nothing).
-    rss_peak_mb: float = 0.0
-    rss_growth_mb: float = 0.0
-    rss: tuple[float, ...] = ()  # the samples, every 0.5 s
+    # The workers' resident memory, summed, sampled every 0.5 s.
+    rss: tuple[float, ...] = ()
 
     @property
     def rate(self) -> float:
         return self.events / self.seconds if self.seconds > 0 else float("inf")
+
+    @property
+    def rss_peak_mb(self) -> float:
+        return peak_mb(self.rss)
+
+    @property
+    def rss_growth_mb(self) -> float:
+        """Over the second half of the drain."""
+        return second_half_growth_mb(self.rss)
 
 
 @contextmanager
@@ -60,7 +72,11 @@ def database(database_url: str, topic: str) -> Iterator[str]:
     try:
         url = db.with_database(database_url, name)
         db.upgrade(url)
-        load_entries(db.engine(url), default_prices(), "default")
+        engine = db.engine(url)
+        try:
+            load_entries(engine, default_prices(), "default")
+        finally:
+            engine.dispose()
         yield url
     finally:
         with psycopg.connect(database_url, autocommit=True) as conn:
@@ -135,8 +151,6 @@ def pipeline_drain(
         first - t0,
         stages,
         cpu,
-        rss.peak_mb,
-        rss.second_half_growth_mb,
         tuple(rss.samples),
     )
 

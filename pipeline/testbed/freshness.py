@@ -122,7 +122,7 @@ async def paced_publish(
             stamp = _stamp()
             for e in events[sent:due]:
                 key = str(e["node_id"])
-                since, lines = buffers.setdefault(key, (now, []))
+                lines = buffers.setdefault(key, (now, []))[1]
                 lines.append(json.dumps({**e, "ts": stamp}).encode())
                 if len(lines) >= per_message:
                     await send(key, lines)

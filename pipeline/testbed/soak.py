@@ -3,7 +3,7 @@
 ``finops bench`` keeps its events in memory to publish the same ones to the
 raw consumer and the pipeline; this generates them as it publishes, so a
 run can be as long as the broker holds (the embedded one keeps a topic in
-memory until it is deleted: about 150 bytes an event, compressed). The
+memory until it is deleted). The
 simulator's traffic goes to ``tenants`` tenants instead of its usual few,
 for as many distinct (tenant, route, feature, model) keys, in NDJSON
 messages of 100 events; then one ``finops worker --drain`` applies them into
@@ -81,7 +81,7 @@ def run_soak(settings: Settings, found: Endpoints, n: int, tenants: int, console
         raise RuntimeError(
             f"published {published.events:,} events, the worker applied {run.events:,}"
         )
-    console.print(memory_table(run.rss, n, run.events / run.seconds, run.cpu.get("worker", 0.0)))
+    console.print(memory_table(run.rss, n, run.rate, run.cpu.get("worker", 0.0)))
 
 
 def memory_table(samples: tuple[float, ...], n: int, rate: float, worker_cpu_s: float) -> Table:
