@@ -112,11 +112,7 @@ def test_bench_measures_its_shapes_and_leaves_no_topics_behind(env: Env) -> None
         "2",
         timeout=600,
     )
-    cells = [
-        [c.strip() for c in r.split("│")[1:-1]]
-        for r in out.stdout.splitlines()
-        if r.startswith("│")
-    ]
+    cells = _cells(out.stdout)
     rows = [c for c in cells if len(c) == 9]
     assert [r[0] for r in rows] == ["batched", "joined", "per-op"]
     assert all(r[1] == "3,000" for r in rows)
@@ -168,6 +164,13 @@ def test_bench_measures_its_shapes_and_leaves_no_topics_behind(env: Env) -> None
     assert _bench_leftovers(env) == ([], [])
 
 
+def _cells(stdout: str) -> list[list[str]]:
+    """The cells of every row of the rich tables a command printed."""
+    return [
+        [c.strip() for c in r.split("│")[1:-1]] for r in stdout.splitlines() if r.startswith("│")
+    ]
+
+
 def _bench_leftovers(env: Env) -> tuple[list[str], list[tuple[str]]]:
     """The topics and databases a bench or soak left behind."""
 
@@ -192,11 +195,7 @@ def test_soak_drains_every_event_over_many_keys_and_shows_the_workers_memory(env
     assert published is not None
     assert published.group(1) == "4,000"
     assert int(published.group(2).replace(",", "")) > 300  # several keys a tenant
-    rows = [
-        [c.strip() for c in r.split("│")[1:-1]]
-        for r in out.stdout.splitlines()
-        if r.startswith("│")
-    ]
+    rows = _cells(out.stdout)
     assert [r[0] for r in rows] == [f"{t}%" for t in range(10, 101, 10)]
     # Sampled from the worker's start; its imports alone hold over 100 MB.
     mb = [float(r[1].replace(",", "")) for r in rows]
