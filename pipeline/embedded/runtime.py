@@ -85,6 +85,17 @@ def _port_open(port: int) -> bool:
         return s.connect_ex(("127.0.0.1", port)) == 0
 
 
+def stop_child(proc: subprocess.Popen[Any], grace_s: float) -> None:
+    """SIGTERM a child process of ours; SIGKILL it if it has not exited
+    within ``grace_s``. Reaps it either way."""
+    proc.terminate()
+    try:
+        proc.wait(grace_s)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        proc.wait()
+
+
 def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))

@@ -32,7 +32,7 @@ from rich.console import Console
 from rich.progress import Progress
 
 from pipeline.embedded.endpoints import Endpoints
-from pipeline.embedded.runtime import free_port
+from pipeline.embedded.runtime import free_port, stop_child
 from pipeline.settings import Settings
 from pipeline.stream.kafka import delete_topics, ensure_topics
 from pipeline.stream.producer import new_producer
@@ -227,12 +227,7 @@ def under_load(
         except RuntimeError as e:
             raise RuntimeError(f"{e}; the worker's log ends: {log.read_text()[-2000:]}") from e
         finally:
-            worker.terminate()
-            try:
-                worker.wait(30)
-            except subprocess.TimeoutExpired:
-                worker.kill()
-                worker.wait()
+            stop_child(worker, 30)
     buckets = [
         (float(s["le"]), v)
         for n, s, v in samples

@@ -5,7 +5,6 @@ on private directories and free ports; each test gets its own database
 from __future__ import annotations
 
 import os
-import signal
 import subprocess
 import sys
 import uuid
@@ -141,11 +140,7 @@ def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
     try:
         yield Stack(f"kafka://127.0.0.1:{port}", admin_url, template, broker.pid, pgdata)
     finally:
-        broker.send_signal(signal.SIGTERM)
-        try:
-            broker.wait(10)
-        except subprocess.TimeoutExpired:
-            broker.kill()
+        embedded.stop_child(broker, 10)
         embedded.stop_postgres(pgdata)
 
 

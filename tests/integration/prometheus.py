@@ -18,7 +18,7 @@ import httpx
 import pytest
 import yaml
 
-from pipeline.embedded.runtime import free_port
+from pipeline.embedded.runtime import free_port, stop_child
 from tests.waiting import wait_ready
 
 PROMETHEUS = shutil.which("prometheus")
@@ -87,8 +87,4 @@ def prometheus(tmp: Path, jobs: Mapping[str, list[str]]) -> Iterator[Prometheus]
         wait_ready(f"{url}/-/ready", proc, log, "prometheus", timeout_s=60)  # type: ignore[arg-type]
         yield Prometheus(url)
     finally:
-        proc.terminate()
-        try:
-            proc.wait(15)
-        except subprocess.TimeoutExpired:
-            proc.kill()
+        stop_child(proc, 15)
